@@ -1,0 +1,1 @@
+"""Implementation of `checkpointable.iterators` (see that module)."""

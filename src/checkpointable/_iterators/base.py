@@ -1,0 +1,190 @@
+"""The base classes of the checkpointable iterators.
+
+`CheckpointableIterator` is the seed's abstract interface (``getstate`` / ``setstate`` /
+``close``) plus torch's ``Stateful`` protocol (``state_dict`` / ``load_state_dict``), use as a
+context manager, and pickling of a whole pipeline (configuration and position) so that it can be
+sent to a ``spawn`` process. `Node` is the base of this package's iterators: it owns the layout
+of a state, ``{"type": <class name>, <configuration>..., <position>...}``, and its checks, so a
+subclass only says what its configuration and position are.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+from .._errors import ArgumentTypeError
+from .._state import STATE_VERSION, check_config, check_state
+
+__all__ = ["CheckpointableIterator", "Node", "Transform", "require_iterator", "require_positive"]
+
+_NO_POSITION = object()
+
+
+class CheckpointableIterator(collections.abc.Iterator[Any]):
+    """An iterator whose position can be saved (`getstate`) and restored (`setstate`).
+
+    In a pipeline, ``getstate()`` on the last iterator returns the state of the whole pipeline,
+    and ``setstate(state)`` on it restores the whole pipeline; ``setstate(None)`` goes back to the
+    state right after construction. `state_dict` / `load_state_dict` are the same with a
+    ``"version"`` key added, for ``torch.save``, ``torch.distributed.checkpoint`` and Lightning.
+
+    Pickling an iterator pickles its whole pipeline, configuration and position, so that a
+    pipeline can be handed to another process; the unpickled copy continues where the original
+    was (its functions must then be picklable: module-level functions, not lambdas).
+    """
+
+    #: Attributes that are rebuilt from the position after unpickling (live iterators, threads).
+    _transient: ClassVar[tuple[str, ...]] = ()
+
+    def __iter__(self) -> CheckpointableIterator:
+        return self
+
+    @abstractmethod
+    def __next__(self) -> Any:
+        """Return the next item or raise `StopIteration`."""
+
+    @abstractmethod
+    def getstate(self) -> dict[str, Any]:
+        """Return the state of the pipeline up to this iterator, as plain data."""
+
+    @abstractmethod
+    def setstate(self, checkpoint: dict[str, Any] | None) -> None:
+        """Restore a state from `getstate`, or the initial state when `checkpoint` is None."""
+
+    def close(self) -> None:
+        """Release processes and threads of this iterator and the iterators it reads from."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return ``getstate()`` with the format ``"version"`` added."""
+        return {"version": STATE_VERSION, **self.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any] | None) -> None:
+        """Restore a state from `state_dict` (or from `getstate`)."""
+        if state_dict is not None:
+            if not isinstance(state_dict, dict):
+                raise TypeError(
+                    f"{type(self).__name__}.load_state_dict: a state must be a dict, "
+                    f"got {type(state_dict).__name__}"
+                )
+            version = state_dict.get("version", STATE_VERSION)
+            if version != STATE_VERSION:
+                check_state(state_dict, type(self).__name__, ())  # raises, naming the versions
+            state_dict = {k: v for k, v in state_dict.items() if k != "version"}
+        self.setstate(state_dict)
+
+    def __enter__(self) -> CheckpointableIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._transient:
+            for name in self._transient:
+                state.pop(name, None)
+            state["_checkpointable_position"] = self.getstate()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        position = state.pop("_checkpointable_position", _NO_POSITION)
+        self.__dict__.update(state)
+        if position is not _NO_POSITION:
+            self.setstate(position)
+
+
+class Node(CheckpointableIterator):
+    """Base of the package's iterators: the state layout and its checks live here.
+
+    A subclass defines `_POSITION_KEYS`, `_position()` (the position as plain data),
+    `_restore(state)` (apply a checked state, or the initial state for None) and, when a
+    configuration value changes what a position means, `_config()` (stored in the state and
+    compared on restore, so a mismatch raises a clear error instead of resuming elsewhere).
+    """
+
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def _position(self) -> dict[str, Any]:
+        """The position, as a fresh dict of plain data."""
+
+    @abstractmethod
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        """Apply a checked state, or the initial state when `state` is None."""
+
+    def getstate(self) -> dict[str, Any]:
+        state = {"type": type(self).__name__}
+        state.update(self._config())
+        state.update(self._position())
+        return state
+
+    def setstate(self, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is None:
+            self._restore(None)
+            return
+        name = type(self).__name__
+        config = self._config()
+        state = check_state(checkpoint, name, (*config, *self._POSITION_KEYS))
+        check_config(name, state, **config)
+        self._restore(state)
+
+    def _repr_args(self) -> dict[str, Any]:
+        return self._config()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Transform(Node):
+    """A `Node` reading from one `source_iterator`; its state nests under ``"source"``.
+
+    By default the position is the source's: right for transforms that hold nothing between
+    items (map, filter, batch). Others extend `_position` / `_restore`.
+    """
+
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("source",)
+
+    def __init__(self, source_iterator: CheckpointableIterator) -> None:
+        self._source_iterator = require_iterator(source_iterator, type(self).__name__)
+
+    def _position(self) -> dict[str, Any]:
+        return {"source": self._source_iterator.getstate()}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        self._source_iterator.setstate(None if state is None else state["source"])
+
+    def close(self) -> None:
+        self._source_iterator.close()
+
+    def __repr__(self) -> str:
+        args = "".join(f", {key}={value!r}" for key, value in self._repr_args().items())
+        return f"{type(self).__name__}({self._source_iterator!r}{args})"
+
+
+def require_iterator(
+    value: Any, owner: str, name: str = "source_iterator"
+) -> CheckpointableIterator:
+    """Return `value` if it is a `CheckpointableIterator`, else raise `ArgumentTypeError`."""
+    if not isinstance(value, CheckpointableIterator):
+        raise ArgumentTypeError(
+            f"{owner}: {name} must be a CheckpointableIterator, got {type(value).__name__}; "
+            "wrap an iterable in NativeCheckpointableIterator(...) or a source iterator first"
+        )
+    return value
+
+
+def require_positive(value: Any, owner: str, name: str) -> int:
+    """Return `value` if it is an int >= 1, else raise `TypeError` / `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(
+            f"{owner}: {name} must be a positive int, got {value!r} ({type(value).__name__})"
+        )
+    if value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {name}={value}")
+    return value

@@ -1,0 +1,497 @@
+"""Source iterators: the start of a pipeline, reading from a list, a sequence or an RNG."""
+
+from __future__ import annotations
+
+import collections.abc
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from random import Random
+from typing import Any
+
+from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._state import random_state_from_list, random_state_to_list, state_int
+from ._bijection import KeyedPermutation, mix64
+from .base import CheckpointableIterator, Node, require_positive
+
+__all__ = [
+    "ChunkedSourceIterator",
+    "InfinitePermutationSourceIterator",
+    "NativeCheckpointableIterator",
+    "RandomAccessSourceIterator",
+    "RandomIterator",
+    "create_source_iterator",
+]
+
+
+class _Probe:  # a minimal sequence, to learn the type of CPython's sequence iterator
+    def __getitem__(self, index: int) -> int:
+        raise IndexError(index)
+
+
+# Iterators of built-in sequences that can be positioned in O(1) with __setstate__(index).
+_SEEKABLE_SAMPLES: tuple[Any, ...] = ([], (), range(0), "", "\u00e9", b"", bytearray(), _Probe())
+_SEEKABLE_ITERATORS = frozenset(type(iter(sample)) for sample in _SEEKABLE_SAMPLES)
+
+
+class NativeCheckpointableIterator(Node):
+    """Turns an iterable into a checkpointable iterator.
+
+    Restoring is O(1) for a sequence (anything with ``__len__`` and ``__getitem__`` that is not a
+    mapping: lists, tuples, ranges, tensors, map-style datasets): the iterator seeks to the saved
+    index. Any other iterable is restored by replaying it from its start up to the saved position
+    (a cost linear in the position), as in infinibatch.
+
+    Args:
+        iterable: the items; it must be an iterable that restarts on each ``iter()``, not an
+            iterator (which cannot be rewound).
+
+    Raises:
+        ArgumentTypeError: `iterable` is an iterator or not iterable.
+
+    State: ``{"num_items_yielded": n}``; restoring costs O(1) for a sequence, n items otherwise.
+
+    >>> it = NativeCheckpointableIterator([10, 20, 30])
+    >>> next(it)
+    10
+    >>> state = it.getstate()
+    >>> list(it)
+    [20, 30]
+    >>> it.setstate(state)
+    >>> list(it)
+    [20, 30]
+    """
+
+    _POSITION_KEYS = ("num_items_yielded",)
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        name = type(self).__name__
+        try:
+            probe = iter(iterable)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"{name}: iterable must be an iterable, got {type(iterable).__name__}"
+            ) from None
+        if probe is iterable:
+            raise ArgumentTypeError(
+                f"{name}: iterable must be an iterable that restarts on each iter(), got the "
+                f"iterator {type(iterable).__name__}, which cannot be rewound to a checkpoint; "
+                "pass the list, sequence or container it iterates over instead"
+            )
+        self._iterable = iterable
+        self._seekable = type(probe) in _SEEKABLE_ITERATORS and hasattr(iterable, "__len__")
+        self._sequence = (
+            not self._seekable
+            and hasattr(iterable, "__len__")
+            and hasattr(iterable, "__getitem__")
+            and not isinstance(iterable, collections.abc.Mapping)
+        )
+        self._restore(None)
+
+    _transient = ("_iterator",)
+
+    def __next__(self) -> Any:
+        item = next(self._iterator)
+        self._num_items_yielded += 1
+        return item
+
+    def _position(self) -> dict[str, Any]:
+        return {"num_items_yielded": self._num_items_yielded}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        count = 0 if state is None else state_int(type(self).__name__, state, "num_items_yielded")
+        self._iterator = self._open(count)
+        self._num_items_yielded = count
+
+    def _open(self, count: int) -> Iterator[Any]:
+        """An iterator over the items from index `count` on."""
+        iterable: Any = self._iterable
+        if self._seekable or self._sequence:
+            length = len(iterable)
+            if count > length:
+                self._beyond_end(count, length)
+            if self._seekable:
+                iterator = iter(iterable)
+                if count:
+                    iterator.__setstate__(count)
+                return iterator
+            return map(iterable.__getitem__, range(count, length))
+        iterator = iter(iterable)
+        skipped = sum(1 for _ in islice(iterator, count))
+        if skipped < count:
+            self._beyond_end(count, skipped)
+        return iterator
+
+    def _beyond_end(self, count: int, length: int) -> None:
+        raise IncompatibleStateError(
+            f"{type(self).__name__}: the state is at item {count}, but the iterable has only "
+            f"{length} items; it was saved over other data"
+        )
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"iterable": _short(self._iterable)}
+
+
+class ChunkedSourceIterator(NativeCheckpointableIterator):
+    """Serves the contiguous part `instance_rank` of `source_items` cut into `num_instances` parts.
+
+    The parts differ in size by at most one item, the first ones being the larger, as in
+    infinibatch. Meant for inference or validation on several processes.
+
+    Args:
+        source_items: the items, a non-empty sequence.
+        num_instances: number of parts, e.g. the number of processes.
+        instance_rank: which part this iterator serves, in ``range(num_instances)``.
+
+    State: ``{"num_instances", "instance_rank", "num_items_yielded"}``; restoring is O(1).
+
+    >>> list(ChunkedSourceIterator(list(range(10)), num_instances=3, instance_rank=0))
+    [0, 1, 2, 3]
+    >>> list(ChunkedSourceIterator(list(range(10)), num_instances=3, instance_rank=2))
+    [7, 8, 9]
+    """
+
+    def __init__(
+        self, source_items: Sequence[Any], num_instances: int = 1, instance_rank: int = 0
+    ) -> None:
+        name = type(self).__name__
+        _check_sharding(name, num_instances, instance_rank)
+        size = _require_items(name, source_items)
+        per_rank, larger = divmod(size, num_instances)
+
+        def boundary(rank: int) -> int:
+            return rank * per_rank + min(rank, larger)
+
+        start, stop = boundary(instance_rank), boundary(instance_rank + 1)
+        part: Any = (
+            source_items[start:stop]
+            if isinstance(source_items, list | tuple | range | str)
+            else _Slice(source_items, start, stop)
+        )
+        self._num_instances = num_instances
+        self._instance_rank = instance_rank
+        super().__init__(part)
+
+    def _config(self) -> dict[str, Any]:
+        return {"num_instances": self._num_instances, "instance_rank": self._instance_rank}
+
+
+class InfinitePermutationSourceIterator(Node):
+    """Endless passes over `source_items`, each pass a fresh random permutation.
+
+    The order is infinibatch's: one ``random.Random(seed)`` is carried across passes and shuffles a
+    fresh copy of the items at the start of each pass; instance `r` of `num_instances` takes the
+    items ``r, r + num_instances, r + 2 * num_instances, ...`` of the concatenated passes. With
+    ``shuffle=False`` this is a checkpointable ``itertools.cycle``.
+
+    Args:
+        source_items: the items, a non-empty list (held in memory).
+        seed: seed of the shuffling RNG; None draws one at construction (the state still records
+            the RNG, so a resume continues the same order).
+        shuffle: False to serve the items in their order, pass after pass.
+        num_instances: number of instances sharing the stream, e.g. processes.
+        instance_rank: this instance, in ``range(num_instances)``.
+
+    State: ``{"num_items", "seed", "shuffle", "num_instances", "instance_rank", "index",
+    "random_state"}`` where ``random_state`` is the RNG state (plain lists, ~7 KB in JSON) before
+    the current pass's shuffle. Restoring costs one shuffle of the items (O(len(source_items))),
+    independent of the position.
+
+    >>> it = InfinitePermutationSourceIterator([1, 2, 3], seed=0)
+    >>> [next(it) for _ in range(6)]
+    [1, 3, 2, 3, 2, 1]
+    """
+
+    _POSITION_KEYS = ("index", "random_state")
+
+    def __init__(
+        self,
+        source_items: Sequence[Any],
+        seed: int | None = 0,
+        shuffle: bool = True,
+        num_instances: int = 1,
+        instance_rank: int = 0,
+    ) -> None:
+        name = type(self).__name__
+        _check_sharding(name, num_instances, instance_rank)
+        _require_items(name, source_items)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ArgumentTypeError(f"{name}: seed must be an int or None, got {seed!r}")
+        self._items = list(source_items)
+        self._seed = seed
+        self._shuffle = bool(shuffle)
+        self._num_instances = num_instances
+        self._instance_rank = instance_rank
+        self._random = Random(seed)
+        self._initial_random_state = self._random.getstate()
+        self._permutation: list[Any] | None = None
+        self._pass_random_state = self._initial_random_state
+        self._restore(None)
+
+    _transient = ("_permutation",)
+
+    def __next__(self) -> Any:
+        permutation = self._permutation
+        if permutation is None:
+            permutation = self._start()
+        item = permutation[self._index]
+        self._index += self._num_instances
+        if self._index >= len(permutation):
+            self._next_passes()
+        return item
+
+    def _start(self) -> list[Any]:
+        """Build the current pass's permutation from the RNG state recorded for it."""
+        if self._shuffle:
+            self._random.setstate(self._pass_random_state)
+            permutation = self._items.copy()
+            self._random.shuffle(permutation)
+        else:
+            permutation = self._items
+        self._permutation = permutation
+        return permutation
+
+    def _next_passes(self) -> None:
+        """Move to the pass holding `_index`; skipped passes still draw from the RNG."""
+        n = len(self._items)
+        while self._index >= n:
+            self._index -= n
+            if self._shuffle:
+                self._pass_random_state = self._random.getstate()
+                permutation = self._items.copy()
+                self._random.shuffle(permutation)
+                self._permutation = permutation
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_items": len(self._items),
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+            "num_instances": self._num_instances,
+            "instance_rank": self._instance_rank,
+        }
+
+    def _position(self) -> dict[str, Any]:
+        random_state = random_state_to_list(self._pass_random_state) if self._shuffle else None
+        return {"index": self._index, "random_state": random_state}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        name = type(self).__name__
+        if state is None:
+            index, random_state = self._instance_rank, self._initial_random_state
+        else:
+            index = state_int(name, state, "index")
+            if index >= len(self._items):
+                raise IncompatibleStateError(
+                    f"{name}: the state's index {index} is outside the {len(self._items)} items"
+                )
+            random_state = (
+                random_state_from_list(state["random_state"], name)
+                if self._shuffle
+                else self._initial_random_state
+            )
+        self._index = index
+        self._pass_random_state = random_state
+        self._permutation = None  # rebuilt lazily on the next item
+        if index >= len(self._items):  # more instances than items: skip to this rank's pass
+            self._start()
+            self._next_passes()
+
+
+class RandomAccessSourceIterator(Node):
+    """Endless passes over a sequence, each pass a permutation computed index by index.
+
+    For large random-access datasets: the permutation of pass ``p`` is a keyed bijection of
+    ``range(len(data))`` chosen by ``(seed, p)`` and evaluated per index, so no list of indices is
+    held in memory, and any position of any pass is reached in O(1). Instance `r` of
+    `num_instances` takes the items ``r, r + num_instances, ...`` of the concatenated passes.
+
+    Args:
+        data: a non-empty sequence (``__len__`` and ``__getitem__``), e.g. a map-style dataset.
+        seed: an int choosing the permutations.
+        shuffle: False to serve ``data`` in its order, pass after pass.
+        num_instances: number of instances sharing the stream, e.g. processes.
+        instance_rank: this instance, in ``range(num_instances)``.
+
+    State: ``{"num_items", "seed", "shuffle", "num_instances", "instance_rank",
+    "num_items_yielded"}``; restoring is O(1) at any position.
+
+    >>> it = RandomAccessSourceIterator(range(5), seed=3)
+    >>> first_pass = [next(it) for _ in range(5)]
+    >>> sorted(first_pass)
+    [0, 1, 2, 3, 4]
+    """
+
+    _POSITION_KEYS = ("num_items_yielded",)
+
+    def __init__(
+        self,
+        data: Sequence[Any],
+        seed: int = 0,
+        shuffle: bool = True,
+        num_instances: int = 1,
+        instance_rank: int = 0,
+    ) -> None:
+        name = type(self).__name__
+        _check_sharding(name, num_instances, instance_rank)
+        if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+            raise ArgumentTypeError(
+                f"{name}: data must be a sequence with __len__ and __getitem__, "
+                f"got {type(data).__name__}"
+            )
+        _require_items(name, data)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ArgumentTypeError(f"{name}: seed must be an int, got {seed!r}")
+        self._data = data
+        self._seed = seed
+        self._shuffle = bool(shuffle)
+        self._num_instances = num_instances
+        self._instance_rank = instance_rank
+        self._pass = -1
+        self._permutation: KeyedPermutation | None = None
+        self._restore(None)
+
+    def __next__(self) -> Any:
+        position = self._instance_rank + self._num_items_yielded * self._num_instances
+        pass_, index = divmod(position, len(self._data))
+        if self._shuffle:
+            permutation = self._permutation
+            if permutation is None or pass_ != self._pass:
+                permutation = KeyedPermutation(len(self._data), mix64(self._seed, pass_))
+                self._permutation, self._pass = permutation, pass_
+            index = permutation(index)
+        item = self._data[index]
+        self._num_items_yielded += 1
+        return item
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_items": len(self._data),
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+            "num_instances": self._num_instances,
+            "instance_rank": self._instance_rank,
+        }
+
+    def _position(self) -> dict[str, Any]:
+        return {"num_items_yielded": self._num_items_yielded}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        name = type(self).__name__
+        self._num_items_yielded = (
+            0 if state is None else state_int(name, state, "num_items_yielded")
+        )
+        self._pass = -1
+        self._permutation = None
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"data": _short(self._data), **self._config()}
+
+
+class RandomIterator(Node):
+    """Endless uniform random floats in [0, 1): ``random.Random(seed).random()`` in sequence.
+
+    State: ``{"seed", "random_state"}`` (the RNG state as plain lists); restoring is O(1).
+
+    >>> it = RandomIterator(seed=1)
+    >>> next(it) == Random(1).random()
+    True
+    """
+
+    _POSITION_KEYS = ("random_state",)
+
+    def __init__(self, seed: int = 0) -> None:
+        self._seed = seed
+        self._random = Random(seed)
+
+    def __next__(self) -> float:
+        return self._random.random()
+
+    def _config(self) -> dict[str, Any]:
+        return {"seed": self._seed}
+
+    def _position(self) -> dict[str, Any]:
+        return {"random_state": random_state_to_list(self._random.getstate())}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self._random.seed(self._seed)
+        else:
+            self._random.setstate(random_state_from_list(state["random_state"], "RandomIterator"))
+
+
+def create_source_iterator(
+    source_items: Sequence[Any],
+    train: bool = True,
+    seed: int | None = None,
+    shuffle: bool = True,
+    num_instances: int = 1,
+    instance_rank: int = 0,
+) -> CheckpointableIterator:
+    """The source of a training (endless, shuffled) or an evaluation (one pass) pipeline.
+
+    Returns an `InfinitePermutationSourceIterator` when `train`, else a `ChunkedSourceIterator`.
+
+    Raises:
+        ValueError: ``train=False`` with ``shuffle=True``: evaluation data is not shuffled.
+    """
+    if not train and shuffle:
+        raise ValueError(
+            "create_source_iterator: shuffling is not supported when train=False; "
+            "pass shuffle=False for evaluation data"
+        )
+    if train:
+        return InfinitePermutationSourceIterator(
+            source_items,
+            seed=seed,
+            shuffle=shuffle,
+            num_instances=num_instances,
+            instance_rank=instance_rank,
+        )
+    return ChunkedSourceIterator(
+        source_items, num_instances=num_instances, instance_rank=instance_rank
+    )
+
+
+class _Slice:
+    """A read-only view of ``data[start:stop]`` for sequences that cannot be sliced cheaply."""
+
+    def __init__(self, data: Any, start: int, stop: int) -> None:
+        self._data, self._start, self._stop = data, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self._stop - self._start:
+            raise IndexError(index)
+        return self._data[self._start + index]
+
+
+def _check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
+    require_positive(num_instances, owner, "num_instances")
+    if isinstance(instance_rank, bool) or not isinstance(instance_rank, int):
+        raise ArgumentTypeError(
+            f"{owner}: instance_rank must be an int, got {instance_rank!r} "
+            f"({type(instance_rank).__name__})"
+        )
+    if not 0 <= instance_rank < num_instances:
+        raise ValueError(
+            f"{owner}: instance_rank must be in range(num_instances), "
+            f"got instance_rank={instance_rank} with num_instances={num_instances}"
+        )
+
+
+def _require_items(owner: str, items: Any) -> int:
+    if not hasattr(items, "__len__"):
+        raise ArgumentTypeError(
+            f"{owner}: source_items must be a list or sequence, got {type(items).__name__}"
+        )
+    size = len(items)
+    if size == 0:
+        raise ValueError(f"{owner}: source_items must not be empty")
+    return size
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,206 @@
+"""The state protocol, defined once for every stateful object of the package.
+
+Every stateful object has ``state_dict() -> dict`` and ``load_state_dict(state)``: torch's
+``Stateful`` protocol, so ``torch.distributed.checkpoint`` and Lightning can save it. A state is
+plain data only: ``dict`` (str keys), ``list``, ``str``, ``int``, ``float``, ``bool`` and
+``None``, so it survives ``json`` and ``torch.load(weights_only=True)`` unchanged. Each state
+names the class that wrote it under the key ``"type"``; the outermost state also carries the
+format ``"version"``. The helpers here check a state before it is loaded and raise
+`IncompatibleStateError` naming what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from ._errors import IncompatibleStateError
+
+__all__ = [
+    "STATE_VERSION",
+    "Stateful",
+    "check_config",
+    "check_plain",
+    "check_state",
+    "plain_copy",
+    "random_state_from_list",
+    "random_state_to_list",
+    "state_int",
+]
+
+#: Version of the state format written by this release; stored under ``"version"``.
+STATE_VERSION = 1
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """An object whose position can be saved and restored: torch's ``Stateful`` protocol.
+
+    Usable as a structural type (``isinstance(obj, Stateful)`` is true for anything with both
+    methods) and as a mixin, as in torchdata:
+
+    >>> import torch.utils.data
+    >>> class Counter(torch.utils.data.IterableDataset, Stateful):
+    ...     def __init__(self):
+    ...         self.i = 0
+    ...     def __iter__(self):
+    ...         while True:
+    ...             self.i += 1
+    ...             yield self.i
+    ...     def state_dict(self):
+    ...         return {"i": self.i}
+    ...     def load_state_dict(self, state_dict):
+    ...         self.i = state_dict["i"]
+    >>> isinstance(Counter(), Stateful)
+    True
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the position as plain data."""
+        ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a state returned by `state_dict`."""
+        ...
+
+
+def check_plain(value: Any, where: str = "state") -> None:
+    """Raise `TypeError` naming the first part of `value` that is not plain data.
+
+    >>> check_plain({"a": [1, 2.5, None, "x", True]})
+    >>> check_plain({"a": (1, 2)})
+    Traceback (most recent call last):
+    ...
+    TypeError: state['a'] is a tuple; a state holds only dict (str keys), list, str, int, float, bool and None
+    """
+    plain_copy(value, where)
+
+
+def plain_copy(value: Any, where: str = "state") -> Any:
+    """Return a copy of `value` with fresh containers, after checking that it is plain data.
+
+    Used where a state embeds data given by the user (a recurrent state, a dataset's own
+    state): the copy cannot change when the user mutates their object afterwards.
+    Scalars are immutable and shared; dicts and lists are rebuilt.
+    """
+    kind = type(value)
+    if kind in _SCALARS:  # exact types: numpy scalars and enums are subclasses, and not plain
+        return value
+    if kind is list:
+        return [plain_copy(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(
+                    f"{where} has the key {key!r} of type {type(key).__name__}; "
+                    "a state's dict keys must be str"
+                )
+            out[key] = plain_copy(item, f"{where}[{key!r}]")
+        return out
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; a state holds only dict (str keys), list, str, "
+        "int, float, bool and None"
+    )
+
+
+def random_state_to_list(state: tuple[Any, ...]) -> list[Any]:
+    """Turn ``random.Random.getstate()`` into plain lists (it survives JSON).
+
+    >>> import random
+    >>> import json, random
+    >>> saved = json.loads(json.dumps(random_state_to_list(random.Random(1).getstate())))
+    >>> restored = random.Random()
+    >>> restored.setstate(random_state_from_list(saved))
+    >>> restored.random() == random.Random(1).random()
+    True
+    """
+    version, internal, gauss_next = state
+    return [version, list(internal), gauss_next]
+
+
+def random_state_from_list(value: Any, owner: str = "state") -> tuple[Any, ...]:
+    """Inverse of `random_state_to_list`, with a clear error for anything else."""
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 3
+        or not isinstance(value[1], list | tuple)
+        or not all(type(x) is int for x in value[1])
+    ):
+        raise IncompatibleStateError(
+            f"{owner}: 'random_state' must be [version, [internal ints], gauss_next] as written "
+            f"by state_dict(), got {_describe(value)}"
+        )
+    return (value[0], tuple(value[1]), value[2])
+
+
+def check_state(
+    state: Any, kind: str, keys: Iterable[str], owner: str | None = None
+) -> dict[str, Any]:
+    """Check that `state` is a dict written by `kind` with exactly `keys`; return it.
+
+    The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (which must equal
+    `STATE_VERSION`) are implied. `owner` names the object loading the state in messages.
+
+    >>> check_state({"type": "A", "n": 1}, "A", ["n"])
+    {'type': 'A', 'n': 1}
+    >>> check_state({"type": "B", "n": 1}, "A", ["n"])
+    Traceback (most recent call last):
+    ...
+    checkpointable._errors.IncompatibleStateError: A: the state was saved by 'B', not by 'A'
+    """
+    owner = owner or kind
+    if not isinstance(state, dict):
+        raise TypeError(f"{owner}: a state must be a dict, got {type(state).__name__}")
+    found = state.get("type")
+    if found != kind:
+        raise IncompatibleStateError(f"{owner}: the state was saved by {found!r}, not by {kind!r}")
+    version = state.get("version", STATE_VERSION)
+    if version != STATE_VERSION:
+        raise IncompatibleStateError(
+            f"{owner}: the state has format version {version!r}, this release of "
+            f"checkpointable reads version {STATE_VERSION}"
+        )
+    expected = set(keys)
+    missing = sorted(expected - state.keys())
+    if missing:
+        raise IncompatibleStateError(f"{owner}: the state lacks the key(s) {missing}")
+    unknown = sorted(state.keys() - expected - {"type", "version"})
+    if unknown:
+        raise IncompatibleStateError(f"{owner}: the state has unexpected key(s) {unknown}")
+    return state
+
+
+def check_config(owner: str, state: dict[str, Any], **expected: Any) -> None:
+    """Raise if the configuration recorded in `state` differs from the loading object's.
+
+    >>> check_config("X", {"seed": 1}, seed=2)
+    Traceback (most recent call last):
+    ...
+    checkpointable._errors.IncompatibleStateError: X: the state was saved with seed=1, but this object has seed=2
+    """
+    for key, value in expected.items():
+        if state[key] != value:
+            raise IncompatibleStateError(
+                f"{owner}: the state was saved with {key}={state[key]!r}, "
+                f"but this object has {key}={value!r}"
+            )
+
+
+def state_int(owner: str, state: dict[str, Any], key: str, minimum: int = 0) -> int:
+    """Return ``state[key]`` after checking that it is an int >= `minimum`."""
+    value = state[key]
+    if type(value) is not int or value < minimum:
+        raise IncompatibleStateError(
+            f"{owner}: the state's {key!r} must be an int >= {minimum}, got {_describe(value)}"
+        )
+    return value
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
