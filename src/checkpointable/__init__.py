@@ -7,20 +7,27 @@ Every public name is available here; the seed-shaped modules are ``checkpointabl
 
 from ._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
 from ._state import STATE_VERSION, Stateful
+from .datasets import chunked_dataset_iterator, read_text_chunk
 from .iterators import (
+    BlockwiseShuffleIterator,
+    BucketedReadaheadBatchIterator,
+    BufferedShuffleIterator,
     CheckpointableIterator,
     ChunkedSourceIterator,
     FilterIterator,
     FixedBatchIterator,
     InfinitePermutationSourceIterator,
     MapIterator,
+    MultiplexIterator,
     NativeCheckpointableIterator,
     RandomAccessSourceIterator,
     RandomIterator,
     RecurrentIterator,
     SamplingRandomMapIterator,
     SelectManyIterator,
+    WeightedMixIterator,
     WindowedIterator,
+    ZipIterator,
     create_source_iterator,
 )
 
@@ -30,6 +37,9 @@ __all__ = [
     "STATE_VERSION",
     "ArgumentTypeError",
     "ArgumentValueError",
+    "BlockwiseShuffleIterator",
+    "BucketedReadaheadBatchIterator",
+    "BufferedShuffleIterator",
     "CheckpointableIterator",
     "ChunkedSourceIterator",
     "FilterIterator",
@@ -37,6 +47,7 @@ __all__ = [
     "IncompatibleStateError",
     "InfinitePermutationSourceIterator",
     "MapIterator",
+    "MultiplexIterator",
     "NativeCheckpointableIterator",
     "RandomAccessSourceIterator",
     "RandomIterator",
@@ -44,6 +55,10 @@ __all__ = [
     "SamplingRandomMapIterator",
     "SelectManyIterator",
     "Stateful",
+    "WeightedMixIterator",
     "WindowedIterator",
+    "ZipIterator",
+    "chunked_dataset_iterator",
     "create_source_iterator",
+    "read_text_chunk",
 ]

@@ -37,6 +37,12 @@ StopIteration
 """
 
 from ._iterators.base import CheckpointableIterator
+from ._iterators.combine import MultiplexIterator, WeightedMixIterator, ZipIterator
+from ._iterators.shuffle import (
+    BlockwiseShuffleIterator,
+    BucketedReadaheadBatchIterator,
+    BufferedShuffleIterator,
+)
 from ._iterators.sources import (
     ChunkedSourceIterator,
     InfinitePermutationSourceIterator,
@@ -56,18 +62,24 @@ from ._iterators.transforms import (
 )
 
 __all__ = [
+    "BlockwiseShuffleIterator",
+    "BucketedReadaheadBatchIterator",
+    "BufferedShuffleIterator",
     "CheckpointableIterator",
     "ChunkedSourceIterator",
     "FilterIterator",
     "FixedBatchIterator",
     "InfinitePermutationSourceIterator",
     "MapIterator",
+    "MultiplexIterator",
     "NativeCheckpointableIterator",
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
+    "WeightedMixIterator",
     "WindowedIterator",
+    "ZipIterator",
     "create_source_iterator",
 ]

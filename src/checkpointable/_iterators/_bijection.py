@@ -3,10 +3,16 @@
 `KeyedPermutation(n, key)(i)` maps each index to a distinct index of ``range(n)``, computed per
 index without a list of n indices in memory: a 4-round Feistel network on the smallest even
 number of bits covering n, with cycle walking to stay inside ``range(n)`` (at most 4 walks on
-average, since the network's domain is less than 4n).
+average, since the network's domain is less than 4n). A Feistel network on a few bits is far from
+uniform, so up to `TABLE_LIMIT` indices the permutation is an explicit shuffled table instead.
 """
 
 from __future__ import annotations
+
+from random import Random
+
+#: Up to this many indices, a permutation is a shuffled list (a few KB) rather than a network.
+TABLE_LIMIT = 4096
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1
@@ -45,7 +51,7 @@ class KeyedPermutation:
     True
     """
 
-    __slots__ = ("_half", "_keys", "_mask", "_n")
+    __slots__ = ("_half", "_keys", "_mask", "_n", "_table")
 
     def __init__(self, n: int, key: int) -> None:
         if n <= 0:
@@ -55,11 +61,17 @@ class KeyedPermutation:
         if bits > 64:
             raise ValueError(f"KeyedPermutation: n must be at most 2**64, got n={n}")
         self._n = n
+        self._table: list[int] | None = None
+        if n <= TABLE_LIMIT:
+            self._table = list(range(n))
+            Random(key).shuffle(self._table)
         self._half = bits // 2
         self._mask = (1 << self._half) - 1
         self._keys = tuple(mix64(key, round_) & _MASK32 for round_ in range(4))
 
     def __call__(self, index: int) -> int:
+        if self._table is not None:
+            return self._table[index]
         half, mask, n = self._half, self._mask, self._n
         while True:
             left, right = index >> half, index & mask

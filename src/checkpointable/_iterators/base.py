@@ -15,9 +15,18 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 from .._errors import ArgumentTypeError
-from .._state import STATE_VERSION, check_config, check_state
+from .._state import STATE_VERSION, check_config, check_state, random_state_to_list
 
-__all__ = ["CheckpointableIterator", "Node", "Transform", "require_iterator", "require_positive"]
+__all__ = [
+    "CheckpointableIterator",
+    "Node",
+    "RandomState",
+    "Transform",
+    "plain_state",
+    "require_iterator",
+    "require_positive",
+    "snapshot",
+]
 
 _NO_POSITION = object()
 
@@ -98,13 +107,19 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
 class Node(CheckpointableIterator):
     """Base of the package's iterators: the state layout and its checks live here.
 
-    A subclass defines `_POSITION_KEYS`, `_position()` (the position as plain data),
-    `_restore(state)` (apply a checked state, or the initial state for None) and, when a
-    configuration value changes what a position means, `_config()` (stored in the state and
-    compared on restore, so a mismatch raises a clear error instead of resuming elsewhere).
+    A subclass defines `_POSITION_KEYS`, `_position()` (the position), `_restore(state)` (apply
+    a checked state, or the initial state for None) and, when a configuration value changes what
+    a position means, `_config()` (stored in the state and compared on restore, so a mismatch
+    raises a clear error instead of resuming elsewhere).
+
+    Iterators that keep their source's state for later (the start of a block, a window, a chunk)
+    take it with `snapshot(source)`: the same as ``getstate()`` but RNG states stay immutable
+    tuples wrapped in `RandomState`, so taking a snapshot per block costs no list of 625 ints.
+    ``getstate()`` turns a snapshot into fresh plain data once, with `plain_state`.
     """
 
     _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
+    _state_prefix: dict[str, Any]  # "type" and the configuration, built on first use
 
     def _config(self) -> dict[str, Any]:
         return {}
@@ -118,8 +133,14 @@ class Node(CheckpointableIterator):
         """Apply a checked state, or the initial state when `state` is None."""
 
     def getstate(self) -> dict[str, Any]:
-        state = {"type": type(self).__name__}
-        state.update(self._config())
+        return plain_state(self._snapshot())
+
+    def _snapshot(self) -> dict[str, Any]:
+        try:
+            state = self._state_prefix.copy()
+        except AttributeError:  # the configuration is fixed after construction: build it once
+            self._state_prefix = {"type": type(self).__name__, **self._config()}
+            state = self._state_prefix.copy()
         state.update(self._position())
         return state
 
@@ -154,7 +175,7 @@ class Transform(Node):
         self._source_iterator = require_iterator(source_iterator, type(self).__name__)
 
     def _position(self) -> dict[str, Any]:
-        return {"source": self._source_iterator.getstate()}
+        return {"source": snapshot(self._source_iterator)}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         self._source_iterator.setstate(None if state is None else state["source"])
@@ -165,6 +186,34 @@ class Transform(Node):
     def __repr__(self) -> str:
         args = "".join(f", {key}={value!r}" for key, value in self._repr_args().items())
         return f"{type(self).__name__}({self._source_iterator!r}{args})"
+
+
+class RandomState:
+    """A ``random.Random.getstate()`` tuple inside a snapshot; `plain_state` turns it into lists."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: tuple[Any, ...]) -> None:
+        self.value = value
+
+
+def snapshot(iterator: CheckpointableIterator) -> dict[str, Any]:
+    """The state of `iterator`, cheap to take and to keep (see `Node`)."""
+    if isinstance(iterator, Node):
+        return iterator._snapshot()
+    return iterator.getstate()
+
+
+def plain_state(value: Any) -> Any:
+    """A fresh plain copy of a snapshot: dicts and lists rebuilt, RNG states as lists."""
+    kind = type(value)
+    if kind is dict:
+        return {key: plain_state(item) for key, item in value.items()}
+    if kind is list:
+        return [plain_state(item) for item in value]
+    if kind is RandomState:
+        return random_state_to_list(value.value)
+    return value
 
 
 def require_iterator(

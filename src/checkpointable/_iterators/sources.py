@@ -9,9 +9,9 @@ from random import Random
 from typing import Any
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._state import random_state_from_list, random_state_to_list, state_int
+from .._state import random_state_from_list, state_int
 from ._bijection import KeyedPermutation, mix64
-from .base import CheckpointableIterator, Node, require_positive
+from .base import CheckpointableIterator, Node, RandomState, require_positive
 
 __all__ = [
     "ChunkedSourceIterator",
@@ -202,6 +202,8 @@ class InfinitePermutationSourceIterator(Node):
     """
 
     _POSITION_KEYS = ("index", "random_state")
+    _index: int
+    _pass_random_wrapper: RandomState
 
     def __init__(
         self,
@@ -233,9 +235,11 @@ class InfinitePermutationSourceIterator(Node):
         permutation = self._permutation
         if permutation is None:
             permutation = self._start()
-        item = permutation[self._index]
-        self._index += self._num_instances
-        if self._index >= len(permutation):
+        index = self._index
+        item = permutation[index]
+        index += self._num_instances
+        self._index = index
+        if index >= len(permutation):
             self._next_passes()
         return item
 
@@ -271,8 +275,17 @@ class InfinitePermutationSourceIterator(Node):
         }
 
     def _position(self) -> dict[str, Any]:
-        random_state = random_state_to_list(self._pass_random_state) if self._shuffle else None
+        random_state = self._pass_random_wrapper if self._shuffle else None
         return {"index": self._index, "random_state": random_state}
+
+    @property
+    def _pass_random_state(self) -> tuple[Any, ...]:
+        """The RNG state before the current pass's shuffle."""
+        return self._pass_random_wrapper.value
+
+    @_pass_random_state.setter
+    def _pass_random_state(self, value: tuple[Any, ...]) -> None:
+        self._pass_random_wrapper = RandomState(value)
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         name = type(self).__name__
@@ -410,7 +423,7 @@ class RandomIterator(Node):
         return {"seed": self._seed}
 
     def _position(self) -> dict[str, Any]:
-        return {"random_state": random_state_to_list(self._random.getstate())}
+        return {"random_state": RandomState(self._random.getstate())}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         if state is None:

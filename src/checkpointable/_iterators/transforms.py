@@ -8,8 +8,15 @@ from random import Random
 from typing import Any
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._state import plain_copy, random_state_from_list, random_state_to_list, state_int
-from .base import CheckpointableIterator, Transform, require_positive
+from .._state import plain_copy, random_state_from_list, state_int
+from .base import (
+    CheckpointableIterator,
+    Node,
+    RandomState,
+    Transform,
+    require_positive,
+    snapshot,
+)
 
 __all__ = [
     "FilterIterator",
@@ -136,15 +143,15 @@ class SelectManyIterator(Transform):
         return item
 
     def _next_collection(self) -> Any:
-        source = self._source_iterator
+        source, selector = self._source_iterator, self._selector
+        take_snapshot = source._snapshot if isinstance(source, Node) else source.getstate
         while True:
-            state = source.getstate()
-            self._collection = self._open(next(source))
-            self._collection_state = state
-            self._offset = 0
-            item = next(self._collection, _END)
+            state = take_snapshot()
+            source_item = next(source)
+            collection = iter(source_item if selector is None else selector(source_item))
+            item = next(collection, _END)
             if item is not _END:
-                self._offset = 1
+                self._collection, self._collection_state, self._offset = collection, state, 1
                 return item
 
     def _open(self, source_item: Any) -> Any:
@@ -153,7 +160,7 @@ class SelectManyIterator(Transform):
     def _position(self) -> dict[str, Any]:
         state = self._collection_state
         if state is None:  # no collection opened yet: the next one starts where the source is
-            state = self._source_iterator.getstate()
+            state = snapshot(self._source_iterator)
         return {"source": state, "offset": self._offset}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
@@ -210,7 +217,7 @@ class WindowedIterator(Transform):
 
     def __next__(self) -> tuple[Any, ...]:
         index = self._index
-        if index > self._last:
+        while index > self._last:
             self._fill()
             index = self._index
         self._index = index + 1
@@ -222,7 +229,7 @@ class WindowedIterator(Transform):
             raise StopIteration
         source, width = self._source_iterator, self._width
         if not self._started:  # first block after construction or a restore
-            self._fifo_state = source.getstate()
+            self._fifo_state = snapshot(source)
             self._fifo = list(islice(source, width))
             self._started = True
         else:  # drop what was served
@@ -232,7 +239,7 @@ class WindowedIterator(Transform):
         if len(self._fifo) < width:
             self._exhausted = True
             raise StopIteration
-        self._next_state = source.getstate()
+        self._next_state = snapshot(source)
         self._fifo.extend(islice(source, width))
         self._last = min(width - 1, len(self._fifo) - width)
         if self._index > self._last + 1:
@@ -246,7 +253,7 @@ class WindowedIterator(Transform):
 
     def _position(self) -> dict[str, Any]:
         if not self._started:
-            return {"source": self._source_iterator.getstate(), "index": self._index}
+            return {"source": snapshot(self._source_iterator), "index": self._index}
         return {"source": self._fifo_state, "index": self._index}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
@@ -349,8 +356,7 @@ class SamplingRandomMapIterator(Transform):
         return {"seed": self._seed}
 
     def _position(self) -> dict[str, Any]:
-        random_state = random_state_to_list(self._random.getstate())
-        return {**super()._position(), "random_state": random_state}
+        return {**super()._position(), "random_state": RandomState(self._random.getstate())}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         super()._restore(state)

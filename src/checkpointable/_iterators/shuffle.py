@@ -1,0 +1,416 @@
+"""Shuffling and bucketing with a bounded buffer, restored by re-reading, never by saving data."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from random import Random
+from typing import Any
+
+from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._state import random_state_from_list, state_int
+from .base import CheckpointableIterator, RandomState, Transform, require_positive, snapshot
+from .transforms import require_callable
+
+__all__ = ["BlockwiseShuffleIterator", "BucketedReadaheadBatchIterator", "BufferedShuffleIterator"]
+
+_EMPTY = object()  # an empty buffer slot; None is an ordinary item
+_NEVER = 1 << 62  # birth of an empty slot: later than any real item
+
+
+class BufferedShuffleIterator(Transform):
+    """Shuffles with a buffer of `buffer_size` slots, in infinibatch's order.
+
+    Each source item replaces the item in a random slot (``Random(seed).randrange``), and the
+    replaced item is yielded; at the end of the source the remaining items are yielded from the
+    last slot to the first. Unlike infinibatch, ``None`` is an ordinary item, and the buffer is
+    not part of the state.
+
+    Restoring rebuilds the buffer by re-reading the source from a snapshot taken no later than the
+    oldest item still buffered: a bounded replay of on average about
+    ``buffer_size * (ln(buffer_size) + 2)`` source items (an item stays buffered for
+    ``buffer_size`` draws on average), read but not yielded. Snapshots (the source's state and the
+    RNG state) are taken every `buffer_size` items, so the hot path pays one list store per item.
+
+    Args:
+        source_iterator: the items.
+        buffer_size: number of slots; larger shuffles better and restores slower.
+        seed: seed of the RNG choosing the slots.
+
+    State: ``{"buffer_size", "seed", "source", "random_state", "replay", "flushed"}``: the
+    snapshot's source state and RNG state, the number of items to re-read from it, and how many
+    slots the final flush has emptied (None before the source ended).
+
+    >>> from checkpointable.iterators import NativeCheckpointableIterator
+    >>> sorted(BufferedShuffleIterator(NativeCheckpointableIterator(range(5)), 3))
+    [0, 1, 2, 3, 4]
+    """
+
+    _POSITION_KEYS = ("source", "random_state", "replay", "flushed")
+    _transient = ("_buffer", "_born", "_snapshots")
+
+    def __init__(
+        self, source_iterator: CheckpointableIterator, buffer_size: int, seed: int | None = 0
+    ):
+        super().__init__(source_iterator)
+        self._buffer_size = require_positive(buffer_size, type(self).__name__, "buffer_size")
+        self._seed = seed
+        self._random = Random(seed)
+        self._buffer: list[Any] = []
+        self._born: list[int] = []  # when each slot's item was read (source item count)
+        self._count = 0  # source items read since the first snapshot
+        self._snapshots: deque[tuple[int, dict[str, Any], tuple[Any, ...]]] = deque()
+        self._next_snapshot = 0
+        self._flushed: int | None = None  # slots emptied by the final flush, None while reading
+        self._flush_from: tuple[tuple[int, dict[str, Any], tuple[Any, ...]], int] | None = None
+        self._restore(None)
+
+    def __next__(self) -> Any:
+        if self._flushed is not None:
+            return self._flush_next()
+        buffer, born, source = self._buffer, self._born, self._source_iterator
+        randrange, size = self._random.randrange, self._buffer_size
+        while True:
+            count = self._count
+            if count == self._next_snapshot:
+                self._take_snapshot()
+            try:
+                item = next(source)
+            except StopIteration:
+                self._start_flush()
+                return self._flush_next()
+            slot = randrange(size)
+            previous = buffer[slot]
+            buffer[slot] = item
+            born[slot] = count
+            self._count = count + 1
+            if previous is not _EMPTY:
+                return previous
+
+    def _take_snapshot(self) -> None:
+        """Record where the source and the RNG are now; drop snapshots no longer needed."""
+        self._snapshots.append(
+            (self._count, snapshot(self._source_iterator), self._random.getstate())
+        )
+        self._next_snapshot = self._count + self._buffer_size
+        oldest = min(self._born)
+        while len(self._snapshots) > 1 and self._snapshots[1][0] <= oldest:
+            self._snapshots.popleft()
+
+    def _usable_snapshot(self) -> tuple[int, dict[str, Any], tuple[Any, ...]]:
+        """The latest snapshot taken no later than the oldest buffered item."""
+        oldest = min(self._born)
+        chosen = self._snapshots[0]
+        for candidate in self._snapshots:
+            if candidate[0] > oldest:
+                break
+            chosen = candidate
+        return chosen
+
+    def _start_flush(self) -> None:
+        self._flush_from = (self._usable_snapshot(), self._count)
+        self._flushed = 0
+
+    def _flush_next(self) -> Any:
+        buffer = self._buffer
+        while buffer:
+            item = buffer.pop()
+            self._flushed = self._buffer_size - len(buffer)
+            if item is not _EMPTY:
+                return item
+        raise StopIteration
+
+    def _config(self) -> dict[str, Any]:
+        return {"buffer_size": self._buffer_size, "seed": self._seed}
+
+    def _position(self) -> dict[str, Any]:
+        if self._flush_from is not None:
+            (taken, source, random_state), count = self._flush_from
+        elif not self._snapshots:  # nothing read yet
+            taken, count = 0, 0
+            source, random_state = snapshot(self._source_iterator), self._random.getstate()
+        else:
+            taken, source, random_state = self._usable_snapshot()
+            count = self._count
+        return {
+            "source": source,
+            "random_state": RandomState(random_state),
+            "replay": count - taken,
+            "flushed": self._flushed,
+        }
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        name = type(self).__name__
+        self._buffer = [_EMPTY] * self._buffer_size
+        self._born = [_NEVER] * self._buffer_size
+        self._count = 0
+        self._flushed = None
+        self._flush_from = None
+        if state is None:
+            self._source_iterator.setstate(None)
+            self._random.seed(self._seed)
+            self._snapshots = deque()
+            self._next_snapshot = 0
+            return
+        replay = state_int(name, state, "replay")
+        flushed = state["flushed"]
+        if flushed is not None:
+            flushed = state_int(name, state, "flushed")
+            if flushed > self._buffer_size:
+                raise IncompatibleStateError(
+                    f"{name}: the state flushed {flushed} slots of a {self._buffer_size}-slot buffer"
+                )
+        random_state = random_state_from_list(state["random_state"], name)
+        self._source_iterator.setstate(state["source"])
+        self._random.setstate(random_state)
+        snapshot = (0, state["source"], random_state)
+        self._snapshots = deque([snapshot])
+        self._replay(replay)
+        self._next_snapshot = replay  # the next snapshot comes with the next item read
+        if flushed is not None:
+            self._flush_from = (snapshot, replay)
+            del self._buffer[self._buffer_size - flushed :]
+            self._flushed = flushed
+
+    def _replay(self, count: int) -> None:
+        """Re-read `count` items from the snapshot, refilling the buffer as the run did."""
+        buffer, born, source = self._buffer, self._born, self._source_iterator
+        randrange, size = self._random.randrange, self._buffer_size
+        for index in range(count):
+            try:
+                item = next(source)
+            except StopIteration:
+                raise IncompatibleStateError(
+                    f"{type(self).__name__}: the state replays {count} items but the source "
+                    f"ended after {index}; it was saved over other data"
+                ) from None
+            slot = randrange(size)
+            buffer[slot] = item
+            born[slot] = index
+        self._count = count
+
+
+class BlockwiseShuffleIterator(Transform):
+    """Shuffles consecutive blocks of `block_size` items, in infinibatch's order.
+
+    Blocks are read like ``FixedBatchIterator(source_iterator, block_size)`` (the last may be
+    shorter), each shuffled with ``random.shuffle`` by one ``Random(seed)`` carried from block to
+    block, and their items yielded in turn.
+
+    State: ``{"block_size", "seed", "source", "random_state", "offset"}``: the source's position
+    and the RNG state at the start of the current block, and how many of its items were yielded.
+    Restoring re-reads and re-shuffles that one block: a bounded replay of < `block_size` items.
+
+    >>> from checkpointable.iterators import NativeCheckpointableIterator
+    >>> it = BlockwiseShuffleIterator(NativeCheckpointableIterator(range(6)), block_size=3)
+    >>> items = list(it)
+    >>> sorted(items[:3]), sorted(items[3:])
+    ([0, 1, 2], [3, 4, 5])
+    """
+
+    _POSITION_KEYS = ("source", "random_state", "offset")
+    _transient = ("_block",)
+
+    def __init__(
+        self, source_iterator: CheckpointableIterator, block_size: int, seed: int | None = 0
+    ):
+        super().__init__(source_iterator)
+        self._block_size = require_positive(block_size, type(self).__name__, "block_size")
+        self._seed = seed
+        self._random = Random(seed)
+        self._block: list[Any] = []
+        self._offset = 0
+        self._block_start: tuple[dict[str, Any], tuple[Any, ...]] | None = None
+        self._restore(None)
+
+    def __next__(self) -> Any:
+        offset = self._offset
+        block = self._block
+        if offset >= len(block):
+            block = self._read_block()
+            offset = 0
+        self._offset = offset + 1
+        return block[offset]
+
+    def _read_block(self) -> list[Any]:
+        source = self._source_iterator
+        start = (snapshot(source), self._random.getstate())
+        block = list(islice(source, self._block_size))
+        if not block:
+            raise StopIteration
+        self._random.shuffle(block)
+        self._block, self._block_start, self._offset = block, start, 0
+        return block
+
+    def _config(self) -> dict[str, Any]:
+        return {"block_size": self._block_size, "seed": self._seed}
+
+    def _position(self) -> dict[str, Any]:
+        if self._block_start is None:  # no block read yet: the next starts here
+            source, random_state = snapshot(self._source_iterator), self._random.getstate()
+        else:
+            source, random_state = self._block_start
+        return {
+            "source": source,
+            "random_state": RandomState(random_state),
+            "offset": self._offset,
+        }
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        self._block, self._block_start, self._offset = [], None, 0
+        if state is None:
+            self._source_iterator.setstate(None)
+            self._random.seed(self._seed)
+            return
+        name = type(self).__name__
+        offset = state_int(name, state, "offset")
+        self._source_iterator.setstate(state["source"])
+        self._random.setstate(random_state_from_list(state["random_state"], name))
+        if offset:
+            try:
+                block = self._read_block()
+            except StopIteration:
+                block = []
+            if offset > len(block):
+                raise IncompatibleStateError(
+                    f"{name}: the state is at item {offset} of a block that has only "
+                    f"{len(block)} items; it was saved over other data"
+                )
+            self._offset = offset
+
+
+class BucketedReadaheadBatchIterator(Transform):
+    """Reads `read_ahead` items, sorts them by `key`, cuts them into batches, shuffles the batches.
+
+    Infinibatch's algorithm and order (after Marian NMT's BatchGenerator): the sort is stable and
+    longest first, so earlier randomisation is kept apart from the grouping; `batch_size` is an
+    int or a function of a batch's first item; `boundary_key` starts a new batch whenever its
+    value changes; with `shuffle` the batches of each read-ahead are shuffled by one
+    ``Random(seed)``.
+
+    State: ``{"read_ahead", "shuffle", "seed", "source", "random_state", "num_served"}``: the
+    source's position and RNG state at the start of the current read-ahead, and how many of its
+    batches were served. Restoring re-reads that read-ahead: a bounded replay of at most
+    `read_ahead` items.
+
+    >>> from checkpointable.iterators import NativeCheckpointableIterator
+    >>> words = NativeCheckpointableIterator(["a", "bbb", "cc", "dddd", "e"])
+    >>> list(BucketedReadaheadBatchIterator(words, read_ahead=5, key=len, batch_size=2,
+    ...                                     shuffle=False))
+    [['dddd', 'bbb'], ['cc', 'a'], ['e']]
+    """
+
+    _POSITION_KEYS = ("source", "random_state", "num_served")
+    _transient = ("_batches",)
+
+    def __init__(
+        self,
+        source_iterator: CheckpointableIterator,
+        read_ahead: int,
+        key: Callable[[Any], Any] | None,
+        batch_size: int | Callable[[Any], int],
+        boundary_key: Callable[[Any], Any] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(source_iterator)
+        name = type(self).__name__
+        self._read_ahead = require_positive(read_ahead, name, "read_ahead")
+        self._key = require_callable(key, name, "key", optional=True)
+        if not callable(batch_size):
+            require_positive(batch_size, name, "batch_size")
+        elif isinstance(batch_size, type):
+            raise ArgumentTypeError(f"{name}: batch_size must be an int or a function")
+        self._batch_size = batch_size
+        self._boundary_key = require_callable(boundary_key, name, "boundary_key", optional=True)
+        self._shuffle = bool(shuffle)
+        self._seed = seed
+        self._random = Random(seed)
+        self._batches: list[list[Any]] = []
+        self._served = 0
+        self._last_read = False  # the current read-ahead reached the end of the source
+        self._start: tuple[dict[str, Any], tuple[Any, ...]] | None = None
+        self._restore(None)
+
+    def __next__(self) -> list[Any]:
+        while self._served >= len(self._batches):
+            if self._last_read:
+                raise StopIteration
+            self._read()
+        batch = self._batches[self._served]
+        self._served += 1
+        return batch
+
+    def _read(self) -> None:
+        source = self._source_iterator
+        self._start = (snapshot(source), self._random.getstate())
+        items = list(islice(source, self._read_ahead))
+        self._last_read = len(items) < self._read_ahead
+        batches = self._make_batches(items)
+        if self._shuffle:
+            self._random.shuffle(batches)
+        self._batches, self._served = batches, 0
+
+    def _make_batches(self, items: list[Any]) -> list[list[Any]]:
+        if self._key is not None:
+            items.sort(key=self._key, reverse=True)
+        batches: list[list[Any]] = []
+        batch: list[Any] = []
+        limit = 0
+        boundary: Any = None
+        for item in items:
+            if self._boundary_key is not None:
+                value = self._boundary_key(item)
+                if value is None:
+                    raise ValueError(
+                        f"{type(self).__name__}: boundary_key returned None for {item!r}; "
+                        "it must return a value other than None"
+                    )
+                if batch and value != boundary:
+                    batches.append(batch)
+                    batch = []
+                boundary = value
+            if not batch:
+                limit = self._batch_size(item) if callable(self._batch_size) else self._batch_size
+            batch.append(item)
+            if len(batch) >= limit:
+                batches.append(batch)
+                batch = []
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def _config(self) -> dict[str, Any]:
+        return {"read_ahead": self._read_ahead, "shuffle": self._shuffle, "seed": self._seed}
+
+    def _position(self) -> dict[str, Any]:
+        if self._start is None:
+            source, random_state = snapshot(self._source_iterator), self._random.getstate()
+        else:
+            source, random_state = self._start
+        return {
+            "source": source,
+            "random_state": RandomState(random_state) if self._shuffle else None,
+            "num_served": self._served,
+        }
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        self._batches, self._served, self._last_read, self._start = [], 0, False, None
+        if state is None:
+            self._source_iterator.setstate(None)
+            self._random.seed(self._seed)
+            return
+        name = type(self).__name__
+        served = state_int(name, state, "num_served")
+        self._source_iterator.setstate(state["source"])
+        if self._shuffle:
+            self._random.setstate(random_state_from_list(state["random_state"], name))
+        if served:
+            self._read()
+            if served > len(self._batches):
+                raise IncompatibleStateError(
+                    f"{name}: the state served {served} batches of a read-ahead that makes only "
+                    f"{len(self._batches)}; it was saved over other data"
+                )
+            self._served = served
