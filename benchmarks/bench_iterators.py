@@ -40,9 +40,9 @@ def five_stage(lib: Any, n: int = 100_000) -> Any:
     return lib.FixedBatchIterator(it, 32)
 
 
-def seekable(lib: Any, n: int) -> Any:
+def seekable(lib: Any, data: list[int]) -> Any:
     """A pipeline over an in-memory list, whose restore infinibatch does by replay."""
-    it = lib.NativeCheckpointableIterator(list(range(n)))
+    it = lib.NativeCheckpointableIterator(data)
     it = lib.MapIterator(it, _plus_one)
     return lib.FixedBatchIterator(it, 10)
 
@@ -66,19 +66,19 @@ def _getstate(lib: Any) -> tuple[float, int]:
     return seconds, len(pickle.dumps(it.getstate()))
 
 
-def _restore(lib: Any, position: int, n: int) -> float:
-    source = seekable(lib, n)
+def _restore(lib: Any, position: int, data: list[int]) -> float:
+    """Seconds to build the pipeline, set the state at `position` and take the next item."""
+    source = seekable(lib, data)
     for _ in islice(source, position // 10):
         pass
     state = source.getstate()
 
     def restore() -> None:
-        fresh = seekable(lib, n)
+        fresh = seekable(lib, data)
         fresh.setstate(state)
         next(fresh)
 
-    build = median_seconds(lambda: seekable(lib, n), repeat=3)
-    return max(median_seconds(restore, repeat=3) - build, 1e-7)
+    return median_seconds(restore, repeat=5)
 
 
 def _same_output(peer: Any) -> None:
@@ -114,14 +114,14 @@ def run(quick: bool = False) -> list[Row]:
         Row("iterators: 5-stage state size", "bytes (pickle)", ours_size, peer_size, PEER, False)
     )
     positions = [10**3, 10**5] if quick else [10**3, 10**5, 10**6]
-    n = max(positions) + 1000
+    data = list(range(max(positions) + 1000))
     for position in positions:
         rows.append(
             Row(
                 f"iterators: setstate + first item at {position:.0e}",
                 "ms",
-                _restore(ours, position, n) * 1e3,
-                _restore(peer, position, n) * 1e3,
+                _restore(ours, position, data) * 1e3,
+                _restore(peer, position, data) * 1e3,
                 PEER,
                 higher_is_better=False,
                 goal="ours flat in position",

@@ -21,6 +21,8 @@ __all__ = [
     "CheckpointableIterator",
     "Node",
     "RandomState",
+    "Snapshot",
+    "SourceState",
     "Transform",
     "plain_state",
     "require_iterator",
@@ -135,14 +137,12 @@ class Node(CheckpointableIterator):
     def getstate(self) -> dict[str, Any]:
         return plain_state(self._snapshot())
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> Snapshot:
         try:
-            state = self._state_prefix.copy()
+            return (self._state_prefix, self._position())
         except AttributeError:  # the configuration is fixed after construction: build it once
             self._state_prefix = {"type": type(self).__name__, **self._config()}
-            state = self._state_prefix.copy()
-        state.update(self._position())
-        return state
+            return (self._state_prefix, self._position())
 
     def setstate(self, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is None:
@@ -188,6 +188,12 @@ class Transform(Node):
         return f"{type(self).__name__}({self._source_iterator!r}{args})"
 
 
+#: A `Node`'s state, cheap to take: the pair (its shared ``"type"`` + configuration dict, its
+#: position dict). `plain_state` merges them into the state's flat dict when ``getstate()`` is
+#: called. A plain tuple: creating it costs no Python call (snapshots are taken per block).
+Snapshot = tuple[dict[str, Any], dict[str, Any]]
+
+
 class RandomState:
     """A ``random.Random.getstate()`` tuple inside a snapshot; `plain_state` turns it into lists."""
 
@@ -197,7 +203,11 @@ class RandomState:
         self.value = value
 
 
-def snapshot(iterator: CheckpointableIterator) -> dict[str, Any]:
+#: A state as iterators keep it between items: a `Snapshot`, or a loaded (plain) state.
+SourceState = Snapshot | dict[str, Any]
+
+
+def snapshot(iterator: CheckpointableIterator) -> SourceState:
     """The state of `iterator`, cheap to take and to keep (see `Node`)."""
     if isinstance(iterator, Node):
         return iterator._snapshot()
@@ -207,6 +217,12 @@ def snapshot(iterator: CheckpointableIterator) -> dict[str, Any]:
 def plain_state(value: Any) -> Any:
     """A fresh plain copy of a snapshot: dicts and lists rebuilt, RNG states as lists."""
     kind = type(value)
+    if kind is tuple:  # a Snapshot: states never hold tuples otherwise
+        prefix, position = value
+        state = prefix.copy()
+        for key, item in position.items():
+            state[key] = plain_state(item)
+        return state
     if kind is dict:
         return {key: plain_state(item) for key, item in value.items()}
     if kind is list:

@@ -10,7 +10,14 @@ from typing import Any
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
-from .base import CheckpointableIterator, RandomState, Transform, require_positive, snapshot
+from .base import (
+    CheckpointableIterator,
+    RandomState,
+    SourceState,
+    Transform,
+    require_positive,
+    snapshot,
+)
 from .transforms import require_callable
 
 __all__ = ["BlockwiseShuffleIterator", "BucketedReadaheadBatchIterator", "BufferedShuffleIterator"]
@@ -60,10 +67,10 @@ class BufferedShuffleIterator(Transform):
         self._buffer: list[Any] = []
         self._born: list[int] = []  # when each slot's item was read (source item count)
         self._count = 0  # source items read since the first snapshot
-        self._snapshots: deque[tuple[int, dict[str, Any], tuple[Any, ...]]] = deque()
+        self._snapshots: deque[tuple[int, SourceState, tuple[Any, ...]]] = deque()
         self._next_snapshot = 0
         self._flushed: int | None = None  # slots emptied by the final flush, None while reading
-        self._flush_from: tuple[tuple[int, dict[str, Any], tuple[Any, ...]], int] | None = None
+        self._flush_from: tuple[tuple[int, SourceState, tuple[Any, ...]], int] | None = None
         self._restore(None)
 
     def __next__(self) -> Any:
@@ -98,7 +105,7 @@ class BufferedShuffleIterator(Transform):
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= oldest:
             self._snapshots.popleft()
 
-    def _usable_snapshot(self) -> tuple[int, dict[str, Any], tuple[Any, ...]]:
+    def _usable_snapshot(self) -> tuple[int, SourceState, tuple[Any, ...]]:
         """The latest snapshot taken no later than the oldest buffered item."""
         oldest = min(self._born)
         chosen = self._snapshots[0]
@@ -221,7 +228,7 @@ class BlockwiseShuffleIterator(Transform):
         self._random = Random(seed)
         self._block: list[Any] = []
         self._offset = 0
-        self._block_start: tuple[dict[str, Any], tuple[Any, ...]] | None = None
+        self._block_start: tuple[SourceState, tuple[Any, ...]] | None = None
         self._restore(None)
 
     def __next__(self) -> Any:
@@ -330,7 +337,7 @@ class BucketedReadaheadBatchIterator(Transform):
         self._batches: list[list[Any]] = []
         self._served = 0
         self._last_read = False  # the current read-ahead reached the end of the source
-        self._start: tuple[dict[str, Any], tuple[Any, ...]] | None = None
+        self._start: tuple[SourceState, tuple[Any, ...]] | None = None
         self._restore(None)
 
     def __next__(self) -> list[Any]:

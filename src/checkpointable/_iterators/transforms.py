@@ -13,6 +13,7 @@ from .base import (
     CheckpointableIterator,
     Node,
     RandomState,
+    SourceState,
     Transform,
     require_positive,
     snapshot,
@@ -131,7 +132,7 @@ class SelectManyIterator(Transform):
             collection_selector, type(self).__name__, "collection_selector", optional=True
         )
         self._collection: Iterator[Any] = iter(())
-        self._collection_state: dict[str, Any] | None = None
+        self._collection_state: SourceState | None = None
         self._offset = 0
         self._restore(None)
 
@@ -208,8 +209,8 @@ class WindowedIterator(Transform):
         self._width = require_positive(width, type(self).__name__, "width")
         self._fifo: list[Any] = []
         self._started = False  # whether _fifo holds the current block
-        self._fifo_state: dict[str, Any] = {}
-        self._next_state: dict[str, Any] = {}
+        self._fifo_state: SourceState = {}
+        self._next_state: SourceState = {}
         self._index = 0
         self._last = -1
         self._exhausted = False

@@ -1,0 +1,224 @@
+"""``checkpointable demo``: a training run killed hard, resumed, and compared with an unbroken one.
+
+The demo runs the training of `train.py` as child processes:
+
+1. an uninterrupted reference run;
+2. a run killed with SIGKILL at a random step, then resumed from its latest checkpoint with the
+   same number of workers;
+3. the same with a different number of workers on resume.
+
+It compares, for each resumed run, the sample ids consumed after the checkpoint and the final
+model parameters with the reference (bit for bit), prints a short report, plots the loss curves
+of both runs into ``loss.png``, and exits with status 1 if anything differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import checkpointable
+
+from .data import write_corpus
+
+_SRC = str(Path(checkpointable.__file__).resolve().parents[1])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options."""
+    parser.add_argument("--steps", type=int, default=120, help="training steps (default 120)")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
+    parser.add_argument(
+        "--kill-at", type=int, default=None, help="step to kill at (default: random)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, model and kill step")
+    parser.add_argument(
+        "--out", default="checkpointable-demo", help="output directory (default ./checkpointable-demo)"
+    )
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="default 10 steps")
+    parser.add_argument("--epoch-size", type=int, default=25, help="steps per epoch (default 25)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--break-resume", action="store_true", help=argparse.SUPPRESS)
+
+
+@dataclass
+class Run:
+    """What a training child reported: one record per step, checkpoints, and its end."""
+
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    checkpoints: list[int] = field(default_factory=list)
+    resumed_from: int | None = None
+    done: bool = False
+    seconds: float = 0.0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; return the exit status (0: every resumed run identical)."""
+    problem = _check_arguments(args)
+    if problem:
+        print(f"checkpointable demo: {problem}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    kill_at = args.kill_at
+    if kill_at is None:
+        kill_at = random.Random(args.seed).randint(args.checkpoint_every + 1, args.steps - 1)
+    other_workers = 1 if args.workers != 1 else 2
+    write_corpus(out / "data", args.seed)
+    print(f"checkpointable demo: {args.steps} steps, {args.workers} workers, out={out}")
+    reference = _train(args, out / "reference", args.workers)
+    if not reference.done:
+        print("checkpointable demo: the reference run failed", file=sys.stderr)
+        return 2
+    identical = True
+    for label, workers in (("same", args.workers), ("other", other_workers)):
+        run_dir = out / f"resumed-{label}-workers"
+        killed = _train(args, run_dir, args.workers, kill_at=kill_at)
+        resumed = _train(args, run_dir, workers, resume=True)
+        same = _report(label, args.workers, workers, kill_at, reference, killed, resumed, run_dir, out)
+        identical = identical and same
+        if label == "same":
+            _plot(out / "loss.png", reference, killed, resumed, kill_at)
+    print(f"loss curves: {out / 'loss.png'}")
+    print("result: identical" if identical else "result: DIFFERENT")
+    return 0 if identical else 1
+
+
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    if args.steps < 4:
+        return f"--steps must be at least 4, got {args.steps}"
+    if args.workers < 0:
+        return f"--workers must be >= 0, got {args.workers}"
+    if not 1 <= args.checkpoint_every < args.steps - 1:
+        return f"--checkpoint-every must be in [1, steps - 1), got {args.checkpoint_every}"
+    if args.kill_at is not None and not args.checkpoint_every < args.kill_at < args.steps:
+        return (
+            f"--kill-at must be after the first checkpoint and before the last step, "
+            f"in ({args.checkpoint_every}, {args.steps}), got {args.kill_at}"
+        )
+    if args.epoch_size < 1:
+        return f"--epoch-size must be >= 1, got {args.epoch_size}"
+    return None
+
+
+def _train(
+    args: argparse.Namespace,
+    run_dir: Path,
+    workers: int,
+    kill_at: int | None = None,
+    resume: bool = False,
+) -> Run:
+    """Start a training child, follow its report line by line, SIGKILL it at `kill_at`."""
+    command = [
+        sys.executable, "-m", "checkpointable._demo.train",
+        "--run-dir", str(run_dir), "--data-dir", str(Path(args.out).resolve() / "data"),
+        "--steps", str(args.steps), "--workers", str(workers), "--seed", str(args.seed),
+        "--checkpoint-every", str(args.checkpoint_every), "--epoch-size", str(args.epoch_size),
+    ]  # fmt: skip
+    if resume:
+        command.append("--resume")
+    if not args.no_progress:
+        command.append("--progress")
+    if args.break_resume:
+        command.append("--break-resume")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))}
+    result = Run()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+        assert child.stdout is not None  # noqa: S101 - set by stdout=PIPE
+        for line in child.stdout:
+            record = json.loads(line)
+            if "step" in record:
+                result.records[record["step"]] = record
+                if record["step"] == kill_at:
+                    child.send_signal(signal.SIGKILL)
+                    break
+            elif "checkpoint" in record:
+                result.checkpoints.append(record["checkpoint"])
+            elif "resumed_from" in record:
+                result.resumed_from = record["resumed_from"]
+            elif "done" in record:
+                result.done = True
+        child.wait()
+    if kill_at is None and child.returncode != 0:
+        print(f"checkpointable demo: training exited with status {child.returncode}", file=sys.stderr)
+    return result
+
+
+def _report(
+    label: str,
+    workers: int,
+    resumed_workers: int,
+    kill_at: int,
+    reference: Run,
+    killed: Run,
+    resumed: Run,
+    run_dir: Path,
+    out: Path,
+) -> bool:
+    import torch
+
+    start = resumed.resumed_from
+    if start is None or not resumed.done:
+        print(f"[{label}] the resumed run failed", file=sys.stderr)
+        return False
+    steps = sorted(s for s in reference.records if s > start)
+    same_samples = all(
+        resumed.records.get(s, {}).get(key) == reference.records[s][key]
+        for s in steps
+        for key in ("map_ids", "text_ids")
+    )
+    samples = sum(len(reference.records[s]["map_ids"]) + len(reference.records[s]["text_ids"]) for s in steps)
+    final = torch.load(run_dir / "final.pt", weights_only=True)
+    expected = torch.load(out / "reference" / "final.pt", weights_only=True)
+    same_weights = final.keys() == expected.keys() and all(
+        torch.equal(final[k], expected[k]) for k in final
+    )
+    lost = _seconds(killed, start, kill_at)
+    print(
+        f"[{label} workers] killed at step {kill_at} ({workers} workers), resumed from step "
+        f"{start} with {resumed_workers} workers; {samples} samples of {len(steps)} steps "
+        f"compared: {'identical' if same_samples else 'DIFFERENT'}; final weights bit-identical: "
+        f"{'yes' if same_weights else 'NO'}; identical: {'yes' if same_samples and same_weights else 'no'}; "
+        f"time lost: {lost:.2f} s of redone steps"
+    )
+    return same_samples and same_weights
+
+
+def _seconds(run: Run, start: int, stop: int) -> float:
+    """Wall time of steps start..stop in `run`: the work a crash throws away."""
+    if start in run.records and stop in run.records:
+        return float(run.records[stop]["time"] - run.records[start]["time"])
+    return 0.0
+
+
+def _plot(path: Path, reference: Run, killed: Run, resumed: Run, kill_at: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    ref_steps = sorted(reference.records)
+    axes.plot(ref_steps, [reference.records[s]["loss"] for s in ref_steps], lw=3, alpha=0.5,
+              color="tab:blue", label="uninterrupted run")  # fmt: skip
+    before = sorted(s for s in killed.records if s <= kill_at)
+    after = sorted(resumed.records)
+    axes.plot(before, [killed.records[s]["loss"] for s in before], lw=1.2, color="tab:red",
+              label=f"run killed at step {kill_at}")  # fmt: skip
+    axes.plot(after, [resumed.records[s]["loss"] for s in after], lw=1.2, ls="--",
+              color="tab:green", label=f"resumed from step {resumed.resumed_from}")  # fmt: skip
+    axes.axvline(kill_at, color="tab:red", ls=":", lw=1)
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    axes.set_title("checkpointable demo: the resumed run retraces the uninterrupted one")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
