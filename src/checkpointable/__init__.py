@@ -23,10 +23,20 @@ from .iterators import (
     WindowedIterator,
     create_source_iterator,
 )
+from .samplers import (
+    SAMPLER_REGISTRY,
+    ResumableDistributedSampler,
+    ResumableRandomSampler,
+    ResumableSampler,
+    ResumableSamplerType,
+    ResumableSequentialSampler,
+    create_sampler,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SAMPLER_REGISTRY",
     "STATE_VERSION",
     "ArgumentTypeError",
     "ArgumentValueError",
@@ -41,9 +51,15 @@ __all__ = [
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",
+    "ResumableDistributedSampler",
+    "ResumableRandomSampler",
+    "ResumableSampler",
+    "ResumableSamplerType",
+    "ResumableSequentialSampler",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
     "Stateful",
     "WindowedIterator",
+    "create_sampler",
     "create_source_iterator",
 ]
