@@ -216,7 +216,7 @@ def test_start_iter_setter_and_changed_batch_size():
     assert list(other) == helios_order(10, 5, 0)[4:]
 
 
-@pytest.mark.parametrize("batch_size", [3, 4])
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
 def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size):
     n = 11
 

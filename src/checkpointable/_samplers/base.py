@@ -231,6 +231,12 @@ class ResumableSampler(ResumableMixin, torch.utils.data.Sampler[int]):
     ``len()`` stays the length of a whole epoch after a resume, as with torch and helios,
     because training scripts compute their schedules from it.
 
+    ``set_epoch`` with another epoch starts that epoch at its beginning; with the same epoch it
+    keeps the position. An iterator that runs out leaves the position at the end of the epoch
+    (a checkpoint taken while the last batch is trained on resumes with nothing left of the
+    epoch); the next iterator starts the epoch over, as in torch. A new iterator continues
+    where an abandoned one stopped; only the newest iterator moves the position.
+
     A subclass defines ``__len__`` and ``order(epoch)``, the epoch's order of indices as a
     1-D integer tensor, a ``range`` or a list; iteration, position and state come from here.
 
