@@ -407,8 +407,8 @@ def test_repr_shows_the_configuration():
         "ResumableRandomSampler(dataset_length=4, seed=2, batch_size=3)"
     )
     assert repr(ResumableDistributedSampler(range(4), 2, 1)) == (
-        "ResumableDistributedSampler(dataset_length=4, num_replicas=2, rank=1, shuffle=True, "
-        "seed=0, drop_last=False, batch_size=1)"
+        "ResumableDistributedSampler(dataset_length=4, num_replicas=2, rank=1, seed=0, "
+        "shuffle=True, drop_last=False, batch_size=1)"
     )
 
 

@@ -171,15 +171,10 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         self._base = state_int(name, state, "position")
 
     def _repr_args(self) -> dict[str, Any]:
-        return {
-            "dataset_length": self._length,
-            "num_replicas": self.num_replicas,
-            "rank": self.rank,
-            "shuffle": self.shuffle,
-            "seed": self.seed,
-            "drop_last": self.drop_last,
-            "batch_size": self._batch_size,
-        }
+        config = self._config()
+        length = config.pop("dataset_length")
+        placement = {"num_replicas": self.num_replicas, "rank": self.rank}
+        return {"dataset_length": length, **placement, **config, "batch_size": self._batch_size}
 
 
 def _segment_length(remaining: int, replicas: int, drop_last: bool) -> int:
