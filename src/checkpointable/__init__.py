@@ -30,10 +30,20 @@ from .iterators import (
     ZipIterator,
     create_source_iterator,
 )
+from .samplers import (
+    SAMPLER_REGISTRY,
+    ResumableDistributedSampler,
+    ResumableRandomSampler,
+    ResumableSampler,
+    ResumableSamplerType,
+    ResumableSequentialSampler,
+    create_sampler,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SAMPLER_REGISTRY",
     "STATE_VERSION",
     "ArgumentTypeError",
     "ArgumentValueError",
@@ -52,6 +62,11 @@ __all__ = [
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",
+    "ResumableDistributedSampler",
+    "ResumableRandomSampler",
+    "ResumableSampler",
+    "ResumableSamplerType",
+    "ResumableSequentialSampler",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
     "Stateful",
@@ -59,6 +74,7 @@ __all__ = [
     "WindowedIterator",
     "ZipIterator",
     "chunked_dataset_iterator",
+    "create_sampler",
     "create_source_iterator",
     "read_text_chunk",
 ]

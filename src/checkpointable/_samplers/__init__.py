@@ -1,0 +1,1 @@
+"""Implementation of `checkpointable.samplers` (helios' resumable samplers)."""
