@@ -61,6 +61,7 @@ def test_random_resumes_at_any_position_across_chunks(position):
 
 
 # ---------------------------------------------------------------------------- assert_resumable
+@pytest.mark.resumable("ResumableRandomSampler")
 @pytest.mark.parametrize(("n", "seed", "batch_size"), [(0, 0, 1), (1, 0, 1), (7, 1, 3), (25, 5, 4)])
 def test_random_sampler_is_resumable(n, seed, batch_size):
     items = assert_resumable(
@@ -71,6 +72,7 @@ def test_random_sampler_is_resumable(n, seed, batch_size):
     assert items == [i for e in range(3) for i in helios_order(n, seed, e)]
 
 
+@pytest.mark.resumable("ResumableSequentialSampler")
 @pytest.mark.parametrize(("n", "batch_size"), [(0, 1), (5, 1), (13, 4)])
 def test_sequential_sampler_is_resumable(n, batch_size):
     items = assert_resumable(
@@ -93,6 +95,7 @@ def test_sequential_sampler_is_resumable(n, batch_size):
         (0, 2, 1, True, False),
     ],
 )
+@pytest.mark.resumable("ResumableDistributedSampler")
 def test_distributed_sampler_is_resumable(n, replicas, rank, shuffle, drop_last):
     def factory():
         return ResumableDistributedSampler(
@@ -125,6 +128,7 @@ class ListOrder(ResumableSampler):
         return [(3 * i + epoch) % 6 for i in range(6)]
 
 
+@pytest.mark.resumable("ResumableSampler")
 def test_user_subclass_with_a_list_order_is_resumable():
     items = assert_resumable(lambda: ListOrder(2), epochs=2, before_epoch=set_epoch)
     assert items == ListOrder(2).order(0) + ListOrder(2).order(1)
