@@ -23,6 +23,7 @@ from .iterators import (
     WindowedIterator,
     create_source_iterator,
 )
+from .stream import Stream
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "SamplingRandomMapIterator",
     "SelectManyIterator",
     "Stateful",
+    "Stream",
     "WindowedIterator",
     "create_source_iterator",
 ]
