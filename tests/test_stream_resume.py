@@ -303,3 +303,12 @@ def test_loading_into_a_running_stream_drops_its_iterator():
     other.load_state_dict(state)
     assert [other.next().tolist() for _ in range(4)] == expected
     assert len(run) == 5
+
+
+def test_the_example_resumes_exactly(capsys: pytest.CaptureFixture[str]):
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "stream_resume.py"
+    runpy.run_path(str(example), run_name="__main__")
+    assert "resumed exactly" in capsys.readouterr().out
