@@ -35,6 +35,7 @@ def assert_stream_resumable(
     epoch_size: int | float | None = None,
     max_items: int = 60,
     switch: tuple[int, Callable[[], Any]] | None = None,
+    reload_each_epoch: bool = False,
     fresh_process: bool = False,
     **options: Any,
 ) -> list[Any]:
@@ -46,6 +47,7 @@ def assert_stream_resumable(
         max_items: bound on the items of each run (iterator mode runs this many).
         switch: ``(iteration, make_new_loader)``: the epochs loop calls
             ``stream.set_loader(make_new_loader())`` when it reaches that iteration.
+        reload_each_epoch: the epochs loop calls ``stream.reload_iterator()`` after each epoch.
         fresh_process: also restore states in a spawn process (picklable factories only).
         options: more keyword arguments for `assert_resumable` (``positions``, ...).
 
@@ -60,7 +62,7 @@ def assert_stream_resumable(
         **options,
     )
     return assert_resumable(
-        functools.partial(EpochLoop, make_loader, max_epoch, epoch_size, switch),
+        functools.partial(EpochLoop, make_loader, max_epoch, epoch_size, switch, reload_each_epoch),
         max_items=max_items,
         fresh_process=fresh_process,
         **options,
@@ -76,7 +78,8 @@ class EpochLoop:
 
     ``next()`` returns ``("batch", epoch, iteration, batch)`` for each batch and ``("end", epoch,
     iteration)`` after each epoch. `load_state_dict` loads the state into the stream and starts
-    a fresh ``stream.epochs(...)`` loop, as a resumed script does. With `switch`, the loop calls
+    a fresh ``stream.epochs(...)`` loop, as a resumed script does. With `reload_each_epoch`, the
+    loop calls ``stream.reload_iterator()`` after each epoch. With `switch`, the loop calls
     ``set_loader(make_new_loader())`` in the body of iteration `at`, and a state saved at or after
     that iteration is loaded after the same ``set_loader``, as a script that picks its loader from
     the checkpoint.
@@ -88,9 +91,11 @@ class EpochLoop:
         max_epoch: int | float,
         epoch_size: int | float | None,
         switch: tuple[int, Callable[[], Any]] | None = None,
+        reload_each_epoch: bool = False,
     ) -> None:
         self.stream = Stream(make_loader())
         self.max_epoch, self.epoch_size, self.switch = max_epoch, epoch_size, switch
+        self.reload_each_epoch = reload_each_epoch
         self._loop: Iterator[tuple[Any, ...]] | None = None
 
     def __iter__(self) -> EpochLoop:
@@ -108,6 +113,8 @@ class EpochLoop:
                 if self.switch is not None and stream.iteration == self.switch[0]:
                     stream.set_loader(self.switch[1]())
                 yield ("batch", stream.epoch, stream.iteration, batch)
+            if self.reload_each_epoch:
+                stream.reload_iterator()  # each epoch starts a fresh pass of the loader
             yield ("end", stream.epoch, stream.iteration)
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,10 +135,12 @@ class EpochLoop:
 class ResumableSampler(Sampler[int]):
     """A shuffling sampler whose state is its position, with torchdata's semantics.
 
-    Pass `e` is ``torch.randperm(n)`` seeded by ``(seed, e)``. ``iter()`` starts the next pass,
-    except right after construction or `load_state_dict`, when it continues the saved pass. A
-    state taken after the last index but before the pass's end was seen restores to a pass that
-    yields nothing (as torchdata's ``StatefulDataLoader``); one taken after it, to the next pass.
+    Pass `e` is ``torch.randperm(n)`` seeded by ``(seed, e)``. `start_pass` (called by
+    ``iter(loader)``, so that the state describes the latest iterator at once, as in torchdata)
+    starts the next pass, except right after construction or `load_state_dict`, when it
+    continues the saved pass. `ended` is set by the loader when its consumer sees the pass's
+    end. A state taken after the last batch but before that restores to a pass that yields
+    nothing (as torchdata's ``StatefulDataLoader``); one taken after it, to the next pass.
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:
@@ -141,16 +150,17 @@ class ResumableSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self) -> Iterator[int]:
+    def start_pass(self) -> None:
         if not self.resume or self.ended:
             self.epoch, self.position, self.ended = self.epoch + 1, 0, False
         self.resume = False
+
+    def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         order = torch.randperm(self.n, generator=generator).tolist()
         while self.position < self.n:
             self.position += 1
             yield order[self.position - 1]
-        self.ended = True
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "ended": self.ended}
@@ -174,7 +184,12 @@ class SamplerLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.loader)
+        self.sampler.start_pass()
+        return self._pass(iter(self.loader))
+
+    def _pass(self, batches: Iterator[Any]) -> Iterator[Any]:
+        yield from batches
+        self.sampler.ended = True  # the consumer sees the pass's end (StopIteration)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}

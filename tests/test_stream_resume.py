@@ -105,6 +105,31 @@ def test_resumes_for_any_sizes(n: int, batch_size: int, max_epoch: int, epoch_si
     )
 
 
+def test_resumes_after_reload_iterator_mid_pass():
+    def factory() -> Stream:
+        stream = Stream(SamplerLoader(10, 3))
+        stream.next(), stream.next()
+        stream.reload_iterator()  # skips the rest of the pass; no item taken from the new one
+        return stream
+
+    items = assert_resumable(factory, next_item=Stream.next, max_items=12)
+    assert sorted(torch.cat(items[:4]).tolist()) == list(range(100, 110))
+
+
+@pytest.mark.parametrize("epoch_size", [2, 5])
+def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int):
+    events = assert_stream_resumable(
+        functools.partial(SamplerLoader, 10, 3),
+        max_epoch=3,
+        epoch_size=epoch_size,
+        reload_each_epoch=True,
+    )
+    first = [e[3] for e in events if e[0] == "batch" and e[1] == 1]
+    second = [e[3] for e in events if e[0] == "batch" and e[1] == 2]
+    assert len(first) == len(second) == epoch_size
+    assert not torch.equal(first[0], second[0])  # each epoch opened a new pass
+
+
 # set_loader.
 
 
@@ -159,6 +184,7 @@ def test_state_layout():
         "in_epoch": True,
         "epoch_items": 2,
         "epoch_size": 5,
+        "iterating": True,
         "data_over": False,
         "loader_type": "SamplerLoader",
         "loader": {"sampler": {"epoch": 0, "position": 6, "ended": False}},
@@ -312,3 +338,16 @@ def test_the_example_resumes_exactly(capsys: pytest.CaptureFixture[str]):
     example = Path(__file__).resolve().parents[1] / "examples" / "stream_resume.py"
     runpy.run_path(str(example), run_name="__main__")
     assert "resumed exactly" in capsys.readouterr().out
+
+
+def test_set_loader_right_after_a_resume():
+    def factory() -> Stream:
+        return Stream(SamplerLoader(10, 3))
+
+    stream = factory()
+    stream.next()
+    resumed = factory()
+    resumed.load_state_dict(stream.state_dict())
+    resumed.set_loader(batches(4, 2))  # the resumed stream held an iterator: the new one is taken
+    assert resumed.state_dict()["iterating"] is True
+    assert [resumed.next() for _ in range(3)] == [[0, 1], [2, 3], [0, 1]]

@@ -17,14 +17,15 @@ batch, mid-epoch or at an epoch end; with a stateless loader it holds the two co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from ._state import Stateful
-from ._stream.checks import check_count, check_loader, try_len
+from ._stream.checks import check_count, check_loader, loader_len, try_len
 from ._stream.items import DataItems, EpochItems
-from ._stream.progress import bar_options, open_bar
+from ._stream.progress import LoopBar, bar_options, loop_total
 from ._stream.state import Position, read_state, write_state
 
 __all__ = ["Stream"]
@@ -34,12 +35,6 @@ _DEFAULT_BAR_OPTIONS: Mapping[str, Any] = MappingProxyType({})  # the seed's def
 
 class Stream:
     """Smart wrapper for data loaders and iterables: epochs, iterations, a progress bar, one state.
-
-    Everything the loop needs is here: `epoch` and `iteration` counters managed for you, epochs of
-    a custom size (smaller or larger than the loader, cutting across its natural epochs), a loader
-    swapped at any moment with `set_loader`, an endless stream of batches with
-    ``data(float('inf'))``, one tqdm progress bar for the whole loop, and `state_dict` /
-    `load_state_dict` to save and resume it.
 
     The stream holds one iterator, ``iter(loader)``, created on the first `next`; when it is
     exhausted the stream takes ``iter(loader)`` again, exactly like ``while True: for item in
@@ -79,10 +74,13 @@ class Stream:
 
     State: with a stateful loader (one with ``state_dict`` and ``load_state_dict``),
     ``{"type": "Stream", "version", "epoch", "iteration", "in_epoch", "epoch_items",
-    "epoch_size", "data_over", "loader_type", "loader"}``: the counters, the epoch of `epochs`
-    in progress (items taken, size), whether the data is over, and ``loader.state_dict()``.
+    "epoch_size", "iterating", "data_over", "loader_type", "loader"}``: the counters, the epoch
+    of `epochs` in progress (items taken, size), whether the stream holds an ``iter(loader)``,
+    whether the data is over, and ``loader.state_dict()``.
     Restoring costs what the loader's ``load_state_dict`` costs (nothing is replayed by the
-    stream). With a stateless loader, ``{"epoch", "iteration"}`` only, as in the seed: loading it
+    stream). The loader's ``state_dict()`` must describe the position of its latest ``iter()``,
+    and its first ``iter()`` after ``load_state_dict`` must continue from there: torchdata's
+    semantics, which our `StatefulDataLoader` and iterators follow. With a stateless loader, ``{"epoch", "iteration"}`` only, as in the seed: loading it
     restores the counters, not the position in the data (see `load_state_dict`).
 
     >>> stream = Stream(range(3))
@@ -111,12 +109,14 @@ class Stream:
         self._epoch = 0
         self._iteration = 0
         self._iterator: Iterator[Any] | None = None  # iter(loader), created on the first next()
+        # A state was loaded from a stream that held an iterator: the loader's next iter()
+        # continues that iterator (torchdata's semantics), and is taken on the first next().
+        self._resuming = False
         self._epoch_start: int | None = None  # iteration where the epoch of epochs() in
         self._epoch_size: int | None = None  # progress started, and its size (None: no limit)
         self._epoch_id = 0  # changes when an epoch opens or a state loads: stale epochs stop
         self._data_over = False  # the last next() found no item even after iter(loader) again
-        self._bar: Any = None  # tqdm bar of the running epochs() loop
-        self._bar_pending = False  # an item was served whose step the bar has not counted yet
+        self._bar: LoopBar | None = None  # the progress bar of the running epochs() loop
 
     @property
     def epoch(self) -> int:
@@ -157,8 +157,9 @@ class Stream:
         self._loader = check_loader(loader, "Stream.set_loader")
         self._stateful = isinstance(loader, Stateful)
         self._data_over = False
-        if self._iterator is not None:
+        if self._iterator is not None or self._resuming:
             self._iterator = iter(loader)
+        self._resuming = False
 
     def increment_epoch(self) -> None:
         """Add one to `epoch` (`epochs` does it at the start of each epoch).
@@ -174,7 +175,9 @@ class Stream:
         """Set the underlying iterator to ``iter(self.loader)`` now.
 
         With a loader that restarts on each ``iter()`` this skips the rest of its current pass;
-        with an iterator loader (``iter(it) is it``) it changes nothing.
+        with an iterator loader (``iter(it) is it``) it changes nothing. Right after
+        `load_state_dict` it first takes and drops the iterator that continues the loaded
+        position, so that a stateful loader starts a new pass as in the uninterrupted run.
 
         >>> stream = Stream(range(5))
         >>> stream.next(), stream.next()
@@ -183,6 +186,9 @@ class Stream:
         >>> stream.next()
         0
         """
+        if self._resuming:  # the saved stream's iterator, continued, is the one to replace
+            iter(self._loader)
+            self._resuming = False
         self._iterator = iter(self._loader)
         self._data_over = False
 
@@ -203,15 +209,14 @@ class Stream:
         iterator = self._iterator
         if iterator is None:
             iterator = self._iterator = iter(self._loader)
+            self._resuming = False
         try:
             item = next(iterator)
         except StopIteration:
             item = self._next_pass()
         self._iteration += 1
         if self._bar is not None:
-            if self._bar_pending:  # count the previous item's step as done
-                self._bar.update(1)
-            self._bar_pending = True
+            self._bar.step()
         return item
 
     def _next_pass(self) -> Any:
@@ -246,7 +251,7 @@ class Stream:
         ([0, 1, 2, 3, 4], [0, 1, 2], [3, 4, 0])
         """
         if n_items is None:
-            size: int | None = self._loader_len("Stream.data", "n_items")
+            size: int | None = loader_len(self._loader, "Stream.data", "n_items")
         else:
             size = check_count(n_items, "Stream.data", "n_items", 0)
         return DataItems(self, size)
@@ -284,7 +289,7 @@ class Stream:
                 None turns the bar off, as in the seed.
             progress_bar: True shows the bar wherever it writes, False turns it off, None
                 (default) shows it only when its output (``file``, default ``sys.stderr``) is a
-                terminal: logs and notebooks piped to files stay clean.
+                terminal, so logs redirected to files stay clean (pass True in a notebook).
 
         Raises:
             TypeError: `max_epoch` or `epoch_size` is not an int or ``float('inf')``, or a
@@ -304,7 +309,7 @@ class Stream:
         epochs_limit = check_count(max_epoch, owner, "max_epoch", 0)
         size = None if epoch_size is None else check_count(epoch_size, owner, "epoch_size", 1)
         if epoch_size is None:
-            self._loader_len(owner, "epoch_size")
+            loader_len(self._loader, owner, "epoch_size")
         options = bar_options(progress_bar, progress_bar_options, owner)
         return self._run_epochs(epochs_limit, epoch_size is None, size, options)
 
@@ -315,26 +320,26 @@ class Stream:
         size: int | None,
         options: dict[str, Any] | None,
     ) -> Iterator[Iterator[Any]]:
-        limit = float("inf") if max_epoch is None else max_epoch
-        auto_total = options is not None and "total" not in options
+        limit = math.inf if max_epoch is None else max_epoch
         bar = None
         try:
+            if self._epoch_start is not None and self._epoch > limit:
+                self._epoch_start = None  # resumed with a smaller max_epoch
             if options is not None:
                 self._stop_bar()  # the bar of an earlier loop that was left unfinished
                 total = self._total(limit, size_from_loader, size)
-                bar = self._bar = open_bar(options, self._iteration, total)
+                bar = self._bar = LoopBar(options, self._iteration, total)
             while True:
-                if self._epoch_start is not None and self._epoch > limit:
-                    self._epoch_start = None  # resumed with a smaller max_epoch
                 if self._epoch_start is None:
                     if self._data_over or self._epoch >= limit:
                         return
                     if size_from_loader:
-                        self._open_epoch(self._loader_len("Stream.epochs", "epoch_size"))
-                    else:
-                        self._open_epoch(size)
-                    if auto_total and bar is not None:
-                        bar.total = self._total(limit, size_from_loader, size)
+                        size = loader_len(self._loader, "Stream.epochs", "epoch_size")
+                    self._epoch += 1
+                    self._epoch_start, self._epoch_size = self._iteration, size
+                    self._epoch_id += 1
+                    if bar is not None:
+                        bar.set_total(self._total(limit, size_from_loader, size))
                 epoch_id = self._epoch_id
                 yield EpochItems(self, epoch_id)
                 if self._epoch_id == epoch_id:  # left with break: the epoch ends here
@@ -344,41 +349,18 @@ class Stream:
                 self._stop_bar()
 
     def _stop_bar(self) -> None:
-        """Count the last item's step and close the bar."""
-        bar = self._bar
+        bar, self._bar = self._bar, None
         if bar is not None:
-            if self._bar_pending:
-                bar.update(1)
-            self._bar = None
-            self._bar_pending = False
             bar.close()
 
-    def _open_epoch(self, size: int | None) -> None:
-        self._epoch += 1
-        self._epoch_start = self._iteration
-        self._epoch_size = size
-        self._epoch_id += 1
-
     def _total(self, limit: float, size_from_loader: bool, size: int | None) -> int | None:
-        """Items served so far plus the items the loop still has to serve; None if unknown."""
-        left: float = 0
-        if self._epoch_start is not None and self._epoch <= limit:
-            done = self._iteration - self._epoch_start
-            left += float("inf") if self._epoch_size is None else self._epoch_size - done
+        epoch_left: float | None = None
+        start = self._epoch_start
+        if start is not None:
+            epoch_size = math.inf if self._epoch_size is None else self._epoch_size
+            epoch_left = epoch_size - (self._iteration - start)
         per_epoch = try_len(self._loader) if size_from_loader else size
-        epochs_left = limit - self._epoch
-        if epochs_left > 0:
-            left += float("inf") if per_epoch is None else epochs_left * per_epoch
-        return None if left == float("inf") else self._iteration + int(left)
-
-    def _loader_len(self, owner: str, name: str) -> int:
-        length = try_len(self._loader)
-        if length is None:
-            raise ValueError(
-                f"{owner}: {name}=None means len(loader), but the loader "
-                f"({type(self._loader).__name__}) has no len(); pass {name} explicitly"
-            )
-        return length
+        return loop_total(self._iteration, self._epoch, epoch_left, limit, per_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """Return the state of the loop as plain data (for `torch.save`, json, ...).
@@ -404,6 +386,7 @@ class Stream:
             full=self._stateful,
             epoch_start=self._epoch_start,
             epoch_size=self._epoch_size,
+            iterating=self._iterator is not None or self._resuming,
             data_over=self._data_over,
         )
         return write_state(position, self._loader)
@@ -429,7 +412,8 @@ class Stream:
         position = read_state(state_dict, self._loader, self._stateful)
         if position.full:
             self._loader.load_state_dict(position.loader)  # type: ignore[attr-defined]
-            self._iterator = None  # the next iter(loader) continues from the loaded state
+            self._iterator = None  # the next iter(loader) continues from the loaded position
+            self._resuming = position.iterating
             self._data_over = position.data_over
         self._epoch, self._iteration = position.epoch, position.iteration
         self._epoch_start, self._epoch_size = position.epoch_start, position.epoch_size

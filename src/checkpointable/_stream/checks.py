@@ -8,7 +8,7 @@ from typing import Any
 
 from .._errors import ArgumentValueError
 
-__all__ = ["check_count", "check_loader", "try_len"]
+__all__ = ["check_count", "check_loader", "loader_len", "try_len"]
 
 
 def try_len(loader: Any) -> int | None:
@@ -17,6 +17,17 @@ def try_len(loader: Any) -> int | None:
         return len(loader)
     except (TypeError, NotImplementedError):
         return None
+
+
+def loader_len(loader: Any, owner: str, name: str) -> int:
+    """``len(loader)`` for an argument `name` left to None, or a `ValueError` saying to pass it."""
+    length = try_len(loader)
+    if length is None:
+        raise ValueError(
+            f"{owner}: {name}=None means len(loader), but the loader "
+            f"({type(loader).__name__}) has no len(); pass {name} explicitly"
+        )
+    return length
 
 
 def check_loader(loader: Any, owner: str) -> Any:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["bar_options", "open_bar"]
+__all__ = ["LoopBar", "bar_options", "loop_total"]
 
 
 def bar_options(
@@ -51,8 +52,55 @@ def bar_options(
     return options
 
 
-def open_bar(options: dict[str, Any], initial: int, total: int | None) -> Any:
-    """Create the tqdm bar; `initial` and `total` apply unless the options set them."""
-    from tqdm import tqdm  # type: ignore[import-untyped]
+class LoopBar:
+    """The tqdm bar of one `Stream.epochs` loop.
 
-    return tqdm(**{"initial": initial, "total": total, **options})
+    An item counts as done when the next one is asked for (`step`) or when the loop ends
+    (`close`). ``initial`` and ``total`` apply unless the options set them; the total then
+    follows `set_total`.
+    """
+
+    __slots__ = ("_auto_total", "_pending", "_tqdm")
+
+    def __init__(self, options: dict[str, Any], initial: int, total: int | None) -> None:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        self._tqdm = tqdm(**{"initial": initial, "total": total, **options})
+        self._auto_total = "total" not in options
+        self._pending = False  # an item was served whose step is not counted yet
+
+    def step(self) -> None:
+        """An item was served: count the previous one as done."""
+        if self._pending:
+            self._tqdm.update(1)
+        self._pending = True
+
+    def set_total(self, total: int | None) -> None:
+        if self._auto_total and self._tqdm.total != total:
+            self._tqdm.total = total
+
+    def close(self) -> None:
+        """Count the last item and close the bar (it prints its final state)."""
+        if self._pending:
+            self._tqdm.update(1)
+            self._pending = False
+        self._tqdm.close()
+
+
+def loop_total(
+    iteration: int,
+    epoch: int,
+    epoch_left: float | None,
+    max_epoch: float,
+    per_epoch: int | None,
+) -> int | None:
+    """Items served so far plus the items a loop still has to serve; None when unknown.
+
+    `epoch_left` is what the epoch in progress still has to serve (None: none in progress,
+    ``inf``: no limit); `per_epoch` is the size of the epochs to come (None: unknown).
+    """
+    left = epoch_left or 0
+    epochs_left = max_epoch - epoch
+    if epochs_left > 0:
+        left += math.inf if per_epoch is None else epochs_left * per_epoch
+    return None if left == math.inf else iteration + int(left)

@@ -1,7 +1,8 @@
 """The state of `Stream`: its layout, and the checks of a state before it is loaded.
 
 With a stateful loader the state is ``{"type": "Stream", "version", "epoch", "iteration",
-"in_epoch", "epoch_items", "epoch_size", "data_over", "loader_type", "loader"}``; with a
+"in_epoch", "epoch_items", "epoch_size", "iterating", "data_over", "loader_type", "loader"}``;
+with a
 stateless one it is the seed's ``{"epoch", "iteration"}``.
 """
 
@@ -16,7 +17,16 @@ from .._state import STATE_VERSION, check_state, plain_copy, state_int
 __all__ = ["Position", "read_state", "write_state"]
 
 COUNTERS = ("epoch", "iteration")
-KEYS = (*COUNTERS, "in_epoch", "epoch_items", "epoch_size", "data_over", "loader_type", "loader")
+KEYS = (
+    *COUNTERS,
+    "in_epoch",
+    "epoch_items",
+    "epoch_size",
+    "iterating",
+    "data_over",
+    "loader_type",
+    "loader",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class Position:
     full: bool = False
     epoch_start: int | None = None  # iteration where the epoch in progress began (None: none)
     epoch_size: int | None = None  # its size (None: no limit)
+    iterating: bool = False  # the stream holds an iter(loader)
     data_over: bool = False
     loader: Any = None  # the loader's state
 
@@ -45,6 +56,7 @@ def write_state(position: Position, loader: Any) -> dict[str, Any]:
         "in_epoch": start is not None,
         "epoch_items": 0 if start is None else position.iteration - start,
         "epoch_size": None if start is None else position.epoch_size,
+        "iterating": position.iterating,
         "data_over": position.data_over,
         "loader_type": type(loader).__name__,
         "loader": plain_copy(loader.state_dict(), "Stream.state_dict: the loader's state"),
@@ -95,6 +107,7 @@ def read_state(state_dict: Any, loader: Any, stateful: bool) -> Position:
         full=True,
         epoch_start=iteration - items if in_epoch else None,
         epoch_size=size if in_epoch else None,
+        iterating=_state_bool(state, "iterating"),
         data_over=_state_bool(state, "data_over"),
         loader=state["loader"],
     )
