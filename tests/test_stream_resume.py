@@ -350,4 +350,6 @@ def test_set_loader_right_after_a_resume():
     resumed.load_state_dict(stream.state_dict())
     resumed.set_loader(batches(4, 2))  # the resumed stream held an iterator: the new one is taken
     assert resumed.state_dict()["iterating"] is True
-    assert [resumed.next() for _ in range(3)] == [[0, 1], [2, 3], [0, 1]]
+    assert [resumed.next() for _ in range(2)] == [[0, 1], [2, 3]]
+    with pytest.raises(StopIteration):
+        resumed.next()
