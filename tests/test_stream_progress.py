@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from checkpointable import Stream
-from stream_checks import SamplerLoader
+
+from .stream_checks import SamplerLoader
 
 COUNTS = {"bar_format": "{n}/{total}", "mininterval": 0}
 

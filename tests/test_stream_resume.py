@@ -19,7 +19,8 @@ from checkpointable.iterators import (
     NativeCheckpointableIterator,
 )
 from checkpointable.testing import assert_resumable
-from stream_checks import (
+
+from .stream_checks import (
     EpochLoop,
     SamplerLoader,
     assert_stream_resumable,
@@ -37,6 +38,7 @@ def permutations() -> InfinitePermutationSourceIterator:
 # Our iterators (iter(it) is it).
 
 
+@pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("epoch_size", [1, 2, 5])
 def test_over_a_finite_iterator_until_the_data_is_over(epoch_size: int):
     events = assert_stream_resumable(batches, max_epoch=float("inf"), epoch_size=epoch_size)
@@ -44,6 +46,7 @@ def test_over_a_finite_iterator_until_the_data_is_over(epoch_size: int):
     assert events[-1][0] == "end"  # the loop ended because the data is over
 
 
+@pytest.mark.resumable("Stream")
 def test_over_an_endless_iterator():
     events = assert_stream_resumable(permutations, max_epoch=4, epoch_size=3)
     assert [e[1:3] for e in events if e[0] == "end"] == [(1, 3), (2, 6), (3, 9), (4, 12)]
@@ -54,6 +57,7 @@ def test_over_an_endless_iterator():
 # A torch DataLoader over a stateful sampler, with torchdata's state semantics.
 
 
+@pytest.mark.resumable("Stream")
 @pytest.mark.parametrize(
     ("n", "epoch_size"),
     [
@@ -75,12 +79,14 @@ def test_over_a_stateful_data_loader(n: int, epoch_size: int | None):
     assert sorted(seen.tolist()) == list(range(100, 100 + n))  # one whole pass first
 
 
+@pytest.mark.resumable("Stream")
 def test_every_position_of_a_loop_resumes():
     assert_stream_resumable(
         functools.partial(SamplerLoader, 6, 2), max_epoch=3, epoch_size=4, max_positions=100
     )
 
 
+@pytest.mark.resumable("Stream")
 @pytest.mark.timeout(120)
 def test_resumes_in_a_fresh_process():
     assert_stream_resumable(
@@ -88,6 +94,7 @@ def test_resumes_in_a_fresh_process():
     )
 
 
+@pytest.mark.resumable("Stream")
 @settings(max_examples=15, deadline=None)
 @given(
     n=st.integers(1, 7),
@@ -105,6 +112,7 @@ def test_resumes_for_any_sizes(n: int, batch_size: int, max_epoch: int, epoch_si
     )
 
 
+@pytest.mark.resumable("Stream")
 def test_resumes_after_reload_iterator_mid_pass():
     def factory() -> Stream:
         stream = Stream(SamplerLoader(10, 3))
@@ -116,6 +124,7 @@ def test_resumes_after_reload_iterator_mid_pass():
     assert sorted(torch.cat(items[:4]).tolist()) == list(range(100, 110))
 
 
+@pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("epoch_size", [2, 5])
 def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int):
     events = assert_stream_resumable(
@@ -133,6 +142,7 @@ def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int
 # set_loader.
 
 
+@pytest.mark.resumable("Stream")
 def test_resumes_after_set_loader_in_iterator_mode():
     def factory() -> Stream:
         stream = Stream(SamplerLoader(5, 2, seed=1))
@@ -144,6 +154,7 @@ def test_resumes_after_set_loader_in_iterator_mode():
     assert items == [[0, 1], [2, 3], [4, 5], [6]]
 
 
+@pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("at", [2, 4, 5])
 def test_resumes_across_set_loader_in_an_epochs_loop(at: int):
     events = assert_stream_resumable(
