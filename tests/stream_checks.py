@@ -1,8 +1,8 @@
 """Resumability checks of `Stream` over any stateful loader, reusable for every kind of loader.
 
-`assert_stream_resumable(make_loader, ...)` runs `checkpointable.testing.assert_resumable` on a
-stream over ``make_loader()`` driven the two ways a training script drives it: ``stream.next()``
-in a loop (iterator mode), and ``for epoch in stream.epochs(...): for batch in epoch:`` (through
+`assert_stream_resumable(make_loader, ...)` (``from .stream_checks import ...`` in a test module)
+runs `checkpointable.testing.assert_resumable` on a stream over ``make_loader()`` driven the two
+ways a training script drives it: ``stream.next()`` in a loop (iterator mode), and ``for epoch in stream.epochs(...): for batch in epoch:`` (through
 `EpochLoop`, which reports every batch and every epoch end with the stream's counters, so a
 resume that lands in another epoch or at another iteration fails too). Use it for any loader with
 ``state_dict`` / ``load_state_dict``, e.g. ``assert_stream_resumable(lambda:
