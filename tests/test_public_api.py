@@ -11,7 +11,13 @@ import pytest
 
 import checkpointable
 
-PUBLIC_MODULES = ["checkpointable", "checkpointable.iterators", "checkpointable.datasets"]
+PUBLIC_MODULES = [
+    "checkpointable",
+    "checkpointable.datasets",
+    "checkpointable.iterators",
+    "checkpointable.samplers",
+    "checkpointable.stream",
+]
 
 # infinibatch's public names (the seed): `from checkpointable.iterators import *` must give them.
 SEED_ITERATOR_NAMES = {

@@ -39,6 +39,7 @@ from .samplers import (
     ResumableSequentialSampler,
     create_sampler,
 )
+from .stream import Stream
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "SamplingRandomMapIterator",
     "SelectManyIterator",
     "Stateful",
+    "Stream",
     "WeightedMixIterator",
     "WindowedIterator",
     "ZipIterator",

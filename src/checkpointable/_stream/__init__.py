@@ -1,0 +1,1 @@
+"""Private helpers of `checkpointable.stream`: argument checks and the progress bar."""
