@@ -32,6 +32,7 @@ from .iterators import (
 )
 from .samplers import (
     SAMPLER_REGISTRY,
+    Registry,
     ResumableDistributedSampler,
     ResumableRandomSampler,
     ResumableSampler,
@@ -63,6 +64,7 @@ __all__ = [
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",
+    "Registry",
     "ResumableDistributedSampler",
     "ResumableRandomSampler",
     "ResumableSampler",

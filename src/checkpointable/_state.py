@@ -32,6 +32,7 @@ __all__ = [
 STATE_VERSION = 1
 
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_SET = frozenset(_SCALARS)
 
 
 @runtime_checkable
@@ -83,23 +84,56 @@ def plain_copy(value: Any, where: str = "state") -> Any:
 
     Used where a state embeds data given by the user (a recurrent state, a dataset's own
     state): the copy cannot change when the user mutates their object afterwards.
-    Scalars are immutable and shared; dicts and lists are rebuilt.
+    Scalars are immutable and shared; dicts and lists are rebuilt. The location of a value that
+    is not plain data is only worked out when there is one, to name it in the error.
     """
+    try:
+        return _copy(value)
+    except _NotPlain:
+        _locate(value, where)
+        raise  # unreachable: _locate raises
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _copy(value: Any) -> Any:
     kind = type(value)
     if kind in _SCALARS:  # exact types: numpy scalars and enums are subclasses, and not plain
         return value
     if kind is list:
-        return [plain_copy(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        if set(map(type, value)) <= _SCALAR_SET:  # a list of scalars: copied in C
+            return value.copy()
+        return [_copy(item) for item in value]
     if kind is dict:
         out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _copy(item)
+        return out
+    raise _NotPlain
+
+
+def _locate(value: Any, where: str) -> None:
+    """Raise `TypeError` naming the first part of `value` that is not plain data."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is list:
+        for i, item in enumerate(value):
+            _locate(item, f"{where}[{i}]")
+        return
+    if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 raise TypeError(
                     f"{where} has the key {key!r} of type {type(key).__name__}; "
                     "a state's dict keys must be str"
                 )
-            out[key] = plain_copy(item, f"{where}[{key!r}]")
-        return out
+            _locate(item, f"{where}[{key!r}]")
+        return
     raise TypeError(
         f"{where} is a {type(value).__name__}; a state holds only dict (str keys), list, str, "
         "int, float, bool and None"
