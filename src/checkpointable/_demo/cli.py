@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import checkpointable
 
@@ -131,8 +131,7 @@ def _train(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))}
     result = Run()
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
-        assert child.stdout is not None  # noqa: S101 - set by stdout=PIPE
-        for line in child.stdout:
+        for line in cast(IO[str], child.stdout):
             record = json.loads(line)
             if "step" in record:
                 result.records[record["step"]] = record

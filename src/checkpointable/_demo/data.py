@@ -71,7 +71,7 @@ def make_text_shard(
     return MapIterator(lines, parse_line)
 
 
-class FeatureDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class FeatureDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """A map-style dataset of noisy feature vectors with a linearly separable label.
 
     The augmentation noise of sample ``i`` is drawn from a generator seeded by ``(seed, i)``, so
