@@ -37,6 +37,8 @@ StopIteration
 """
 
 from ._iterators.base import CheckpointableIterator
+from ._iterators.parallel_map import ParallelMapIterator
+from ._iterators.prefetch import PrefetchIterator
 from ._iterators.sources import (
     ChunkedSourceIterator,
     InfinitePermutationSourceIterator,
@@ -63,6 +65,8 @@ __all__ = [
     "InfinitePermutationSourceIterator",
     "MapIterator",
     "NativeCheckpointableIterator",
+    "ParallelMapIterator",
+    "PrefetchIterator",
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",

@@ -1,0 +1,267 @@
+"""The code that runs inside the workers of `PrefetchIterator` and `ParallelMapIterator`.
+
+Module-level functions, so that a ``spawn`` or ``forkserver`` process can import them by name;
+this module imports nothing heavy (no torch), so such a worker starts fast. A worker runs in a
+process (``parent_pid`` is the pid of the process that started it) or in a thread
+(``parent_pid`` is None). In a process, every message is pickled by the worker itself before it
+is queued, so that an unpicklable item or result fails here, synchronously, and reaches the
+consumer as an error, instead of being dropped by the queue's feeder thread.
+
+Lifecycle of a worker process: it stops when the ``stop`` event is set (checked after each item
+and every `POLL_SECONDS` while blocked on a full queue or an empty task queue), when it receives
+SIGTERM (turned into an exception, so ``finally`` blocks close nested workers), and when its
+parent process disappears (``os.getppid()`` changes).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import queue
+import signal
+import traceback
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, NoReturn
+
+__all__ = [
+    "POLL_SECONDS",
+    "End",
+    "RemoteTraceback",
+    "WorkerFailure",
+    "dumps",
+    "map_worker",
+    "prefetch_worker",
+    "put",
+]
+
+#: How often a blocked worker (or consumer) wakes up to check for stop, death or orphaning.
+POLL_SECONDS = 0.1
+
+
+class End:
+    """The message that follows the last item of the source."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, attached as ``__cause__``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+class _Stop(BaseException):
+    """Raised in a worker process by SIGTERM: unwind, running ``finally`` blocks."""
+
+
+class WorkerFailure:
+    """An exception raised in a worker, carried to the consumer with its traceback text.
+
+    When it crosses a process boundary, the exception travels by pickle; one that does not
+    survive a pickle round trip (e.g. a custom exception with extra required arguments) is
+    replaced by a `RuntimeError` with the same text.
+    """
+
+    def __init__(self, error: BaseException, where: str) -> None:
+        self.error = error
+        self.where = where
+        self.text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.remote = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["remote"] = True
+        try:
+            pickle.loads(pickle.dumps(self.error))
+        except Exception:
+            state["error"] = RuntimeError(f"{type(self.error).__qualname__}: {self.error}")
+        return state
+
+    def reraise(self) -> NoReturn:
+        """Raise the worker's exception in the consumer, with the worker's traceback."""
+        error = self.error
+        if self.remote:  # the exception's own traceback stayed in the worker: attach its text
+            error.__cause__ = RemoteTraceback(f"{self.where}:\n{self.text}")
+        raise error
+
+
+def dumps(message: Any) -> bytes:
+    """Pickle a message as multiprocessing would (torch tensors go through shared memory)."""
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(message)
+    return buffer.getvalue()
+
+
+def _orphaned(parent_pid: int | None) -> bool:
+    return parent_pid is not None and os.getppid() != parent_pid
+
+
+def put(channel: Any, message: Any, stop: Any, parent_pid: int | None) -> bool:
+    """Put `message`, waiting while the queue is full; False if told to stop meanwhile."""
+    while True:
+        try:
+            channel.put(message, timeout=POLL_SECONDS)
+            return True
+        except queue.Full:
+            if stop.is_set() or _orphaned(parent_pid):
+                return False
+
+
+def _raise_stop(signum: int, frame: Any) -> NoReturn:
+    raise _Stop
+
+
+def _in_process_setup(parent_pid: int | None) -> None:
+    if parent_pid is not None:
+        signal.signal(signal.SIGTERM, _raise_stop)
+
+
+def prefetch_worker(
+    source: Any,
+    item_offset: int,
+    buffer_size: int,
+    channel: Any,
+    stop: Any,
+    parent_pid: int | None,
+) -> None:
+    """Run the source pipeline and queue ``(item, state)`` messages, then `End`.
+
+    `source` is the pipeline positioned at the start of the current window (or its pickle,
+    under spawn/forkserver); the worker skips `item_offset` items, then attaches the source's
+    state to every `buffer_size`-th item (the state before the next window) and None to the
+    others. In a process it then waits for `stop` before exiting, so that tensors it sent
+    through shared memory stay valid until the consumer is done with the queue.
+    """
+    in_process = parent_pid is not None
+    _in_process_setup(parent_pid)
+    encode = dumps if in_process else _same
+    pipeline = None
+    try:
+        pipeline = pickle.loads(source) if isinstance(source, bytes) else source
+        _skip(pipeline, item_offset)
+        offset = item_offset
+        while not stop.is_set():
+            try:
+                item = next(pipeline)
+            except StopIteration:
+                put(channel, encode(End()), stop, parent_pid)
+                break
+            offset += 1
+            state = None
+            if offset >= buffer_size:
+                state, offset = pipeline.getstate(), 0
+            try:
+                message = encode((item, state))
+            except Exception as error:
+                raise TypeError(
+                    f"PrefetchIterator: an item of source_iterator cannot be pickled to be sent "
+                    f"from the worker process ({error}); use picklable items, or use_threads=True"
+                ) from error
+            if not put(channel, message, stop, parent_pid):
+                break
+    except _Stop:
+        return
+    except BaseException as error:
+        where = f"process {os.getpid()}" if in_process else "thread"
+        where = f"in the PrefetchIterator worker ({where})"
+        put(channel, encode(WorkerFailure(error, where)), stop, parent_pid)
+    finally:
+        if in_process:
+            _finish_process(pipeline, channel, stop, parent_pid)
+
+
+def _skip(pipeline: Any, count: int) -> None:
+    for done in range(count):
+        try:
+            next(pipeline)
+        except StopIteration:
+            from .._errors import IncompatibleStateError
+
+            raise IncompatibleStateError(
+                f"PrefetchIterator: the state is at item {count} of a window, but the source "
+                f"ended after {done} items; it was saved over other data"
+            ) from None
+
+
+def _finish_process(pipeline: Any, channel: Any, stop: Any, parent_pid: int | None) -> None:
+    """Wait until the consumer is done, close the pipeline's own workers, drop unsent data."""
+    try:
+        while not stop.wait(POLL_SECONDS):
+            if _orphaned(parent_pid):
+                break
+        if pipeline is not None:
+            pipeline.close()
+    except _Stop:
+        pass
+    finally:
+        channel.cancel_join_thread()
+
+
+def _same(message: Any) -> Any:
+    return message
+
+
+def map_worker(transform: Any, tasks: Any, results: Any, stop: Any, parent_pid: int | None) -> None:
+    """Apply `transform` to the items of each task ``(task_id, items)`` taken from `tasks`.
+
+    Each result is ``(task_id, outputs, failure)``: the outputs of the items before the first
+    failing one, and that failure (or None). `None` in `tasks` tells the worker to exit; once
+    `stop` is set, the remaining tasks are read and dropped until that `None`, so that the
+    task queue is drained and the consumer's feeder thread can finish.
+    """
+    in_process = parent_pid is not None
+    _in_process_setup(parent_pid)
+    where = f"process {os.getpid()}" if in_process else "thread"
+    where = f"in a ParallelMapIterator worker ({where})"
+    load_failure = None
+    try:
+        if isinstance(transform, bytes):
+            transform = pickle.loads(transform)
+    except BaseException as error:
+        load_failure = WorkerFailure(error, where)
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if _orphaned(parent_pid):
+                    return
+                continue
+            if task is None:
+                return
+            if stop.is_set():
+                continue
+            task_id, items = pickle.loads(task) if in_process else task
+            outputs: list[Any] = []
+            failure = load_failure
+            if failure is None:
+                try:
+                    for item in items:
+                        outputs.append(transform(item))
+                except BaseException as error:
+                    failure = WorkerFailure(error, where)
+            results.put(
+                _encode_result(task_id, outputs, failure, where)
+                if in_process
+                else (task_id, outputs, failure)
+            )
+    except _Stop:
+        pass
+    finally:
+        if in_process:
+            results.cancel_join_thread()
+
+
+def _encode_result(task_id: int, outputs: list[Any], failure: Any, where: str) -> bytes:
+    try:
+        return dumps((task_id, outputs, failure))
+    except Exception as error:
+        problem = TypeError(
+            f"ParallelMapIterator: the results of transform cannot be pickled to be sent back "
+            f"from the worker process: {error}"
+        )
+        return dumps((task_id, [], WorkerFailure(problem, where)))
