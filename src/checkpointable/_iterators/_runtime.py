@@ -154,18 +154,27 @@ class WorkerGroup:
         self.threads: list[threading.Thread] = []
         self._queues: list[Any] = []  # multiprocessing queues, closed at shutdown
         self._sentinels: list[tuple[Any, int]] = []  # (queue, count): Nones put at shutdown
+        self._drained: list[Any] = []  # queues emptied at shutdown
         self._finished = False
 
-    def queue(self, maxsize: int = 0, sentinels: int = 0) -> Any:
-        """A queue between the workers and the consumer; `sentinels` Nones end it at shutdown."""
+    def queue(
+        self, maxsize: int = 0, *, sentinels: int = 0, drain: bool = False, local: bool = False
+    ) -> Any:
+        """A queue between workers and consumer (a thread queue if `local` or for threads).
+
+        At shutdown, `sentinels` Nones are put into it (to end workers waiting on it), and a
+        `drain` queue is emptied (to free a worker blocked on putting into it at once).
+        """
         channel: Any
-        if self.context is None:
+        if local or self.context is None:
             channel = queue.Queue(maxsize)
         else:
             channel = self.context.Queue(maxsize)
             self._queues.append(channel)
         if sentinels:
             self._sentinels.append((channel, sentinels))
+        if drain:
+            self._drained.append(channel)
         return channel
 
     def start(self, target: Any, args: tuple[Any, ...], count: int = 1) -> None:
@@ -242,6 +251,8 @@ class WorkerGroup:
         for channel, count in self._sentinels:
             for _ in range(count):
                 channel.put(None)
+        for channel in self._drained:
+            _drain(channel)
         forced = self._join_processes()
         for thread in self.threads:
             thread.join(thread_timeout)
@@ -280,3 +291,12 @@ class WorkerGroup:
         return multiprocessing.util.Finalize(
             owner_object, self.shutdown, exitpriority=EXIT_PRIORITY
         )
+
+
+def _drain(channel: Any) -> None:
+    """Empty `channel` without waiting, so that a worker blocked on a full queue sees the stop."""
+    try:
+        while True:
+            channel.get_nowait()
+    except (queue.Empty, OSError, EOFError):
+        pass

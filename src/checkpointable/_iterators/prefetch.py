@@ -162,12 +162,12 @@ class PrefetchIterator(Transform):
         group = WorkerGroup(name, context)
         try:
             in_main = context is not None and self._buffer_in_main_process
-            channel = group.queue(1 if in_main else self._buffer_size)
+            channel = group.queue(1 if in_main else self._buffer_size, drain=True)
             args = (payload, self._item_offset, self._buffer_size, channel, group.stop)
             group.start(prefetch_worker, args)
             self._decode = context is not None
             if in_main:
-                local: queue.Queue[Any] = queue.Queue(self._buffer_size)
+                local = group.queue(self._buffer_size, drain=True, local=True)
                 group.start_thread(_fetch, (channel, local, group.stop), f"{name}-fetcher")
                 channel, self._decode = local, False
         except BaseException:

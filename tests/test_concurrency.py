@@ -1,0 +1,238 @@
+"""Lifecycle of PrefetchIterator and ParallelMapIterator: no process or thread is left behind
+(close, garbage collection, an exception in the loop, interpreter exit, a dead parent), a killed
+worker raises a clear error, spawn refuses unpicklable functions clearly, a daemonic process
+falls back to threads with a warning, and tensors sent by a prefetch process stay valid."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import _workload
+import checkpointable
+from checkpointable.iterators import (
+    MapIterator,
+    NativeCheckpointableIterator,
+    ParallelMapIterator,
+    PrefetchIterator,
+)
+
+SRC = str(Path(checkpointable.__file__).resolve().parent.parent)
+TESTS = str(Path(__file__).resolve().parent)
+
+
+def prefetch(method: str, n: int = 200):
+    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
+    return PrefetchIterator(_workload.doubled(n), 4, **options)
+
+
+def parallel_map(method: str, n: int = 200):
+    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
+    source = NativeCheckpointableIterator(list(range(n)))
+    return ParallelMapIterator(source, _workload.double, 2, 3, **options)
+
+
+KINDS = [prefetch, parallel_map]
+IDS = ["prefetch", "parallel_map"]
+
+
+def workers() -> set[object]:
+    """Our worker processes and threads, and multiprocessing's queue feeder threads."""
+    processes = {p.pid for p in multiprocessing.active_children() if "checkpointable" in p.name}
+    names = ("checkpointable", "QueueFeederThread")
+    threads = {t for t in threading.enumerate() if t.name.startswith(names)}
+    return processes | threads
+
+
+@pytest.fixture
+def no_leaks():
+    before = workers()
+    yield
+    left = workers() - before
+    assert not left, f"left behind: {left}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["thread", "fork"])
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_close_leaves_nothing_behind(kind, method, no_leaks):
+    it = kind(method)
+    assert [next(it) for _ in range(3)] == [0, 2, 4]
+    assert workers()
+    it.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(kind, no_leaks):
+    it = kind("fork")
+    next(it)
+    del it
+    gc.collect()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(kind, no_leaks):
+    with pytest.raises(KeyError), kind("fork") as it:
+        for item in it:
+            if item == 6:
+                raise KeyError(item)
+    it = kind("thread")
+    with pytest.raises(KeyError):
+        for item in it:
+            if item == 6:
+                raise KeyError(item)
+    del it, item
+    gc.collect()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_leaks):
+    it = kind("fork", n=100_000)
+    with it:
+        head = [next(it) for _ in range(10)]
+        victim = next(p for p in multiprocessing.active_children() if "checkpointable" in p.name)
+        os.kill(victim.pid, signal.SIGKILL)
+        with pytest.raises(
+            RuntimeError, match=r"worker process \(pid \d+\) was killed by signal SIGKILL"
+        ):
+            for _ in range(100_000):
+                head.append(next(it))
+        state = it.getstate()
+        more = [next(it) for _ in range(10)]  # restarted from the last position
+    assert head + more == [2 * i for i in range(len(head) + 10)]
+    assert state is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(method, no_leaks):
+    source = NativeCheckpointableIterator([1, 2, 3])
+    it = ParallelMapIterator(source, lambda n: n + 1, 2, 1, multiprocessing_context=method)
+    with it, pytest.raises(TypeError, match=r"transform must be picklable .* module level"):
+        next(it)
+    it = PrefetchIterator(MapIterator(source, lambda n: n), 2, multiprocessing_context=method)
+    with (
+        it,
+        pytest.raises(
+            TypeError,
+            match=r"source_iterator must be picklable to be sent to a '(spawn|forkserver)' worker",
+        ),
+    ):
+        next(it)
+    with PrefetchIterator(MapIterator(source, lambda n: n), 2, use_threads=True) as it:
+        assert list(it) == [1, 2, 3]  # threads need no pickling
+
+
+def run_in_a_daemonic_process(connection) -> None:
+    """Runs both iterators with their default (process) configuration in a daemonic process."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with prefetch("fork", n=5) as it:
+            prefetched = list(it)
+        with parallel_map("fork", n=5) as it:
+            mapped = list(it)
+    connection.send((prefetched, mapped, [str(w.message) for w in caught]))
+
+
+@pytest.mark.timeout(60)
+def test_a_daemonic_process_falls_back_to_threads_with_a_warning():
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(
+        target=run_in_a_daemonic_process, args=(sender,), daemon=True
+    )
+    process.start()
+    assert receiver.poll(30)
+    prefetched, mapped, messages = receiver.recv()
+    process.join(30)
+    assert prefetched == mapped == [0, 2, 4, 6, 8]
+    assert len(messages) == 2
+    assert all("daemonic process" in m and "threads instead" in m for m in messages)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
+def test_tensors_sent_by_a_prefetch_process_stay_valid(in_main, no_leaks):
+    torch = pytest.importorskip("torch")
+    source = MapIterator(NativeCheckpointableIterator(list(range(6))), _workload.tensor_of)
+    it = PrefetchIterator(source, 8, in_main, multiprocessing_context="fork")
+    with it:
+        first = next(it)
+        time.sleep(0.5)  # the worker meanwhile produced every item and reached the end
+        tensors = [first, *it]
+    for n, tensor in enumerate(tensors):
+        assert torch.equal(tensor, torch.full((4,), n))
+
+
+def run_script(body: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    script = f"import sys\nsys.path.insert(0, {TESTS!r})\n" + textwrap.dedent(body)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` ended (a zombie waiting for a reaper counts as ended)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return status.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_the_interpreter_exits_promptly_with_unclosed_iterators(method):
+    result = run_script(
+        f"""
+        import multiprocessing
+        from checkpointable.iterators import PrefetchIterator
+        from test_concurrency import parallel_map, prefetch
+        it, pool, threads = prefetch({method!r}), parallel_map({method!r}), prefetch("thread")
+        nested = PrefetchIterator(parallel_map({method!r}), 2, multiprocessing_context={method!r})
+        print(next(it), next(pool), next(threads), next(nested), flush=True)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0 0 0 0"
+    pids = [int(pid) for pid in lines[1].split()]
+    assert len(pids) == 4  # two workers of the pool and two prefetch processes
+    assert all(gone(pid) for pid in pids)
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_workers_exit_when_their_parent_is_killed():
+    result = run_script(
+        """
+        import multiprocessing, os, signal
+        from test_concurrency import parallel_map, prefetch
+        it, pool = prefetch("fork"), parallel_map("fork")
+        next(it), next(pool)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert result.returncode == -signal.SIGKILL
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert len(pids) == 3
+    deadline = time.monotonic() + 30
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in pids)
