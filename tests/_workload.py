@@ -44,8 +44,10 @@ def slow_double(n: int) -> int:
     return 2 * n
 
 
-def sleep_forever(n: int) -> int:
-    time.sleep(3600)
+def stuck_after_0(n: int) -> int:
+    """0, then hangs: a worker stuck in the pipeline."""
+    if n > 0:
+        time.sleep(3600)
     return n
 
 

@@ -118,6 +118,49 @@ def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_lea
 
 
 @pytest.mark.timeout(60)
+def test_close_stops_workers_stuck_in_the_pipeline(no_leaks):
+    source = NativeCheckpointableIterator(list(range(10)))
+    pool = ParallelMapIterator(
+        source, _workload.stuck_after_0, 2, 1, multiprocessing_context="fork"
+    )
+    stuck = PrefetchIterator(MapIterator(source, _workload.stuck_after_0), 2)
+    with pool, stuck:
+        assert next(pool) == next(stuck) == 0  # the workers are now stuck in the next items
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_a_worker_process_is_left_to_the_consumer():
+    with prefetch("fork", n=50) as it:
+        head = [next(it) for _ in range(3)]
+        for process in multiprocessing.active_children():
+            if "checkpointable" in process.name:
+                os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert head + list(it) == [2 * i for i in range(50)]
+
+
+def run_a_copy_in_a_forked_child(iterator, connection) -> None:
+    connection.send(list(iterator))
+    iterator.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_a_forked_copy_of_a_running_iterator_restarts_from_its_position(kind, no_leaks):
+    with kind("thread", n=30) as it:
+        head = [next(it) for _ in range(7)]
+        receiver, sender = multiprocessing.Pipe(duplex=False)
+        child = multiprocessing.get_context("fork").Process(
+            target=run_a_copy_in_a_forked_child, args=(it, sender)
+        )
+        child.start()
+        assert receiver.poll(30)
+        in_child = receiver.recv()
+        child.join(30)
+        assert head + list(it) == head + in_child == [2 * i for i in range(30)]
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(method, no_leaks):
     source = NativeCheckpointableIterator([1, 2, 3])

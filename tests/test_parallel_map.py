@@ -115,6 +115,20 @@ def test_restoring_transforms_no_yielded_item_again_and_any_pool_size_resumes(
     assert sorted(recorder.seen) == list(range(9, 20))
 
 
+@pytest.mark.timeout(60)
+def test_setstate_on_a_running_iterator_reuses_the_pool_and_drops_results_in_flight():
+    with mapped(30, 2, 2, multiprocessing_context="fork") as it:
+        head = [next(it) for _ in range(5)]
+        state = it.getstate()
+        for _ in range(10):
+            next(it)
+        pool = it._group
+        it.setstate(state)
+        assert it.getstate() == state
+        assert head + list(it) == squares(30)
+        assert it._group is pool
+
+
 def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_traceback():
     source = NativeCheckpointableIterator(list(range(12)))
     with ParallelMapIterator(

@@ -211,6 +211,13 @@ class WorkerGroup:
                     raise WorkerDied(self._death(dead)) from None
             return pickle.loads(message) if decode else message
 
+    def check(self) -> None:
+        """Raise `WorkerDied` if a worker ended before it was told to stop (a pool could go on
+        with fewer workers: we never let it degrade silently)."""
+        dead = self._dead_worker()
+        if dead is not None:
+            raise WorkerDied(self._death(dead))
+
     def _dead_worker(self) -> Any:
         for process in self.processes:
             if process.exitcode is not None:

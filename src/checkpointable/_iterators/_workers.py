@@ -7,10 +7,11 @@ process (``parent_pid`` is the pid of the process that started it) or in a threa
 is queued, so that an unpicklable item or result fails here, synchronously, and reaches the
 consumer as an error, instead of being dropped by the queue's feeder thread.
 
-Lifecycle of a worker process: it stops when the ``stop`` event is set (checked after each item
-and every `POLL_SECONDS` while blocked on a full queue or an empty task queue), when it receives
-SIGTERM (turned into an exception, so ``finally`` blocks close nested workers), and when its
-parent process disappears (``os.getppid()`` changes).
+Lifecycle of a worker process: it stops when told to (the ``stop`` event, checked after each
+item and every `POLL_SECONDS` while blocked on a full queue; a None in the task queue), when it
+receives SIGTERM (turned into an exception, so ``finally`` blocks close nested workers), and
+when its parent process disappears (``os.getppid()`` changes, checked every `POLL_SECONDS`
+while blocked). It ignores SIGINT: Ctrl-C interrupts the consumer, which stops its workers.
 """
 
 from __future__ import annotations
@@ -116,8 +117,11 @@ def _raise_stop(signum: int, frame: Any) -> NoReturn:
 
 
 def _in_process_setup(parent_pid: int | None) -> None:
+    """In a worker process: SIGTERM unwinds it; Ctrl-C is left to the consumer's process,
+    which stops its workers itself (so a caught KeyboardInterrupt does not kill them)."""
     if parent_pid is not None:
         signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def prefetch_worker(
@@ -242,6 +246,8 @@ def map_worker(transform: Any, tasks: Any, results: Any, stop: Any, parent_pid: 
                 try:
                     for item in items:
                         outputs.append(transform(item))
+                except _Stop:
+                    raise
                 except BaseException as error:
                     failure = WorkerFailure(error, where)
             results.put(

@@ -264,17 +264,18 @@ class ParallelMapIterator(Transform):
         self._next_task += 1
 
     def _collect(self, task_id: int) -> tuple[list[Any], Any]:
-        received = self._received
-        while task_id not in received:
-            assert self._group is not None
-            try:
-                done, outputs, failure = self._group.receive(self._results, self._decode)
-            except BaseException:  # a dead worker, or interrupted mid-message: restart
-                self._stop_pool()
-                self._abandon()
-                raise
-            if done >= self._first_valid_task:  # results of tasks dropped by a restore: ignored
-                received[done] = (outputs, failure)
+        received, group = self._received, self._group
+        assert group is not None
+        try:
+            group.check()
+            while task_id not in received:
+                done, outputs, failure = group.receive(self._results, self._decode)
+                if done >= self._first_valid_task:  # results of tasks dropped by a restore
+                    received[done] = (outputs, failure)
+        except BaseException:  # a dead worker, or interrupted mid-message: restart
+            self._stop_pool()
+            self._abandon()
+            raise
         return received.pop(task_id)
 
     def _start_pool(self) -> None:
