@@ -123,7 +123,8 @@ def test_close_stops_workers_stuck_in_the_pipeline(no_leaks):
     pool = ParallelMapIterator(
         source, _workload.stuck_after_0, 2, 1, multiprocessing_context="fork"
     )
-    stuck = PrefetchIterator(MapIterator(source, _workload.stuck_after_0), 2)
+    other_source = NativeCheckpointableIterator(list(range(10)))
+    stuck = PrefetchIterator(MapIterator(other_source, _workload.stuck_after_0), 2)
     with pool, stuck:
         assert next(pool) == next(stuck) == 0  # the workers are now stuck in the next items
 
