@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -71,6 +73,40 @@ def test_state_is_the_window_start_and_the_offset_whatever_the_worker_ran_ahead(
     assert sources == [0, 0, 0, 4, 4, 4]
     assert [state["item_offset"] for state in states] == [1, 2, 3, 0, 1, 2]
     assert set(states[0]) == {"type", "source", "item_offset"}
+
+
+class Counting:
+    """A transform counting its calls (threads share it): how far the worker ran ahead."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, n: int) -> int:
+        self.calls += 1
+        return n
+
+
+def test_the_worker_runs_at_most_buffer_size_items_ahead_and_does_run_ahead():
+    counting = Counting()
+    source = MapIterator(NativeCheckpointableIterator(list(range(100))), counting)
+    with PrefetchIterator(source, 5, use_threads=True) as it:
+        assert [next(it) for _ in range(3)] == [0, 1, 2]
+        time.sleep(0.2)
+        assert 5 <= counting.calls <= 3 + 5
+        assert list(it) == list(range(3, 100))
+
+
+@pytest.mark.timeout(60)
+def test_an_unpicklable_item_is_reported_at_its_position_after_the_items_before_it():
+    items = [0, 1, 2, 3, 4, threading.Lock(), 6]
+    with PrefetchIterator(
+        NativeCheckpointableIterator(items), 4, multiprocessing_context="fork"
+    ) as it:
+        assert next(it) == 0
+        time.sleep(0.2)  # the worker meanwhile gathered the next items into one batch
+        assert [next(it) for _ in range(4)] == [1, 2, 3, 4]
+        with pytest.raises(TypeError, match="an item of source_iterator cannot be pickled"):
+            next(it)
 
 
 @pytest.mark.parametrize("new_size", [1, 2, 7])

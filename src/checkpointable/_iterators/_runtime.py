@@ -155,6 +155,7 @@ class WorkerGroup:
         self._queues: list[Any] = []  # multiprocessing queues, closed at shutdown
         self._sentinels: list[tuple[Any, int]] = []  # (queue, count): Nones put at shutdown
         self._drained: list[Any] = []  # queues emptied at shutdown
+        self._released: list[tuple[Any, int]] = []  # (semaphore, count): released at shutdown
         self._finished = False
 
     def queue(
@@ -176,6 +177,15 @@ class WorkerGroup:
         if drain:
             self._drained.append(channel)
         return channel
+
+    def semaphore(self, value: int) -> Any:
+        """A semaphore shared with the workers; released `value` times at shutdown, so that a
+        worker waiting on it sees the stop at once."""
+        slots: Any = (
+            threading.Semaphore(value) if self.context is None else self.context.Semaphore(value)
+        )
+        self._released.append((slots, value))
+        return slots
 
     def start(self, target: Any, args: tuple[Any, ...], count: int = 1) -> None:
         """Start `count` workers running ``target(*args, parent_pid)``."""
@@ -260,6 +270,9 @@ class WorkerGroup:
                 channel.put(None)
         for channel in self._drained:
             _drain(channel)
+        for slots, count in self._released:
+            for _ in range(count):
+                slots.release()
         forced = self._join_processes()
         for thread in self.threads:
             thread.join(thread_timeout)

@@ -16,17 +16,20 @@ while blocked). It ignores SIGINT: Ctrl-C interrupts the consumer, which stops i
 
 from __future__ import annotations
 
+import copyreg
 import io
 import os
 import pickle
 import queue
 import signal
+import time
 import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
 __all__ = [
     "POLL_SECONDS",
+    "Encoder",
     "End",
     "RemoteTraceback",
     "WorkerFailure",
@@ -38,6 +41,8 @@ __all__ = [
 
 #: How often a blocked worker (or consumer) wakes up to check for stop, death or orphaning.
 POLL_SECONDS = 0.1
+#: How often a prefetch worker that is not blocked checks whether it was told to stop.
+STOP_CHECK_SECONDS = 0.002
 
 
 class End:
@@ -97,19 +102,44 @@ def dumps(message: Any) -> bytes:
     return buffer.getvalue()
 
 
+class Encoder:
+    """`dumps` for a stream of messages: one `ForkingPickler` reused, since creating one copies
+    the whole reducer table (~3 us); it is rebuilt when reducers are registered meanwhile
+    (e.g. torch, imported by the pipeline after the worker started)."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._pickler: Any = None
+        self._reducers = -1
+
+    def __call__(self, message: Any) -> bytes:
+        reducers = len(copyreg.dispatch_table) + len(getattr(ForkingPickler, "_extra_reducers", ()))
+        buffer = self._buffer
+        if reducers != self._reducers:
+            self._pickler = ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL)
+            self._reducers = reducers
+        buffer.seek(0)
+        buffer.truncate()
+        self._pickler.clear_memo()
+        self._pickler.dump(message)
+        return buffer.getvalue()
+
+
 def _orphaned(parent_pid: int | None) -> bool:
     return parent_pid is not None and os.getppid() != parent_pid
 
 
 def put(channel: Any, message: Any, stop: Any, parent_pid: int | None) -> bool:
     """Put `message`, waiting while the queue is full; False if told to stop meanwhile."""
+    block = False
     while True:
         try:
-            channel.put(message, timeout=POLL_SECONDS)
+            channel.put(message, block, POLL_SECONDS)
             return True
         except queue.Full:
             if stop.is_set() or _orphaned(parent_pid):
                 return False
+            block = True
 
 
 def _raise_stop(signum: int, frame: Any) -> NoReturn:
@@ -124,55 +154,122 @@ def _in_process_setup(parent_pid: int | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _acquire(slots: Any, stop: Any, parent_pid: int | None) -> bool:
+    """Take a buffer slot, waiting while the buffer is full; False if told to stop meanwhile."""
+    while not stop.is_set() and not _orphaned(parent_pid):
+        if slots.acquire(True, POLL_SECONDS):
+            return True
+    return False
+
+
+class _Batcher:
+    """Sends a prefetch worker's items as batches ``(items, marks)``.
+
+    A batch goes out as soon as the queue has room for a message, so a waiting consumer gets
+    each item at once; while the consumer is behind and the queue is full, items gather into
+    the next batch, so that it reads fewer, larger messages (a message costs more than an item).
+    `marks` lists ``[index, source state]`` for the items that end a window.
+    """
+
+    def __init__(self, channel: Any, stop: Any, parent_pid: int | None, encode: Any) -> None:
+        self.channel, self.stop, self.parent_pid, self.encode = channel, stop, parent_pid, encode
+        self.items: list[Any] = []
+        self.marks: list[list[Any]] = []
+
+    def add(self, item: Any, state: Any) -> bool:
+        """Queue `item` (and the source state after it, if not None); False if told to stop."""
+        if state is not None:
+            self.marks.append([len(self.items), state])
+        self.items.append(item)
+        return self.channel.full() or self.flush()
+
+    def flush(self) -> bool:
+        """Send the gathered items; False if told to stop meanwhile."""
+        items, marks = self.items, self.marks
+        if not items:
+            return True
+        self.items, self.marks = [], []
+        try:
+            message = self.encode((items, marks))
+        except Exception:
+            return self._flush_until_unpicklable(items, marks)
+        return put(self.channel, message, self.stop, self.parent_pid)
+
+    def _flush_until_unpicklable(self, items: list[Any], marks: list[list[Any]]) -> bool:
+        """Send the items before the first unpicklable one, then raise for that one."""
+        for index, item in enumerate(items):
+            try:
+                self.encode(item)
+            except Exception as error:
+                good = [mark for mark in marks if mark[0] < index]
+                if index and not put(
+                    self.channel, self.encode((items[:index], good)), self.stop, self.parent_pid
+                ):
+                    return False
+                raise TypeError(
+                    f"PrefetchIterator: an item of source_iterator cannot be pickled to be sent "
+                    f"from the worker process ({error}); use picklable items, or use_threads=True"
+                ) from error
+        raise AssertionError("unreachable: the batch failed to pickle but each item pickles")
+
+
 def prefetch_worker(
     source: Any,
     item_offset: int,
     buffer_size: int,
     channel: Any,
+    slots: Any,
     stop: Any,
     parent_pid: int | None,
 ) -> None:
-    """Run the source pipeline and queue ``(item, state)`` messages, then `End`.
+    """Run the source pipeline and queue its items (in batches, see `_Batcher`), then `End`.
 
     `source` is the pipeline positioned at the start of the current window (or its pickle,
-    under spawn/forkserver); the worker skips `item_offset` items, then attaches the source's
-    state to every `buffer_size`-th item (the state before the next window) and None to the
-    others. In a process it then waits for `stop` before exiting, so that tensors it sent
-    through shared memory stay valid until the consumer is done with the queue.
+    under spawn/forkserver); the worker skips `item_offset` items, then marks every
+    `buffer_size`-th item with the source's state after it (the start of the next window). It
+    takes one of the `buffer_size` `slots` before producing each item; the consumer gives them
+    back as it serves the items. In a process it waits for `stop` before exiting, so that
+    tensors it sent through shared memory stay valid until the consumer is done with them.
     """
     in_process = parent_pid is not None
     _in_process_setup(parent_pid)
-    encode = dumps if in_process else _same
+    encode = Encoder() if in_process else _same
+    batcher = _Batcher(channel, stop, parent_pid, encode)
     pipeline = None
     try:
         pipeline = pickle.loads(source) if isinstance(source, bytes) else source
         _skip(pipeline, item_offset)
         offset = item_offset
-        while not stop.is_set():
+        check_at = 0.0  # when to look at `stop` next: every item would cost ~1 us
+        while True:
+            if not slots.acquire(False) and not (
+                batcher.flush() and _acquire(slots, stop, parent_pid)
+            ):
+                break
+            now = time.monotonic()
+            if now >= check_at:
+                if stop.is_set():
+                    break
+                check_at = now + STOP_CHECK_SECONDS
             try:
                 item = next(pipeline)
             except StopIteration:
-                put(channel, encode(End()), stop, parent_pid)
+                if batcher.flush():
+                    put(channel, encode(End()), stop, parent_pid)
                 break
             offset += 1
             state = None
             if offset >= buffer_size:
                 state, offset = pipeline.getstate(), 0
-            try:
-                message = encode((item, state))
-            except Exception as error:
-                raise TypeError(
-                    f"PrefetchIterator: an item of source_iterator cannot be pickled to be sent "
-                    f"from the worker process ({error}); use picklable items, or use_threads=True"
-                ) from error
-            if not put(channel, message, stop, parent_pid):
+            if not batcher.add(item, state):
                 break
     except _Stop:
         return
     except BaseException as error:
         where = f"process {os.getpid()}" if in_process else "thread"
         where = f"in the PrefetchIterator worker ({where})"
-        put(channel, encode(WorkerFailure(error, where)), stop, parent_pid)
+        if batcher.flush():  # the items before the failure first
+            put(channel, encode(WorkerFailure(error, where)), stop, parent_pid)
     finally:
         if in_process:
             _finish_process(pipeline, channel, stop, parent_pid)

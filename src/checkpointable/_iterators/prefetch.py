@@ -84,12 +84,27 @@ class PrefetchIterator(Transform):
     """
 
     _POSITION_KEYS = ("source", "item_offset")
-    _transient = ("_group", "_finalizer", "_channel", "_closed", "_exhausted")
+    _transient = (
+        "_group",
+        "_finalizer",
+        "_channel",
+        "_slots",
+        "_batch",
+        "_marks",
+        "_closed",
+        "_exhausted",
+    )
 
     # Defaults of the transient attributes (a copy made by pickling starts with these).
     _group: WorkerGroup | None = None
     _finalizer: Any = None
-    _channel: Any = None
+    _channel: Any = None  # the queue of batches read by next()
+    _slots: Any = None  # the worker's buffer slots, given back as items are served
+    _batch: list[Any] = []  # noqa: RUF012 (never mutated) the batch being served
+    _marks: list[list[Any]] = []  # noqa: RUF012 (never mutated) [index, source state] in it
+    _index = 0  # the next item of _batch
+    _mark = 0  # the next entry of _marks
+    _mark_at = -1  # the index in _batch of that entry, or -1
     _closed = False
     _exhausted = False
 
@@ -122,6 +137,27 @@ class PrefetchIterator(Transform):
         self._restore(None)
 
     def __next__(self) -> Any:
+        index = self._index
+        batch = self._batch
+        if index < len(batch):
+            self._index = index + 1
+            if index == self._mark_at:  # the last item of a window
+                self._source_state, self._item_offset = self._marks[self._mark][1], 0
+                self._mark += 1
+                marks = self._marks
+                self._mark_at = marks[self._mark][0] if self._mark < len(marks) else -1
+            else:
+                self._item_offset += 1
+            return batch[index]
+        return self._next_batch()
+
+    def _next_batch(self) -> Any:
+        """Give the served batch's slots back, receive the next batch and serve its first item."""
+        if self._slots is not None:
+            release = self._slots.release
+            for _ in self._batch:
+                release()
+        self._batch, self._index = [], 0
         group = self._group
         if group is None:
             group = self._start()
@@ -134,12 +170,10 @@ class PrefetchIterator(Transform):
             self._stop()
             raise
         if type(message) is tuple:
-            item, state = message
-            if state is None:
-                self._item_offset += 1
-            else:
-                self._source_state, self._item_offset = state, 0
-            return item
+            self._batch, self._marks = message
+            self._mark = 0
+            self._mark_at = self._marks[0][0] if self._marks else -1
+            return self.__next__()
         self._stop()
         if isinstance(message, WorkerFailure):
             message.reraise()
@@ -162,32 +196,36 @@ class PrefetchIterator(Transform):
         group = WorkerGroup(name, context)
         try:
             in_main = context is not None and self._buffer_in_main_process
-            channel = group.queue(1 if in_main else self._buffer_size, drain=True)
-            args = (payload, self._item_offset, self._buffer_size, channel, group.stop)
+            # Two messages in flight at most: the worker gathers items into a batch meanwhile.
+            channel = group.queue(2, drain=True)
+            slots = group.semaphore(self._buffer_size)
+            args = (payload, self._item_offset, self._buffer_size, channel, slots, group.stop)
             group.start(prefetch_worker, args)
             self._decode = context is not None
             if in_main:
-                local = group.queue(self._buffer_size, drain=True, local=True)
+                local = group.queue(drain=True, local=True)  # bounded by the slots
                 group.start_thread(_fetch, (channel, local, group.stop), f"{name}-fetcher")
                 channel, self._decode = local, False
         except BaseException:
             group.shutdown()
             raise
-        self._group, self._channel = group, channel
+        self._group, self._channel, self._slots = group, channel, slots
         self._finalizer = group.finalizer(self)
         track(self)
         return group
 
     def _stop(self, thread_timeout: float | None = JOIN_SECONDS) -> None:
         group, finalizer = self._group, self._finalizer
+        self._forget_workers()
         if group is not None:
-            self._group = self._finalizer = self._channel = None
             finalizer.cancel()
             group.shutdown(thread_timeout)
 
     def _forget_workers(self) -> None:
-        """In a forked child: the workers belong to the parent; restart from the position."""
-        self._group = self._finalizer = self._channel = None
+        """Drop the workers and the batch (after a fork: they belong to the parent's workers);
+        the next ``next()`` restarts from the position."""
+        self._group = self._finalizer = self._channel = self._slots = None
+        self._batch, self._marks, self._index, self._mark, self._mark_at = [], [], 0, 0, -1
         self._positioned = False
 
     def _check_open(self) -> None:
