@@ -33,6 +33,11 @@ class PrefetchIterator(Transform):
     process instead. In a daemonic process (e.g. a torch DataLoader worker), which may not start
     processes, a thread is used with a `RuntimeWarning`. Prefetching never silently turns off.
 
+    The worker runs at most `buffer_size` items ahead of the items served. It sends each item at
+    once while the consumer keeps up, and gathers items into batches while the consumer is
+    behind (one message costs more than one small item), so fast pipelines are not bound by
+    the cost of inter-process messages.
+
     ``close()`` (or a ``with`` block) stops the worker; garbage collection and interpreter exit
     stop it too. An exception in the source pipeline is raised by ``next()`` with the worker's
     traceback attached as its cause; a worker killed by a signal raises `RuntimeError` within

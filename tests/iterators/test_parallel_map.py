@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import _workload
 from checkpointable import ArgumentTypeError, IncompatibleStateError
 from checkpointable.iterators import (
     MapIterator,
@@ -23,16 +22,19 @@ from checkpointable.iterators import (
 )
 from checkpointable.testing import assert_resumable
 
+from . import workload
+
 
 def mapped(n: int = 11, processes: int = 2, per_process: int = 2, **options):
     source = NativeCheckpointableIterator(list(range(n)))
-    return ParallelMapIterator(source, _workload.square, processes, per_process, **options)
+    return ParallelMapIterator(source, workload.square, processes, per_process, **options)
 
 
 def squares(n: int = 11) -> list[int]:
     return [i * i for i in range(n)]
 
 
+@pytest.mark.resumable("ParallelMapIterator")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 20), processes=st.integers(1, 3), per_process=st.integers(1, 3))
 def test_resumes_at_every_position_with_threads(n, processes, per_process):
@@ -40,18 +42,21 @@ def test_resumes_at_every_position_with_threads(n, processes, per_process):
     assert assert_resumable(factory) == squares(n)
 
 
+@pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
 def test_resumes_at_every_position_with_fork_processes():
     factory = functools.partial(mapped, 11, 2, 2, multiprocessing_context="fork")
     assert assert_resumable(factory) == squares(11)
 
 
+@pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
 def test_resumes_with_spawn_processes_and_in_a_fresh_process():
     factory = functools.partial(mapped, 9, 2, 2, multiprocessing_context="spawn")
     assert assert_resumable(factory, positions=[0, 6, 9], fresh_process=True) == squares(9)
 
 
+@pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
 def test_nested_under_a_prefetch_iterator():
     def factory() -> PrefetchIterator:
@@ -60,6 +65,7 @@ def test_nested_under_a_prefetch_iterator():
     assert assert_resumable(factory, positions=[0, 1, 4, 7, 10]) == squares(10)
 
 
+@pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
 def test_nested_under_a_prefetch_process_with_forkserver():
     factory = functools.partial(nested_with_forkserver, 7)
@@ -68,9 +74,7 @@ def test_nested_under_a_prefetch_process_with_forkserver():
 
 def nested_with_forkserver(n: int) -> PrefetchIterator:
     inner = mapped(n, 2, 1, multiprocessing_context="forkserver")
-    return PrefetchIterator(
-        MapIterator(inner, _workload.double), 2, multiprocessing_context="spawn"
-    )
+    return PrefetchIterator(MapIterator(inner, workload.double), 2, multiprocessing_context="spawn")
 
 
 def test_the_state_is_the_chunk_start_and_the_offset():
@@ -132,7 +136,7 @@ def test_setstate_on_a_running_iterator_reuses_the_pool_and_drops_results_in_fli
 def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_traceback():
     source = NativeCheckpointableIterator(list(range(12)))
     with ParallelMapIterator(
-        source, _workload.fail_at_5, 2, 3, multiprocessing_context="fork"
+        source, workload.fail_at_5, 2, 3, multiprocessing_context="fork"
     ) as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
         state = it.getstate()
@@ -146,8 +150,8 @@ def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_t
 
 
 def test_a_source_exception_comes_at_its_position():
-    source = MapIterator(NativeCheckpointableIterator(list(range(12))), _workload.fail_at_5)
-    with ParallelMapIterator(source, _workload.square, 2, 1, use_threads=True) as it:
+    source = MapIterator(NativeCheckpointableIterator(list(range(12))), workload.fail_at_5)
+    with ParallelMapIterator(source, workload.square, 2, 1, use_threads=True) as it:
         assert [next(it) for _ in range(5)] == squares(5)
         with pytest.raises(ValueError, match="item 5 is bad"):
             next(it)
@@ -156,7 +160,7 @@ def test_a_source_exception_comes_at_its_position():
 def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text():
     source = NativeCheckpointableIterator(list(range(6)))
     it = ParallelMapIterator(
-        source, _workload.fail_unpicklably, 1, 1, multiprocessing_context="fork"
+        source, workload.fail_unpicklably, 1, 1, multiprocessing_context="fork"
     )
     with it, pytest.raises(RuntimeError, match="TwoArgumentError: 42: no way back"):
         assert [next(it), next(it)] == [0, 1]
@@ -213,18 +217,18 @@ def test_next_and_setstate_raise_after_close():
     ],
 )
 def test_bad_arguments_are_named(arguments, error, message):
-    options = {"transform": _workload.square, "num_processes": 2, "num_items_per_process": 2}
+    options = {"transform": workload.square, "num_processes": 2, "num_items_per_process": 2}
     with pytest.raises(error, match=message):
         ParallelMapIterator(NativeCheckpointableIterator([1]), **{**options, **arguments})
 
 
 def test_a_source_that_is_not_checkpointable_is_refused():
     with pytest.raises(ArgumentTypeError, match="source_iterator must be a CheckpointableIterator"):
-        ParallelMapIterator(range(3), _workload.square, 1, 1)  # type: ignore[arg-type]
+        ParallelMapIterator(range(3), workload.square, 1, 1)  # type: ignore[arg-type]
 
 
 def test_repr_shows_the_configuration():
-    it = ParallelMapIterator(NativeCheckpointableIterator([1]), _workload.square, 2, 8)
+    it = ParallelMapIterator(NativeCheckpointableIterator([1]), workload.square, 2, 8)
     assert repr(it) == (
         "ParallelMapIterator(NativeCheckpointableIterator(iterable='[1]'), transform=square, "
         "num_processes=2, num_items_per_process=8, multiprocessing_context=None, "

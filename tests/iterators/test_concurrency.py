@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import _workload
 import checkpointable
 from checkpointable.iterators import (
     MapIterator,
@@ -28,21 +27,13 @@ from checkpointable.iterators import (
     PrefetchIterator,
 )
 
+from . import workload
+
 SRC = str(Path(checkpointable.__file__).resolve().parent.parent)
-TESTS = str(Path(__file__).resolve().parent)
+ROOT = str(Path(__file__).resolve().parents[2])  # where the package `tests` is
 
 
-def prefetch(method: str, n: int = 200):
-    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
-    return PrefetchIterator(_workload.doubled(n), 4, **options)
-
-
-def parallel_map(method: str, n: int = 200):
-    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
-    source = NativeCheckpointableIterator(list(range(n)))
-    return ParallelMapIterator(source, _workload.double, 2, 3, **options)
-
-
+prefetch, parallel_map = workload.prefetch_of, workload.parallel_map_of
 KINDS = [prefetch, parallel_map]
 IDS = ["prefetch", "parallel_map"]
 
@@ -120,11 +111,9 @@ def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_lea
 @pytest.mark.timeout(60)
 def test_close_stops_workers_stuck_in_the_pipeline(no_leaks):
     source = NativeCheckpointableIterator(list(range(10)))
-    pool = ParallelMapIterator(
-        source, _workload.stuck_after_0, 2, 1, multiprocessing_context="fork"
-    )
+    pool = ParallelMapIterator(source, workload.stuck_after_0, 2, 1, multiprocessing_context="fork")
     other_source = NativeCheckpointableIterator(list(range(10)))
-    stuck = PrefetchIterator(MapIterator(other_source, _workload.stuck_after_0), 2)
+    stuck = PrefetchIterator(MapIterator(other_source, workload.stuck_after_0), 2)
     with pool, stuck:
         assert next(pool) == next(stuck) == 0  # the workers are now stuck in the next items
 
@@ -211,7 +200,7 @@ def test_a_daemonic_process_falls_back_to_threads_with_a_warning():
 @pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
 def test_tensors_sent_by_a_prefetch_process_stay_valid(in_main, no_leaks):
     torch = pytest.importorskip("torch")
-    source = MapIterator(NativeCheckpointableIterator(list(range(6))), _workload.tensor_of)
+    source = MapIterator(NativeCheckpointableIterator(list(range(6))), workload.tensor_of)
     it = PrefetchIterator(source, 8, in_main, multiprocessing_context="fork")
     with it:
         first = next(it)
@@ -222,7 +211,7 @@ def test_tensors_sent_by_a_prefetch_process_stay_valid(in_main, no_leaks):
 
 
 def run_script(body: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    script = f"import sys\nsys.path.insert(0, {TESTS!r})\n" + textwrap.dedent(body)
+    script = f"import sys\nsys.path.insert(0, {ROOT!r})\n" + textwrap.dedent(body)
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
@@ -245,9 +234,10 @@ def test_the_interpreter_exits_promptly_with_unclosed_iterators(method):
         f"""
         import multiprocessing
         from checkpointable.iterators import PrefetchIterator
-        from test_concurrency import parallel_map, prefetch
-        it, pool, threads = prefetch({method!r}), parallel_map({method!r}), prefetch("thread")
-        nested = PrefetchIterator(parallel_map({method!r}), 2, multiprocessing_context={method!r})
+        from tests.iterators.workload import parallel_map_of, prefetch_of
+        it, pool = prefetch_of({method!r}), parallel_map_of({method!r})
+        threads = prefetch_of("thread")
+        nested = PrefetchIterator(parallel_map_of({method!r}), 2, multiprocessing_context={method!r})
         print(next(it), next(pool), next(threads), next(nested), flush=True)
         print(*[p.pid for p in multiprocessing.active_children()], flush=True)
         """
@@ -266,8 +256,8 @@ def test_workers_exit_when_their_parent_is_killed():
     result = run_script(
         """
         import multiprocessing, os, signal
-        from test_concurrency import parallel_map, prefetch
-        it, pool = prefetch("fork"), parallel_map("fork")
+        from tests.iterators.workload import parallel_map_of, prefetch_of
+        it, pool = prefetch_of("fork"), parallel_map_of("fork")
         next(it), next(pool)
         print(*[p.pid for p in multiprocessing.active_children()], flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import _workload
 from checkpointable import ArgumentTypeError, IncompatibleStateError
 from checkpointable.iterators import (
     FixedBatchIterator,
@@ -26,21 +25,20 @@ from checkpointable.iterators import (
 )
 from checkpointable.testing import assert_resumable
 
+from . import workload
+
 
 def prefetched(n: int = 13, buffer_size: int = 3, **options) -> PrefetchIterator:
-    return PrefetchIterator(_workload.doubled(n), buffer_size, **options)
+    return PrefetchIterator(workload.doubled(n), buffer_size, **options)
 
 
 def expected(n: int = 13) -> list[int]:
     return [2 * i for i in range(n)]
 
 
+@pytest.mark.resumable("PrefetchIterator")
 @settings(max_examples=15, deadline=None)
-@given(
-    n=st.integers(0, 16),
-    buffer_size=st.integers(1, 5),
-    in_main=st.booleans(),
-)
+@given(n=st.integers(0, 16), buffer_size=st.integers(1, 5), in_main=st.booleans())
 def test_resumes_at_every_position_with_threads(n, buffer_size, in_main):
     factory = functools.partial(
         prefetched, n, buffer_size, buffer_in_main_process=in_main, use_threads=True
@@ -48,6 +46,7 @@ def test_resumes_at_every_position_with_threads(n, buffer_size, in_main):
     assert assert_resumable(factory) == expected(n)
 
 
+@pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
 def test_resumes_at_every_position_in_a_fork_process(in_main):
@@ -57,6 +56,7 @@ def test_resumes_at_every_position_in_a_fork_process(in_main):
     assert assert_resumable(factory) == expected(11)
 
 
+@pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(120)
 def test_resumes_in_a_spawn_process_and_in_a_fresh_process():
     factory = functools.partial(prefetched, 9, 4, multiprocessing_context="spawn")
@@ -139,18 +139,19 @@ def test_a_pickled_copy_continues_from_the_position_without_the_workers():
         assert list(it) == expected(8)[4:]
 
 
+@pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(60)
 def test_inside_a_pipeline():
     def factory() -> FixedBatchIterator:
         prefetch = prefetched(11, 2, multiprocessing_context="fork")
-        return FixedBatchIterator(MapIterator(prefetch, _workload.square), 3)
+        return FixedBatchIterator(MapIterator(prefetch, workload.square), 3)
 
     batches = assert_resumable(factory, positions=range(0, 5))
     assert [n for batch in batches for n in batch] == [(2 * i) ** 2 for i in range(11)]
 
 
 def test_a_source_exception_reaches_the_caller_with_the_worker_traceback():
-    source = MapIterator(NativeCheckpointableIterator(list(range(9))), _workload.fail_at_5)
+    source = MapIterator(NativeCheckpointableIterator(list(range(9))), workload.fail_at_5)
     with PrefetchIterator(source, 2, multiprocessing_context="fork") as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
         state = it.getstate()
@@ -164,7 +165,7 @@ def test_a_source_exception_reaches_the_caller_with_the_worker_traceback():
 
 
 def test_a_source_exception_in_a_thread_keeps_its_own_traceback():
-    source = MapIterator(NativeCheckpointableIterator(list(range(9))), _workload.fail_at_5)
+    source = MapIterator(NativeCheckpointableIterator(list(range(9))), workload.fail_at_5)
     with PrefetchIterator(source, 3, use_threads=True) as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
         with pytest.raises(ValueError, match="item 5 is bad") as caught:
@@ -173,7 +174,7 @@ def test_a_source_exception_in_a_thread_keeps_its_own_traceback():
 
 
 def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text():
-    source = MapIterator(NativeCheckpointableIterator(list(range(5))), _workload.fail_unpicklably)
+    source = MapIterator(NativeCheckpointableIterator(list(range(5))), workload.fail_unpicklably)
     with (
         PrefetchIterator(source, 2, multiprocessing_context="fork") as it,
         pytest.raises(RuntimeError, match="TwoArgumentError: 42: no way back"),
@@ -182,7 +183,7 @@ def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_t
 
 
 def test_log_empty_buffer_warning_logs_when_the_consumer_waits(caplog):
-    source = MapIterator(NativeCheckpointableIterator(list(range(3))), _workload.slow_double)
+    source = MapIterator(NativeCheckpointableIterator(list(range(3))), workload.slow_double)
     with (
         caplog.at_level(logging.WARNING, logger="checkpointable"),
         PrefetchIterator(source, 2, log_empty_buffer_warning=True, use_threads=True) as it,
@@ -192,7 +193,7 @@ def test_log_empty_buffer_warning_logs_when_the_consumer_waits(caplog):
 
 
 def test_no_warning_is_logged_by_default(caplog):
-    source = MapIterator(NativeCheckpointableIterator(list(range(3))), _workload.slow_double)
+    source = MapIterator(NativeCheckpointableIterator(list(range(3))), workload.slow_double)
     with caplog.at_level(logging.WARNING), PrefetchIterator(source, 2, use_threads=True) as it:
         assert list(it) == [0, 2, 4]
     assert caplog.text == ""
@@ -256,7 +257,7 @@ def test_a_window_offset_beyond_the_source_raises_in_the_consumer():
 def test_bad_arguments_are_named(arguments, error, message):
     options = {"buffer_size": 2, **arguments}
     with pytest.raises(error, match=message):
-        PrefetchIterator(_workload.doubled(3), **options)
+        PrefetchIterator(workload.doubled(3), **options)
 
 
 def test_a_source_that_is_not_checkpointable_is_refused():

@@ -1,4 +1,5 @@
-"""Module-level functions that the concurrency tests run inside worker processes.
+"""Module-level functions that the concurrency tests run inside worker processes, and the
+iterators of the lifecycle tests (also built by the subprocess scripts of those tests).
 
 A ``spawn`` worker imports this module to unpickle them: it imports neither pytest nor torch
 (at module level), so such a worker starts in a fraction of a second.
@@ -9,7 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from checkpointable.iterators import MapIterator, NativeCheckpointableIterator
+from checkpointable.iterators import (
+    MapIterator,
+    NativeCheckpointableIterator,
+    ParallelMapIterator,
+    PrefetchIterator,
+)
 
 
 def double(n: int) -> int:
@@ -60,3 +66,16 @@ def tensor_of(n: int) -> Any:
 def doubled(n: int = 13) -> MapIterator:
     """The source pipeline of most tests: 0, 2, 4, ... (2n - 2)."""
     return MapIterator(NativeCheckpointableIterator(list(range(n))), double)
+
+
+def prefetch_of(method: str, n: int = 200) -> PrefetchIterator:
+    """A PrefetchIterator over `doubled(n)` in a worker started by `method` (or a thread)."""
+    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
+    return PrefetchIterator(doubled(n), 4, **options)  # type: ignore[arg-type]
+
+
+def parallel_map_of(method: str, n: int = 200) -> ParallelMapIterator:
+    """A ParallelMapIterator doubling range(n) in workers started by `method` (or threads)."""
+    options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
+    source = NativeCheckpointableIterator(list(range(n)))
+    return ParallelMapIterator(source, double, 2, 3, **options)  # type: ignore[arg-type]
