@@ -51,9 +51,12 @@ def test_resumes_at_every_position_with_fork_processes():
 
 @pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_resumes_with_spawn_processes_and_in_a_fresh_process():
-    factory = functools.partial(mapped, 9, 2, 2, multiprocessing_context="spawn")
-    assert assert_resumable(factory, positions=[0, 6, 9], fresh_process=True) == squares(9)
+def test_resumes_with_a_spawn_process():
+    # A spawn worker imports torch when checkpointable does (~2 s on a busy machine): one
+    # worker, few positions. Step 5 is one item into the third chunk of 2: its restore re-reads
+    # that chunk and transforms only its second item.
+    factory = functools.partial(mapped, 6, 1, 2, multiprocessing_context="spawn")
+    assert assert_resumable(factory, positions=[5]) == squares(6)
 
 
 @pytest.mark.resumable("ParallelMapIterator")
@@ -65,16 +68,32 @@ def test_nested_under_a_prefetch_iterator():
     assert assert_resumable(factory, positions=[0, 1, 4, 7, 10]) == squares(10)
 
 
-@pytest.mark.resumable("ParallelMapIterator")
+@pytest.mark.resumable("PrefetchIterator", "ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_nested_under_a_prefetch_process_with_forkserver():
-    factory = functools.partial(nested_with_forkserver, 7)
-    assert assert_resumable(factory, positions=[0, 5]) == [2 * i * i for i in range(7)]
+def test_nested_in_threads_restores_in_a_fresh_process():
+    factory = functools.partial(nested_in_threads, 9)
+    assert assert_resumable(factory, fresh_process=True) == squares(9)
 
 
-def nested_with_forkserver(n: int) -> PrefetchIterator:
-    inner = mapped(n, 2, 1, multiprocessing_context="forkserver")
-    return PrefetchIterator(MapIterator(inner, workload.double), 2, multiprocessing_context="spawn")
+def nested_in_threads(n: int) -> PrefetchIterator:
+    return PrefetchIterator(mapped(n, 2, 2, use_threads=True), 3, use_threads=True)
+
+
+@pytest.mark.timeout(120)
+def test_both_run_and_restore_under_forkserver():
+    with prefetch_of_squares("forkserver") as it:
+        assert list(it) == squares(7)
+    with mapped(7, 1, 2, multiprocessing_context="forkserver") as it:
+        head = [next(it) for _ in range(3)]
+        state = it.getstate()
+        assert head + list(it) == squares(7)
+        it.setstate(state)  # the pool is reused: no new process
+        assert list(it) == squares(7)[3:]
+
+
+def prefetch_of_squares(method: str) -> PrefetchIterator:
+    source = MapIterator(NativeCheckpointableIterator(list(range(7))), workload.square)
+    return PrefetchIterator(source, 2, multiprocessing_context=method)
 
 
 def test_the_state_is_the_chunk_start_and_the_offset():

@@ -74,8 +74,8 @@ def prefetch_of(method: str, n: int = 200) -> PrefetchIterator:
     return PrefetchIterator(doubled(n), 4, **options)  # type: ignore[arg-type]
 
 
-def parallel_map_of(method: str, n: int = 200) -> ParallelMapIterator:
+def parallel_map_of(method: str, n: int = 200, processes: int = 2) -> ParallelMapIterator:
     """A ParallelMapIterator doubling range(n) in workers started by `method` (or threads)."""
     options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
     source = NativeCheckpointableIterator(list(range(n)))
-    return ParallelMapIterator(source, double, 2, 3, **options)  # type: ignore[arg-type]
+    return ParallelMapIterator(source, double, processes, 3, **options)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from .._errors import ArgumentTypeError
-from ._workers import POLL_SECONDS, dumps
+from ._workers import POLL_SECONDS, Lifeline, dumps
 
 __all__ = [
     "JOIN_SECONDS",
@@ -156,6 +156,7 @@ class WorkerGroup:
         self._sentinels: list[tuple[Any, int]] = []  # (queue, count): Nones put at shutdown
         self._drained: list[Any] = []  # queues emptied at shutdown
         self._released: list[tuple[Any, int]] = []  # (semaphore, count): released at shutdown
+        self._lifeline: tuple[Any, Any] | None = None  # (reader, writer), see Lifeline
         self._finished = False
 
     def queue(
@@ -188,14 +189,17 @@ class WorkerGroup:
         return slots
 
     def start(self, target: Any, args: tuple[Any, ...], count: int = 1) -> None:
-        """Start `count` workers running ``target(*args, parent_pid)``."""
+        """Start `count` workers running ``target(*args, lifeline)`` (None for threads)."""
         name = f"checkpointable-{self.owner}"
         for index in range(count):
             if self.context is None:
                 self.start_thread(target, (*args, None), f"{name}-{index}")
             else:
+                if self._lifeline is None:
+                    self._lifeline = self.context.Pipe(duplex=False)
+                lifeline = Lifeline(self._lifeline[0])
                 process = self.context.Process(  # type: ignore[attr-defined]
-                    target=target, args=(*args, os.getpid()), name=f"{name}-{index}", daemon=False
+                    target=target, args=(*args, lifeline), name=f"{name}-{index}", daemon=False
                 )
                 process.start()
                 self.processes.append(process)
@@ -274,6 +278,9 @@ class WorkerGroup:
             for _ in range(count):
                 slots.release()
         forced = self._join_processes()
+        if self._lifeline is not None:
+            for end in self._lifeline:
+                end.close()
         for thread in self.threads:
             thread.join(thread_timeout)
             if thread.is_alive():

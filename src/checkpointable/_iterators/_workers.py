@@ -2,16 +2,16 @@
 
 Module-level functions, so that a ``spawn`` or ``forkserver`` process can import them by name;
 this module imports nothing heavy (no torch), so such a worker starts fast. A worker runs in a
-process (``parent_pid`` is the pid of the process that started it) or in a thread
-(``parent_pid`` is None). In a process, every message is pickled by the worker itself before it
+process (its ``lifeline`` tells when the consumer's process is gone) or in a thread
+(``lifeline`` is None). In a process, every message is pickled by the worker itself before it
 is queued, so that an unpicklable item or result fails here, synchronously, and reaches the
 consumer as an error, instead of being dropped by the queue's feeder thread.
 
 Lifecycle of a worker process: it stops when told to (the ``stop`` event, checked after each
 item and every `POLL_SECONDS` while blocked on a full queue; a None in the task queue), when it
 receives SIGTERM (turned into an exception, so ``finally`` blocks close nested workers), and
-when its parent process disappears (``os.getppid()`` changes, checked every `POLL_SECONDS`
-while blocked). It ignores SIGINT: Ctrl-C interrupts the consumer, which stops its workers.
+when the consumer's process disappears (see `Lifeline`; checked every `POLL_SECONDS` while
+blocked). It ignores SIGINT: Ctrl-C interrupts the consumer, which stops its workers.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "POLL_SECONDS",
     "Encoder",
     "End",
+    "Lifeline",
     "RemoteTraceback",
     "WorkerFailure",
     "dumps",
@@ -125,11 +126,34 @@ class Encoder:
         return buffer.getvalue()
 
 
-def _orphaned(parent_pid: int | None) -> bool:
-    return parent_pid is not None and os.getppid() != parent_pid
+class Lifeline:
+    """A worker process's link to its consumer, to tell when the consumer's process is gone.
+
+    It holds the reading end of a pipe whose writing end only the consumer holds and never
+    writes to: when the consumer's process ends, the pipe reads as closed. That works under
+    spawn and forkserver (where the worker's parent is the fork server, which outlives the
+    consumer); under fork, where other children inherit the writing end, the worker is
+    re-parented instead, and ``os.getppid()`` changes.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._parent = -1
+
+    def attach(self) -> None:
+        """Called in the worker when it starts."""
+        self._parent = os.getppid()
+
+    def cut(self) -> bool:
+        """Whether the consumer's process is gone."""
+        return os.getppid() != self._parent or bool(self._reader.poll())
 
 
-def put(channel: Any, message: Any, stop: Any, parent_pid: int | None) -> bool:
+def _orphaned(lifeline: Lifeline | None) -> bool:
+    return lifeline is not None and lifeline.cut()
+
+
+def put(channel: Any, message: Any, stop: Any, lifeline: Lifeline | None) -> bool:
     """Put `message`, waiting while the queue is full; False if told to stop meanwhile."""
     block = False
     while True:
@@ -137,7 +161,7 @@ def put(channel: Any, message: Any, stop: Any, parent_pid: int | None) -> bool:
             channel.put(message, block, POLL_SECONDS)
             return True
         except queue.Full:
-            if stop.is_set() or _orphaned(parent_pid):
+            if stop.is_set() or _orphaned(lifeline):
                 return False
             block = True
 
@@ -146,17 +170,18 @@ def _raise_stop(signum: int, frame: Any) -> NoReturn:
     raise _Stop
 
 
-def _in_process_setup(parent_pid: int | None) -> None:
+def _in_process_setup(lifeline: Lifeline | None) -> None:
     """In a worker process: SIGTERM unwinds it; Ctrl-C is left to the consumer's process,
     which stops its workers itself (so a caught KeyboardInterrupt does not kill them)."""
-    if parent_pid is not None:
+    if lifeline is not None:
+        lifeline.attach()
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _acquire(slots: Any, stop: Any, parent_pid: int | None) -> bool:
+def _acquire(slots: Any, stop: Any, lifeline: Lifeline | None) -> bool:
     """Take a buffer slot, waiting while the buffer is full; False if told to stop meanwhile."""
-    while not stop.is_set() and not _orphaned(parent_pid):
+    while not stop.is_set() and not _orphaned(lifeline):
         if slots.acquire(True, POLL_SECONDS):
             return True
     return False
@@ -171,8 +196,8 @@ class _Batcher:
     `marks` lists ``[index, source state]`` for the items that end a window.
     """
 
-    def __init__(self, channel: Any, stop: Any, parent_pid: int | None, encode: Any) -> None:
-        self.channel, self.stop, self.parent_pid, self.encode = channel, stop, parent_pid, encode
+    def __init__(self, channel: Any, stop: Any, lifeline: Lifeline | None, encode: Any) -> None:
+        self.channel, self.stop, self.lifeline, self.encode = channel, stop, lifeline, encode
         self.items: list[Any] = []
         self.marks: list[list[Any]] = []
 
@@ -193,7 +218,7 @@ class _Batcher:
             message = self.encode((items, marks))
         except Exception:
             return self._flush_until_unpicklable(items, marks)
-        return put(self.channel, message, self.stop, self.parent_pid)
+        return put(self.channel, message, self.stop, self.lifeline)
 
     def _flush_until_unpicklable(self, items: list[Any], marks: list[list[Any]]) -> bool:
         """Send the items before the first unpicklable one, then raise for that one."""
@@ -203,7 +228,7 @@ class _Batcher:
             except Exception as error:
                 good = [mark for mark in marks if mark[0] < index]
                 if index and not put(
-                    self.channel, self.encode((items[:index], good)), self.stop, self.parent_pid
+                    self.channel, self.encode((items[:index], good)), self.stop, self.lifeline
                 ):
                     return False
                 raise TypeError(
@@ -220,7 +245,7 @@ def prefetch_worker(
     channel: Any,
     slots: Any,
     stop: Any,
-    parent_pid: int | None,
+    lifeline: Lifeline | None,
 ) -> None:
     """Run the source pipeline and queue its items (in batches, see `_Batcher`), then `End`.
 
@@ -231,10 +256,10 @@ def prefetch_worker(
     back as it serves the items. In a process it waits for `stop` before exiting, so that
     tensors it sent through shared memory stay valid until the consumer is done with them.
     """
-    in_process = parent_pid is not None
-    _in_process_setup(parent_pid)
+    in_process = lifeline is not None
+    _in_process_setup(lifeline)
     encode = Encoder() if in_process else _same
-    batcher = _Batcher(channel, stop, parent_pid, encode)
+    batcher = _Batcher(channel, stop, lifeline, encode)
     pipeline = None
     try:
         pipeline = pickle.loads(source) if isinstance(source, bytes) else source
@@ -243,7 +268,7 @@ def prefetch_worker(
         check_at = 0.0  # when to look at `stop` next: every item would cost ~1 us
         while True:
             if not slots.acquire(False) and not (
-                batcher.flush() and _acquire(slots, stop, parent_pid)
+                batcher.flush() and _acquire(slots, stop, lifeline)
             ):
                 break
             now = time.monotonic()
@@ -255,7 +280,7 @@ def prefetch_worker(
                 item = next(pipeline)
             except StopIteration:
                 if batcher.flush():
-                    put(channel, encode(End()), stop, parent_pid)
+                    put(channel, encode(End()), stop, lifeline)
                 break
             offset += 1
             state = None
@@ -263,16 +288,16 @@ def prefetch_worker(
                 state, offset = pipeline.getstate(), 0
             if not batcher.add(item, state):
                 break
-    except _Stop:
-        return
+    except _Stop:  # SIGTERM: no more waiting
+        stop = None
     except BaseException as error:
         where = f"process {os.getpid()}" if in_process else "thread"
         where = f"in the PrefetchIterator worker ({where})"
         if batcher.flush():  # the items before the failure first
-            put(channel, encode(WorkerFailure(error, where)), stop, parent_pid)
+            put(channel, encode(WorkerFailure(error, where)), stop, lifeline)
     finally:
         if in_process:
-            _finish_process(pipeline, channel, stop, parent_pid)
+            _finish_process(pipeline, channel, stop, lifeline)
 
 
 def _skip(pipeline: Any, count: int) -> None:
@@ -288,11 +313,12 @@ def _skip(pipeline: Any, count: int) -> None:
             ) from None
 
 
-def _finish_process(pipeline: Any, channel: Any, stop: Any, parent_pid: int | None) -> None:
-    """Wait until the consumer is done, close the pipeline's own workers, drop unsent data."""
+def _finish_process(pipeline: Any, channel: Any, stop: Any, lifeline: Lifeline | None) -> None:
+    """Wait until the consumer is done (unless `stop` is None: terminated), close the
+    pipeline's own workers, drop unsent data."""
     try:
-        while not stop.wait(POLL_SECONDS):
-            if _orphaned(parent_pid):
+        while stop is not None and not stop.wait(POLL_SECONDS):
+            if _orphaned(lifeline):
                 break
         if pipeline is not None:
             pipeline.close()
@@ -306,7 +332,9 @@ def _same(message: Any) -> Any:
     return message
 
 
-def map_worker(transform: Any, tasks: Any, results: Any, stop: Any, parent_pid: int | None) -> None:
+def map_worker(
+    transform: Any, tasks: Any, results: Any, stop: Any, lifeline: Lifeline | None
+) -> None:
     """Apply `transform` to the items of each task ``(task_id, items)`` taken from `tasks`.
 
     Each result is ``(task_id, outputs, failure)``: the outputs of the items before the first
@@ -314,8 +342,8 @@ def map_worker(transform: Any, tasks: Any, results: Any, stop: Any, parent_pid: 
     `stop` is set, the remaining tasks are read and dropped until that `None`, so that the
     task queue is drained and the consumer's feeder thread can finish.
     """
-    in_process = parent_pid is not None
-    _in_process_setup(parent_pid)
+    in_process = lifeline is not None
+    _in_process_setup(lifeline)
     where = f"process {os.getpid()}" if in_process else "thread"
     where = f"in a ParallelMapIterator worker ({where})"
     load_failure = None
@@ -329,7 +357,7 @@ def map_worker(transform: Any, tasks: Any, results: Any, stop: Any, parent_pid: 
             try:
                 task = tasks.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if _orphaned(parent_pid):
+                if _orphaned(lifeline):
                     return
                 continue
             if task is None:
