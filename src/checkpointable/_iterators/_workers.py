@@ -27,6 +27,8 @@ import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
+from .._errors import IncompatibleStateError
+
 __all__ = [
     "POLL_SECONDS",
     "Encoder",
@@ -305,8 +307,6 @@ def _skip(pipeline: Any, count: int) -> None:
         try:
             next(pipeline)
         except StopIteration:
-            from .._errors import IncompatibleStateError
-
             raise IncompatibleStateError(
                 f"PrefetchIterator: the state is at item {count} of a window, but the source "
                 f"ended after {done} items; it was saved over other data"
