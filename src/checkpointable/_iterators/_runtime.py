@@ -35,6 +35,7 @@ __all__ = [
     "WorkerGroup",
     "check_context",
     "check_flag",
+    "closed_error",
     "for_worker",
     "resolve_context",
     "track",
@@ -67,6 +68,13 @@ def check_context(owner: str, value: Any) -> Any:
     raise ArgumentTypeError(
         f"{owner}: multiprocessing_context must be None, a start method name or a "
         f"multiprocessing context, got {value!r} ({type(value).__name__})"
+    )
+
+
+def closed_error(owner: str) -> RuntimeError:
+    """The error of ``next()`` and ``setstate()`` after ``close()``, as in infinibatch."""
+    return RuntimeError(
+        f"{owner} has been closed; build a new pipeline and load a state into it to continue"
     )
 
 
@@ -157,6 +165,7 @@ class WorkerGroup:
         self._drained: list[Any] = []  # queues emptied at shutdown
         self._released: list[tuple[Any, int]] = []  # (semaphore, count): released at shutdown
         self._lifeline: tuple[Any, Any] | None = None  # (reader, writer), see Lifeline
+        self._finalizer: Any = None  # see attach
         self._finished = False
 
     def queue(
@@ -313,11 +322,17 @@ class WorkerGroup:
                 process.join()
         return any(process.exitcode != 0 for process in self.processes)
 
-    def finalizer(self, owner_object: Any) -> Any:
+    def attach(self, owner_object: Any) -> None:
         """Shut this group down when `owner_object` is collected or at interpreter exit."""
-        return multiprocessing.util.Finalize(
+        self._finalizer = multiprocessing.util.Finalize(
             owner_object, self.shutdown, exitpriority=EXIT_PRIORITY
         )
+
+    def close(self, thread_timeout: float | None = JOIN_SECONDS) -> None:
+        """`shutdown` now, and forget the finalizer of `attach`."""
+        if self._finalizer is not None:
+            self._finalizer.cancel()
+        self.shutdown(thread_timeout)
 
 
 def _drain(channel: Any) -> None:

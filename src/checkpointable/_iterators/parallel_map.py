@@ -10,10 +10,10 @@ from typing import Any
 from .._errors import IncompatibleStateError
 from .._state import state_int
 from ._runtime import (
-    JOIN_SECONDS,
     WorkerGroup,
     check_context,
     check_flag,
+    closed_error,
     for_worker,
     resolve_context,
     track,
@@ -102,7 +102,6 @@ class ParallelMapIterator(Transform):
     _POSITION_KEYS = ("source", "offset")
     _transient = (
         "_group",
-        "_finalizer",
         "_tasks",
         "_results",
         "_closed",
@@ -116,7 +115,6 @@ class ParallelMapIterator(Transform):
 
     # Defaults of the transient attributes (a copy made by pickling starts with these).
     _group: WorkerGroup | None = None
-    _finalizer: Any = None
     _tasks: Any = None
     _results: Any = None
     _closed = False
@@ -296,15 +294,14 @@ class ParallelMapIterator(Transform):
             raise
         self._group, self._tasks, self._results = group, tasks, results
         self._decode = context is not None
-        self._finalizer = group.finalizer(self)
+        group.attach(self)
         track(self)
 
     def _stop_pool(self) -> None:
-        group, finalizer = self._group, self._finalizer
+        group = self._group
+        self._group = self._tasks = self._results = None
         if group is not None:
-            self._group = self._finalizer = self._tasks = self._results = None
-            finalizer.cancel()
-            group.shutdown(JOIN_SECONDS)
+            group.close()
 
     def _abandon(self) -> None:
         """Forget what was read and submitted; the next item is read again from the position."""
@@ -322,15 +319,12 @@ class ParallelMapIterator(Transform):
 
     def _forget_workers(self) -> None:
         """In a forked child: the pool belongs to the parent; restart from the position."""
-        self._group = self._finalizer = self._tasks = self._results = None
+        self._group = self._tasks = self._results = None
         self._abandon()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(
-                f"{type(self).__name__} has been closed; build a new pipeline and load a state "
-                "into it to continue"
-            )
+            raise closed_error(type(self).__name__)
 
     def _position(self) -> dict[str, Any]:
         return {"source": self._chunk_state, "offset": self._offset}

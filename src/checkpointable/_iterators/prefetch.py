@@ -12,6 +12,7 @@ from ._runtime import (
     WorkerGroup,
     check_context,
     check_flag,
+    closed_error,
     for_worker,
     logger,
     resolve_context,
@@ -91,7 +92,6 @@ class PrefetchIterator(Transform):
     _POSITION_KEYS = ("source", "item_offset")
     _transient = (
         "_group",
-        "_finalizer",
         "_channel",
         "_slots",
         "_batch",
@@ -102,7 +102,6 @@ class PrefetchIterator(Transform):
 
     # Defaults of the transient attributes (a copy made by pickling starts with these).
     _group: WorkerGroup | None = None
-    _finalizer: Any = None
     _channel: Any = None  # the queue of batches read by next()
     _slots: Any = None  # the worker's buffer slots, given back as items are served
     _batch: list[Any] = []  # noqa: RUF012 (never mutated) the batch being served
@@ -215,30 +214,26 @@ class PrefetchIterator(Transform):
             group.shutdown()
             raise
         self._group, self._channel, self._slots = group, channel, slots
-        self._finalizer = group.finalizer(self)
+        group.attach(self)
         track(self)
         return group
 
     def _stop(self, thread_timeout: float | None = JOIN_SECONDS) -> None:
-        group, finalizer = self._group, self._finalizer
+        group = self._group
         self._forget_workers()
         if group is not None:
-            finalizer.cancel()
-            group.shutdown(thread_timeout)
+            group.close(thread_timeout)
 
     def _forget_workers(self) -> None:
         """Drop the workers and the batch (after a fork: they belong to the parent's workers);
         the next ``next()`` restarts from the position."""
-        self._group = self._finalizer = self._channel = self._slots = None
+        self._group = self._channel = self._slots = None
         self._batch, self._marks, self._index, self._mark, self._mark_at = [], [], 0, 0, -1
         self._positioned = False
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(
-                f"{type(self).__name__} has been closed; build a new pipeline and load a state "
-                "into it to continue"
-            )
+            raise closed_error(type(self).__name__)
 
     def _position(self) -> dict[str, Any]:
         return {"source": self._source_state, "item_offset": self._item_offset}
