@@ -38,6 +38,8 @@ StopIteration
 
 from ._iterators.base import CheckpointableIterator
 from ._iterators.combine import MultiplexIterator, WeightedMixIterator, ZipIterator
+from ._iterators.parallel_map import ParallelMapIterator
+from ._iterators.prefetch import PrefetchIterator
 from ._iterators.shuffle import (
     BlockwiseShuffleIterator,
     BucketedReadaheadBatchIterator,
@@ -73,6 +75,8 @@ __all__ = [
     "MapIterator",
     "MultiplexIterator",
     "NativeCheckpointableIterator",
+    "ParallelMapIterator",
+    "PrefetchIterator",
     "RandomAccessSourceIterator",
     "RandomIterator",
     "RecurrentIterator",

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and kill step")
     parser.add_argument(
-        "--out", default="checkpointable-demo", help="output directory (default ./checkpointable-demo)"
+        "--out",
+        default="checkpointable-demo",
+        help="output directory (default ./checkpointable-demo)",
     )
     parser.add_argument("--checkpoint-every", type=int, default=10, help="default 10 steps")
     parser.add_argument("--epoch-size", type=int, default=25, help="steps per epoch (default 25)")
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = out / f"resumed-{label}-workers"
         killed = _train(args, run_dir, args.workers, kill_at=kill_at)
         resumed = _train(args, run_dir, workers, resume=True)
-        same = _report(label, args.workers, workers, kill_at, reference, killed, resumed, run_dir, out)
+        same = _report(
+            label, args.workers, workers, kill_at, reference, killed, resumed, run_dir, out
+        )
         identical = identical and same
         if label == "same":
             _plot(out / "loss.png", reference, killed, resumed, kill_at)
@@ -128,7 +132,10 @@ def _train(
         command.append("--progress")
     if args.break_resume:
         command.append("--break-resume")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")])),
+    }
     result = Run()
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
         for line in cast(IO[str], child.stdout):
@@ -146,7 +153,9 @@ def _train(
                 result.done = True
         child.wait()
     if kill_at is None and child.returncode != 0:
-        print(f"checkpointable demo: training exited with status {child.returncode}", file=sys.stderr)
+        print(
+            f"checkpointable demo: training exited with status {child.returncode}", file=sys.stderr
+        )
     return result
 
 
@@ -173,7 +182,9 @@ def _report(
         for s in steps
         for key in ("map_ids", "text_ids")
     )
-    samples = sum(len(reference.records[s]["map_ids"]) + len(reference.records[s]["text_ids"]) for s in steps)
+    samples = sum(
+        len(reference.records[s]["map_ids"]) + len(reference.records[s]["text_ids"]) for s in steps
+    )
     final = torch.load(run_dir / "final.pt", weights_only=True)
     expected = torch.load(out / "reference" / "final.pt", weights_only=True)
     same_weights = final.keys() == expected.keys() and all(

@@ -1,0 +1,284 @@
+"""`PrefetchIterator`: runs the source pipeline ahead of the consumer in a worker."""
+
+from __future__ import annotations
+
+import pickle
+import queue
+from typing import Any
+
+from .._state import state_int
+from ._runtime import (
+    JOIN_SECONDS,
+    WorkerGroup,
+    check_context,
+    check_flag,
+    closed_error,
+    for_worker,
+    logger,
+    resolve_context,
+    track,
+)
+from ._workers import POLL_SECONDS, WorkerFailure, prefetch_worker, put
+from .base import CheckpointableIterator, Transform, require_positive
+
+__all__ = ["PrefetchIterator"]
+
+
+class PrefetchIterator(Transform):
+    """Runs `source_iterator` in a worker process that keeps `buffer_size` items ready.
+
+    The worker starts on the first ``next()``. Under ``fork`` it runs a copy of the source
+    pipeline; under ``spawn`` and ``forkserver`` the pipeline is pickled (configuration and
+    position), so its functions must be module-level functions, and an unpicklable pipeline
+    raises a `TypeError` saying so. With ``use_threads=True`` the pipeline runs in a thread of this
+    process instead. In a daemonic process (e.g. a torch DataLoader worker), which may not start
+    processes, a thread is used with a `RuntimeWarning`. Prefetching never silently turns off.
+
+    The worker runs at most `buffer_size` items ahead of the items served. It sends each item at
+    once while the consumer keeps up, and gathers items into batches while the consumer is
+    behind (one message costs more than one small item), so fast pipelines are not bound by
+    the cost of inter-process messages.
+
+    ``close()`` (or a ``with`` block) stops the worker; garbage collection and interpreter exit
+    stop it too. An exception in the source pipeline is raised by ``next()`` with the worker's
+    traceback attached as its cause; a worker killed by a signal raises `RuntimeError` within
+    about a second. After an error, the next ``next()`` restarts the worker from the last
+    position. After ``close()``, ``next()`` and ``setstate()`` raise `RuntimeError`.
+
+    Args:
+        source_iterator: the pipeline to run ahead.
+        buffer_size: how many items the worker prepares ahead of the consumer (>= 1); also the
+            length of the windows of the state (see State).
+        buffer_in_main_process: keep the buffer in this process: the worker hands items one by
+            one (through a queue of size 1) to a fetcher thread that fills a local buffer. This
+            is infinibatch's "experimental" design: with the buffer in the worker, a worker busy
+            producing items (or sharing torch tensors) can starve its queue's feeder thread of
+            the GIL, and the consumer then waits although items are ready. No effect with
+            threads, whose buffer is always in this process.
+        log_empty_buffer_warning: log a warning (logger ``"checkpointable"``) whenever ``next()``
+            finds the buffer empty, i.e. waits for the source pipeline.
+        multiprocessing_context: None (the default start method), ``"fork"``, ``"spawn"``,
+            ``"forkserver"`` or a multiprocessing context.
+        use_threads: run the pipeline in a thread instead of a process (for pipelines that
+            release the GIL, or that cannot be pickled or copied).
+
+    Raises:
+        ArgumentTypeError: `source_iterator` is not a `CheckpointableIterator`, or an argument
+            has the wrong type.
+        ValueError: ``buffer_size <= 0`` or an unknown start method.
+
+    State: ``{"source", "item_offset"}``: the source's state at the start of the current window
+    of `buffer_size` items and the number of items delivered since. The worker sends the
+    source's state once per window, so ``getstate()`` costs nothing per item and does not depend
+    on how far the worker ran ahead. Restoring restarts the worker from that source state and
+    skips `item_offset` items: a bounded replay of fewer than `buffer_size` items (of the
+    `buffer_size` the state was saved with; a state restores under any buffer size, start
+    method, or threads).
+
+    >>> from checkpointable.iterators import NativeCheckpointableIterator
+    >>> source = NativeCheckpointableIterator(range(5))
+    >>> with PrefetchIterator(source, buffer_size=2, use_threads=True) as it:
+    ...     first = next(it)
+    ...     state = it.getstate()
+    ...     rest = list(it)
+    ...     it.setstate(state)
+    ...     again = list(it)
+    >>> first, rest, again
+    (0, [1, 2, 3, 4], [1, 2, 3, 4])
+    >>> state["item_offset"], state["source"]["num_items_yielded"]
+    (1, 0)
+    """
+
+    _POSITION_KEYS = ("source", "item_offset")
+    _transient = (
+        "_group",
+        "_channel",
+        "_slots",
+        "_batch",
+        "_marks",
+        "_closed",
+        "_exhausted",
+    )
+
+    # Defaults of the transient attributes (a copy made by pickling starts with these).
+    _group: WorkerGroup | None = None
+    _channel: Any = None  # the queue of batches read by next()
+    _slots: Any = None  # the worker's buffer slots, given back as items are served
+    _batch: list[Any] = []  # noqa: RUF012 (never mutated) the batch being served
+    _marks: list[list[Any]] = []  # noqa: RUF012 (never mutated) [index, source state] in it
+    _index = 0  # the next item of _batch
+    _mark = 0  # the next entry of _marks
+    _mark_at = -1  # the index in _batch of that entry, or -1
+    _closed = False
+    _exhausted = False
+
+    _source_state: dict[str, Any]  # position: the source's state at the current window's start
+    _item_offset: int  # position: items delivered since
+
+    def __init__(
+        self,
+        source_iterator: CheckpointableIterator,
+        buffer_size: int,
+        buffer_in_main_process: bool = False,
+        log_empty_buffer_warning: bool = False,
+        *,
+        multiprocessing_context: Any = None,
+        use_threads: bool = False,
+    ) -> None:
+        super().__init__(source_iterator)
+        name = type(self).__name__
+        self._buffer_size = require_positive(buffer_size, name, "buffer_size")
+        self._buffer_in_main_process = check_flag(
+            name, "buffer_in_main_process", buffer_in_main_process
+        )
+        self._log_empty_buffer_warning = check_flag(
+            name, "log_empty_buffer_warning", log_empty_buffer_warning
+        )
+        self._multiprocessing_context = check_context(name, multiprocessing_context)
+        self._use_threads = check_flag(name, "use_threads", use_threads)
+        self._decode = False  # whether messages arrive pickled (from a process)
+        self._positioned = False  # whether the source is at _source_state
+        self._restore(None)
+
+    def __next__(self) -> Any:
+        index = self._index
+        batch = self._batch
+        if index < len(batch):
+            self._index = index + 1
+            if index == self._mark_at:  # the last item of a window
+                self._source_state, self._item_offset = self._marks[self._mark][1], 0
+                self._mark += 1
+                marks = self._marks
+                self._mark_at = marks[self._mark][0] if self._mark < len(marks) else -1
+            else:
+                self._item_offset += 1
+            return batch[index]
+        return self._next_batch()
+
+    def _next_batch(self) -> Any:
+        """Give the served batch's slots back, receive the next batch and serve its first item."""
+        if self._slots is not None:
+            release = self._slots.release
+            for _ in self._batch:
+                release()
+        self._batch, self._index = [], 0
+        group = self._group
+        if group is None:
+            group = self._start()
+        channel = self._channel
+        if self._log_empty_buffer_warning and channel.empty():
+            logger.warning("%s: next() found the prefetch buffer empty", type(self).__name__)
+        try:
+            message = group.receive(channel, self._decode)
+        except BaseException:  # a dead worker, or interrupted mid-message: restart next time
+            self._stop()
+            raise
+        if type(message) is tuple:
+            self._batch, self._marks = message
+            self._mark = 0
+            self._mark_at = self._marks[0][0] if self._marks else -1
+            return self.__next__()
+        self._stop()
+        if isinstance(message, WorkerFailure):
+            message.reraise()
+        self._exhausted = True
+        raise StopIteration
+
+    def _start(self) -> WorkerGroup:
+        name = type(self).__name__
+        self._check_open()
+        if self._exhausted:
+            raise StopIteration
+        context = resolve_context(
+            name, self._multiprocessing_context, self._use_threads, stacklevel=3
+        )
+        source = self._source_iterator
+        if not self._positioned:
+            source.setstate(self._source_state)
+        self._positioned = False  # a thread moves it; a process reads a copy from here on
+        payload = for_worker(name, "source_iterator", source, context)
+        group = WorkerGroup(name, context)
+        try:
+            in_main = context is not None and self._buffer_in_main_process
+            # Two messages in flight at most: the worker gathers items into a batch meanwhile.
+            channel = group.queue(2, drain=True)
+            slots = group.semaphore(self._buffer_size)
+            args = (payload, self._item_offset, self._buffer_size, channel, slots, group.stop)
+            group.start(prefetch_worker, args)
+            self._decode = context is not None
+            if in_main:
+                local = group.queue(drain=True, local=True)  # bounded by the slots
+                group.start_thread(_fetch, (channel, local, group.stop), f"{name}-fetcher")
+                channel, self._decode = local, False
+        except BaseException:
+            group.shutdown()
+            raise
+        self._group, self._channel, self._slots = group, channel, slots
+        group.attach(self)
+        track(self)
+        return group
+
+    def _stop(self, thread_timeout: float | None = JOIN_SECONDS) -> None:
+        group = self._group
+        self._forget_workers()
+        if group is not None:
+            group.close(thread_timeout)
+
+    def _forget_workers(self) -> None:
+        """Drop the workers and the batch (after a fork: they belong to the parent's workers);
+        the next ``next()`` restarts from the position."""
+        self._group = self._channel = self._slots = None
+        self._batch, self._marks, self._index, self._mark, self._mark_at = [], [], 0, 0, -1
+        self._positioned = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise closed_error(type(self).__name__)
+
+    def _position(self) -> dict[str, Any]:
+        return {"source": self._source_state, "item_offset": self._item_offset}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        self._check_open()
+        self._stop(thread_timeout=None)  # a thread must be done with the source before setstate
+        source = self._source_iterator
+        if state is None:
+            source.setstate(None)
+            self._source_state, self._item_offset = source.getstate(), 0
+        else:
+            offset = state_int(type(self).__name__, state, "item_offset")
+            source.setstate(state["source"])
+            self._source_state, self._item_offset = state["source"], offset
+        self._positioned = True
+        self._exhausted = False
+
+    def close(self) -> None:
+        """Stop the worker (if any) and close the source pipeline; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._stop()
+            super().close()
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {
+            "buffer_size": self._buffer_size,
+            "buffer_in_main_process": self._buffer_in_main_process,
+            "log_empty_buffer_warning": self._log_empty_buffer_warning,
+            "multiprocessing_context": self._multiprocessing_context,
+            "use_threads": self._use_threads,
+        }
+
+
+def _fetch(channel: Any, local: queue.Queue[Any], stop: Any) -> None:
+    """The fetcher thread of ``buffer_in_main_process``: worker's queue -> local buffer."""
+    while not stop.is_set():
+        try:
+            data = channel.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+        try:
+            message = pickle.loads(data)
+        except Exception as error:
+            message = WorkerFailure(error, "while unpickling an item of the PrefetchIterator")
+        if not put(local, message, stop, None) or type(message) is not tuple:
+            return
