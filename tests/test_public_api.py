@@ -106,3 +106,23 @@ def test_every_public_stateful_class_has_a_resumability_case():
     }
     uncovered = stateful - _resumable_marks() - set(NOT_ITERATED)
     assert not uncovered, f"no @pytest.mark.resumable case for {sorted(uncovered)}"
+
+
+def test_the_torch_free_parts_do_not_import_torch():
+    """Iterator pipelines (and each spawn worker running one) start without importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, checkpointable, checkpointable.iterators, checkpointable.datasets;"
+        "print('torch' in sys.modules)"
+    )
+    src = str(Path(checkpointable.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False", done.stderr

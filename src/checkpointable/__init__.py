@@ -5,6 +5,9 @@ Every public name is available here; the seed-shaped modules are ``checkpointabl
 ``checkpointable.stream`` (zero), plus ``checkpointable.datasets`` and ``checkpointable.testing``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
 from ._state import STATE_VERSION, Stateful
 from .datasets import chunked_dataset_iterator, read_text_chunk
@@ -32,17 +35,52 @@ from .iterators import (
     ZipIterator,
     create_source_iterator,
 )
-from .samplers import (
-    SAMPLER_REGISTRY,
-    Registry,
-    ResumableDistributedSampler,
-    ResumableRandomSampler,
-    ResumableSampler,
-    ResumableSamplerType,
-    ResumableSequentialSampler,
-    create_sampler,
-)
-from .stream import Stream
+
+if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts load fast
+    from .samplers import (
+        SAMPLER_REGISTRY,
+        Registry,
+        ResumableDistributedSampler,
+        ResumableRandomSampler,
+        ResumableSampler,
+        ResumableSamplerType,
+        ResumableSequentialSampler,
+        create_sampler,
+    )
+    from .stream import Stream
+
+# Names whose modules import torch or tqdm: loaded on first access, so that
+# `import checkpointable.iterators` (and every spawn worker of a pipeline) does not import torch.
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "SAMPLER_REGISTRY",
+            "Registry",
+            "ResumableDistributedSampler",
+            "ResumableRandomSampler",
+            "ResumableSampler",
+            "ResumableSamplerType",
+            "ResumableSequentialSampler",
+            "create_sampler",
+        ],
+        "samplers",
+    ),
+    "Stream": "stream",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'checkpointable' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
