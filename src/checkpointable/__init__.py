@@ -7,6 +7,7 @@ Every public name is available here; the seed-shaped modules are ``checkpointabl
 
 from ._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
 from ._state import STATE_VERSION, Stateful
+from .dataloader import ShardedIterableDataset, StatefulDataLoader
 from .iterators import (
     CheckpointableIterator,
     ChunkedSourceIterator,
@@ -43,7 +44,9 @@ __all__ = [
     "RecurrentIterator",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
+    "ShardedIterableDataset",
     "Stateful",
+    "StatefulDataLoader",
     "WindowedIterator",
     "create_source_iterator",
 ]
