@@ -55,7 +55,12 @@ def has_state(obj: Any) -> bool:
 
 def encode_generator_state(generator: torch.Generator) -> str:
     """A `torch.Generator`'s state as a base64 str (plain data; ~6.7 KB for the CPU generator)."""
-    return base64.b64encode(bytes(generator.get_state().tolist())).decode("ascii")
+    state = generator.get_state()
+    try:
+        raw = state.numpy().tobytes()
+    except RuntimeError:  # torch built without numpy support
+        raw = bytes(state.tolist())
+    return base64.b64encode(raw).decode("ascii")
 
 
 def decode_generator_state(text: Any, owner: str = "StatefulDataLoader") -> torch.Tensor:
@@ -115,6 +120,15 @@ class IndexPlan:
         how = "stateful" if self.kind == STATEFUL else "replayed"
         return f"{type(self.sampler).__name__} ({how} {role})"
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator the index stream draws from (None: none, or the global RNG)."""
+        if self.kind in (RANDOM, REPLAY):
+            generator = getattr(self.sampler, "generator", None)
+            if isinstance(generator, torch.Generator):
+                return generator
+        return None
+
     def capture(self) -> Any:
         """The stateful sampler's own state, as it gives it."""
         return self.sampler.state_dict()
@@ -135,8 +149,9 @@ class EpochIndices(Iterator[Any]):
             without a generator), else None: drawn from the global RNG at the first draw.
         generator_state: the state of the sampler's generator at this epoch's first draw when
             resuming it, else None: recorded at the first draw.
-        start: the number of tasks (index lists) already delivered in the epoch, skipped at the
-            first draw; 0 for a stateful sampler, whose loaded state holds the position.
+        start: the number of tasks (index lists) to draw and discard at the first draw: those
+            already delivered in the epoch; for a stateful sampler, whose loaded state is the one
+            from before the last delivered task was drawn, 1 (or 0 at the epoch's start).
         record: an object whose ``seed`` and ``generator_state`` attributes are set when they
             are recorded (the loader's state), or None.
     """
@@ -157,7 +172,8 @@ class EpochIndices(Iterator[Any]):
         self._stream: _Stream | None = None
         self._tasks: Iterator[Any] | None = None
         self._opened = False
-        if plan.kind in (STATEFUL, REPLAY) and plan.iter_at_start:
+        # A resumed user sampler is positioned now, so that the next draw is the next task's.
+        if plan.kind in (STATEFUL, REPLAY) and (plan.iter_at_start or start > 0):
             self._open()
 
     def __next__(self) -> Any:

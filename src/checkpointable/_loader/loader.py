@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from .._errors import ArgumentTypeError, ArgumentValueError
-from .indices import STATEFUL, EpochIndices, IndexPlan, has_state
+from .indices import (
+    STATEFUL,
+    EpochIndices,
+    IndexPlan,
+    decode_generator_state,
+    encode_generator_state,
+    has_state,
+)
 from .main_epochs import MainMapEpoch, MainStreamEpoch
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
@@ -180,10 +187,11 @@ class StatefulDataLoader(DataLoader[Any]):
             stream_stateful=kind == "sharded" or self._dataset_stateful,
             fresh_state=partial(_fresh_state, dataset, kind, {}),
         )
-        self._reader = _MainReader(self._state, self._plan, dataset, kind, self._dataset_stateful)
-        if num_workers == 0:
-            self._state.refresh = self._reader
-        elif self._plan is not None and self._plan.kind == STATEFUL:
+        self._reader = _Reader(self._state, self._plan, dataset, kind, self._dataset_stateful)
+        self._reader.main_process = num_workers == 0
+        self._reader.loader_generator = generator
+        self._state.refresh = self._reader
+        if self._plan is not None and self._plan.kind == STATEFUL:
             self._state.sampler_state = self._plan.capture()
         self._pool: WorkerPool | None = None  # persistent workers
         self._epoch: weakref.ref[Any] | None = None
@@ -240,11 +248,12 @@ class StatefulDataLoader(DataLoader[Any]):
             if state.in_epoch:  # the previous epoch was abandoned
                 state.end_epoch()
             state.start_epoch(carry=self.persistent_workers and workers > 0)
-            if plan is not None and plan.kind == STATEFUL and workers > 0:
+            if plan is not None and plan.kind == STATEFUL:
                 state.sampler_state = plan.capture()
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
-            start = 0 if plan.kind == STATEFUL else state.batches
+            # A stateful sampler's state is the one from before the last delivered task's draw.
+            start = min(state.batches, 1) if plan.kind == STATEFUL else state.batches
             indices = EpochIndices(plan, state.seed, state.generator_state, start, state)
         if not continuing:
             reused = self.persistent_workers and pool_alive
@@ -263,8 +272,15 @@ class StatefulDataLoader(DataLoader[Any]):
         return epoch
 
     def _load_main_process_states(self) -> None:
-        """Give the sampler (and, without workers, the dataset) their saved states."""
+        """Give the generators, the sampler (and, without workers, the dataset) their states."""
         state, plan = self._state, self._plan
+        generator = self._reader.loader_generator
+        if generator is not None and state.loader_generator_state is not None:
+            generator.set_state(decode_generator_state(state.loader_generator_state))
+        sampler_generator = plan.generator if plan is not None else None
+        if sampler_generator is not None and not state.in_epoch and state.generator_state:
+            # between epochs: the next epoch draws from the generator as it was
+            sampler_generator.set_state(decode_generator_state(state.generator_state))
         if plan is not None and plan.kind == STATEFUL:
             plan.sampler.load_state_dict(state.sampler_state)
         if self.num_workers == 0 and self._dataset_stateful:
@@ -276,10 +292,12 @@ class StatefulDataLoader(DataLoader[Any]):
     def _main_epoch(self, indices: EpochIndices | None, continuing: bool) -> Any:
         state = self._state
         pin = _pin_function(self)
-        finish = state.end_epoch
+        finish = partial(_finish_epoch, state, self._plan, None)
         if indices is not None:
             fetch = partial(_fetch, self.dataset, self._auto_collation, self.collate_fn, pin)
-            return MainMapEpoch(state, indices, fetch, finish)
+            plan = self._plan
+            capture = plan.capture if plan is not None and plan.kind == STATEFUL else None
+            return MainMapEpoch(state, indices, fetch, finish, capture)
         streams = []
         dataset: Any = self.dataset
         for index, entry in enumerate(state.streams):
@@ -329,7 +347,7 @@ class StatefulDataLoader(DataLoader[Any]):
             tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
         else:
             tasks = StreamTasks(state, list(range(workers)))
-        finish = partial(_finish_worker_epoch, state, plan, None if persistent else pool)
+        finish = partial(_finish_epoch, state, plan, None if persistent else pool)
         window = self.prefetch_factor * workers  # type: ignore[operator]
         return WorkerEpoch(pool, tasks, self.in_order, window, finish, owns_pool=not persistent)
 
@@ -383,8 +401,9 @@ class StatefulDataLoader(DataLoader[Any]):
         )
 
 
-class _MainReader:
-    """Reads the user's states from main-process objects when the state is written (no workers).
+class _Reader:
+    """Reads, when the state is written, what lives in main-process objects: the generators'
+    states (the next epoch draws from them) and, without workers, the dataset's and sampler's.
 
     It holds no reference to the loader, so that a loader is freed (and its workers stopped) as
     soon as the user drops it.
@@ -402,13 +421,23 @@ class _MainReader:
         )
         self.pending = False  # a loaded state waits for the next iter(): report it as loaded
         self.streams: list[Stream] | None = None
+        self.main_process = False
+        self.loader_generator: torch.Generator | None = None
 
     def __call__(self) -> None:
         if self.pending:
             return
         state, plan = self.state, self.plan
-        if plan is not None and plan.kind == STATEFUL:
-            state.sampler_state = plan.capture()
+        sampler_generator = plan.generator if plan is not None else None
+        loader_generator = self.loader_generator
+        if loader_generator is not None and loader_generator is not sampler_generator:
+            state.loader_generator_state = encode_generator_state(loader_generator)
+        if sampler_generator is not None and (
+            not state.in_epoch or state.generator_state is None
+        ):  # the state before the epoch's first draw
+            state.generator_state = encode_generator_state(sampler_generator)
+        if not self.main_process:
+            return
         if self.kind == "sharded":
             for entry, stream in zip(state.streams, self.streams or (), strict=False):
                 if stream.source is not None:
@@ -420,7 +449,7 @@ class _MainReader:
                 entry["replay"] = 0
 
 
-def _finish_worker_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
+def _finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
     state.end_epoch()
     if plan is not None and plan.kind == STATEFUL:
         state.sampler_state = plan.capture()

@@ -39,6 +39,8 @@ class MainMapEpoch(_MainEpoch):
         indices: the epoch's index lists, positioned at ``state.batches``.
         fetch: reads and collates one index list (and pins it when asked).
         finish: called once when the epoch ends.
+        capture: reads a stateful sampler's state, or None; called before each draw, and the
+            state from before the last delivered batch's draw is the one saved.
     """
 
     def __init__(
@@ -47,10 +49,12 @@ class MainMapEpoch(_MainEpoch):
         indices: EpochIndices,
         fetch: Callable[[Any], Any],
         finish: Callable[[], None],
+        capture: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(state, finish)
         self._indices = indices
         self._fetch = fetch
+        self._capture = capture
         self._position = state.batches
         self._skip = set(state.beyond)  # delivered out of order before the state was saved
         self._absorb()
@@ -58,6 +62,7 @@ class MainMapEpoch(_MainEpoch):
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
+        before = self._capture() if self._capture is not None else None
         try:
             task = next(self._indices)
         except StopIteration:
@@ -69,12 +74,16 @@ class MainMapEpoch(_MainEpoch):
             return self._fetch(task)
         finally:  # a failed batch counts as delivered, as torch moves past it
             self._state.deliver(position)
+            if self._capture is not None:
+                self._state.sampler_state = before
             self._absorb()
 
     def _absorb(self) -> None:
         """Draw past the positions already delivered, so the sampler sits at the next batch."""
         while self._skip and self._position in self._skip:
             self._skip.discard(self._position)
+            if self._capture is not None:
+                self._state.sampler_state = self._capture()
             try:
                 next(self._indices)
             except StopIteration:

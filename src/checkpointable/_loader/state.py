@@ -35,6 +35,7 @@ _POSITION_KEYS = (
     "delivered_beyond",
     "sampler_position",
     "base_seed",
+    "loader_generator_state",
     "dataset_states",
     "streams",
     "next_stream",
@@ -83,6 +84,7 @@ class LoaderState:
         self.generator_state: str | None = None
         self.sampler_state: Any = None
         self.base_seed: int | None = None
+        self.loader_generator_state: str | None = None
         self._num_entries = num_entries
         self._stream_stateful = stream_stateful
         self.dataset_states: list[dict[str, Any]] | None = (
@@ -91,8 +93,8 @@ class LoaderState:
         self.streams: list[dict[str, Any]] = self.fresh_streams(num_streams)
         self.next_stream = 0
         self._fresh_state = fresh_state
-        #: Called before writing the state: reads the user's states from live main-process
-        #: objects (``num_workers=0``); None while a loaded state waits for the next iter().
+        #: Called before writing the state: reads the generators' states and, without workers,
+        #: the user's states from the live main-process objects.
         self.refresh: Callable[[], None] | None = None
 
     def fresh_workers(self) -> list[dict[str, Any]]:
@@ -153,6 +155,7 @@ class LoaderState:
                 "sampler_state": self.sampler_state,
             },
             "base_seed": self.base_seed,
+            "loader_generator_state": self.loader_generator_state,
             "dataset_states": None
             if states is None
             else [self._entry(i, e) for i, e in enumerate(states)],
@@ -223,10 +226,12 @@ class LoaderState:
         )
         seed, generator_state = position["seed"], position["generator_state"]
         base_seed = state["base_seed"]
+        loader_generator_state = state["loader_generator_state"]
         for name, value, kinds in (
             ("seed", seed, (int,)),
             ("generator_state", generator_state, (str,)),
             ("base_seed", base_seed, (int,)),
+            ("loader_generator_state", loader_generator_state, (str,)),
         ):
             if value is not None and type(value) not in kinds:
                 raise IncompatibleStateError(
@@ -245,6 +250,7 @@ class LoaderState:
         self.seed, self.generator_state = seed, generator_state
         self.sampler_state = position["sampler_state"]
         self.base_seed = base_seed
+        self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
 
     def _load_workers(self, state: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -1,0 +1,190 @@
+"""StatefulDataLoader resumes exactly: assert_resumable over the configurations that matter."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler, SubsetRandomSampler
+
+from _loader_data import (
+    CountingNoise,
+    CountingSampler,
+    Partitioned,
+    PlainSampler,
+    StatefulPartitioned,
+    sharded,
+)
+from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.testing import assert_resumable
+
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+
+
+def reseed(loader: StatefulDataLoader, epoch: int) -> None:
+    """Before each epoch, as a training script that restores its RNGs: the shuffles repeat."""
+    torch.manual_seed(1000 + epoch)
+
+
+def map_loader(num_workers: int = 0, persistent: bool = False, **kwargs: Any) -> StatefulDataLoader:
+    """A loader over CountingNoise; ``sampler=<kind>`` / ``batch_sampler="stateful"`` build fresh
+    samplers at each call (a factory must not share stateful objects between loaders)."""
+    n = kwargs.pop("n", 11)
+    kwargs.setdefault("batch_size", 3)
+    if isinstance(kwargs.get("sampler"), str):
+        kwargs["sampler"] = _sampler(kwargs["sampler"], n)
+    if kwargs.get("batch_sampler") == "stateful":
+        kwargs["batch_sampler"], kwargs["batch_size"] = _StatefulBatches(n), 1
+    return StatefulDataLoader(
+        CountingNoise(n), num_workers=num_workers, persistent_workers=persistent, **kwargs
+    )
+
+
+# ---------------------------------------------------------------- map-style, no workers
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"shuffle": True},
+        {"shuffle": True, "drop_last": True},
+        {"shuffle": False, "batch_size": None, "n": 6},
+        {"sampler": "random_generator"},
+        {"sampler": "random_replacement"},
+        {"sampler": "stateful"},
+        {"sampler": "plain"},
+        {"sampler": "subset"},
+        {"batch_sampler": "stateful"},
+    ],
+    ids=str,
+)
+def test_map_style_without_workers(kwargs):
+    factory = partial(map_loader, 0, False, **kwargs)
+    items = assert_resumable(factory, epochs=3, before_epoch=reseed)
+    assert items
+
+
+def _sampler(kind: str, n: int) -> Any:
+    generator = torch.Generator()
+    generator.manual_seed(42)
+    if kind == "random_generator":
+        return RandomSampler(range(n), generator=generator)
+    if kind == "random_replacement":
+        return RandomSampler(range(n), replacement=True, num_samples=40, generator=generator)
+    if kind == "stateful":
+        return CountingSampler(n, seed=4)
+    if kind == "plain":
+        return PlainSampler(n)
+    return SubsetRandomSampler(list(range(1, n, 2)), generator=generator)
+
+
+class _StatefulBatches:
+    """A user batch sampler with its own state: batches of 2 from a CountingSampler."""
+
+    def __init__(self, n: int) -> None:
+        self.sampler = CountingSampler(n, seed=9)
+
+    def __len__(self) -> int:
+        return (len(self.sampler) + 1) // 2
+
+    def __iter__(self):
+        batch = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == 2:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- map-style, workers
+
+# Every step is restored without workers; with workers a few chosen steps (each resume starts
+# processes): the first steps, mid-epoch, the last batch of an epoch, its end, the next epoch.
+FEW = [0, 1, 3, 4, 5, 6, 9]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_map_style_with_two_workers(persistent):
+    # 11 items in batches of 3: 4 batches and an epoch end per epoch (steps 4 and 5, 9 and 10).
+    factory = partial(map_loader, 2, persistent, shuffle=True)
+    assert_resumable(factory, epochs=2, before_epoch=reseed, positions=FEW)
+
+
+@pytest.mark.timeout(120)
+def test_map_style_with_workers_and_a_stateful_sampler():
+    factory = partial(map_loader, 2, False, sampler="stateful")
+    assert_resumable(factory, epochs=2, before_epoch=reseed, positions=FEW)
+
+
+@pytest.mark.timeout(240)
+def test_map_style_with_spawn_workers():
+    factory = partial(map_loader, 2, True, shuffle=True, multiprocessing_context="spawn")
+    assert_resumable(factory, epochs=2, before_epoch=reseed, positions=[6])
+
+
+# ---------------------------------------------------------------- iterable-style
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("num_workers", "persistent"), [(0, False), (2, False), (2, True)], ids=str
+)
+def test_stateful_iterable_dataset(num_workers, persistent):
+    def factory() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            StatefulPartitioned(13),
+            batch_size=2,
+            num_workers=num_workers,
+            persistent_workers=persistent,
+        )
+
+    positions = None if num_workers == 0 else [0, 2, 5, 7, 8, 10]
+    assert_resumable(factory, epochs=2, positions=positions)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_iterable_dataset_without_state_is_fast_forwarded(num_workers):
+    def factory() -> StatefulDataLoader:
+        return StatefulDataLoader(Partitioned(13), batch_size=2, num_workers=num_workers)
+
+    positions = None if num_workers == 0 else [1, 4, 7, 9]
+    assert_resumable(factory, epochs=2, positions=positions)
+
+
+@pytest.mark.timeout(120)
+def test_snapshots_every_n_steps_restore_exactly():
+    def factory() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            StatefulPartitioned(25), batch_size=2, num_workers=2, snapshot_every_n_steps=3
+        )
+
+    assert_resumable(factory, epochs=1, positions=[2, 3, 5, 8])
+    loader = factory()
+    for step, _ in enumerate(loader):
+        if step == 4:
+            break
+    state = loader.state_dict()
+    loader.close()
+    replays = [entry["replay"] for entry in state["streams"]]
+    # Worker 0 delivered 3 batches (its state came with the 3rd), worker 1 two (none yet).
+    assert replays == [0, 2]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_sharded_dataset(num_workers):
+    factory = partial(StatefulDataLoader, sharded(23, 3), batch_size=2, num_workers=num_workers)
+    positions = None if num_workers == 0 else [0, 3, 8, 12, 13, 14]
+    assert_resumable(factory, epochs=2, positions=positions)
