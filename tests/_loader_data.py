@@ -168,3 +168,112 @@ def sharded(n: int, num_shards: int, uneven: bool = True) -> ShardedIterableData
     """A ShardedIterableDataset over range(n), shards of unequal sizes unless `uneven` is False."""
     make = _uneven if uneven else _chunk
     return ShardedIterableDataset(partial(make, list(range(n))), num_shards)
+
+
+# ---------------------------------------------------------------- the seed tutorial's classes
+
+
+class TutorialSampler(Sampler[int]):
+    """The tutorial's MySampler: `limit` random indices from its own generator, with a state."""
+
+    def __init__(self, high: int, seed: int, limit: int) -> None:
+        self.seed, self.high, self.limit = seed, high, limit
+        self.g = torch.Generator()
+        self.g.manual_seed(self.seed)
+        self.i = 0
+
+    def __iter__(self):
+        while self.i < self.limit:
+            val = int(torch.randint(high=self.high, size=(1,), generator=self.g))
+            self.i += 1
+            yield val
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.i = state_dict["i"]
+        self.g.set_state(state_dict["rng"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"i": self.i, "rng": self.g.get_state()}
+
+
+class NoisyRange(Dataset[float]):
+    """The tutorial's NoisyRange: its noise comes from the (worker's) global torch RNG."""
+
+    def __init__(self, high: int, mean: float, std: float) -> None:
+        self.high, self.mean, self.std = high, torch.tensor([float(mean)]), float(std)
+
+    def __len__(self) -> int:
+        return self.high
+
+    def __getitem__(self, idx: int) -> float:
+        if not (0 <= idx < self.high):
+            raise IndexError()
+        x = torch.normal(self.mean, self.std)
+        return idx + x.item()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["rng"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": torch.get_rng_state()}
+
+
+class TutorialIterable(IterableDataset[Any]):
+    """The tutorial's MyIterableDataset: a shuffled range split over workers, with a position."""
+
+    def __init__(self, high: int, seed: int) -> None:
+        self.high, self.seed = high, seed
+        self.g = torch.Generator()
+        self.i = 0
+
+    def __iter__(self):
+        worker_info = get_worker_info()
+        if worker_info is not None:
+            worker_id, num_workers = worker_info.id, worker_info.num_workers
+        else:
+            worker_id, num_workers = 0, 1
+        self.g.manual_seed(self.seed)
+        arr = torch.randperm(self.high, generator=self.g)
+        arr = arr[worker_id : self.high : num_workers]
+        for idx in range(self.i, len(arr)):
+            self.i += 1
+            yield arr[idx]
+        self.i = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"i": self.i}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.i = state_dict["i"]
+
+
+# ---------------------------------------------------------------- failures
+
+
+class Faulty(Squares):
+    """Raises for one index, in whatever process reads it."""
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        if index == 7:
+            raise ValueError(f"item {index} is broken")
+        return super().__getitem__(index)
+
+
+class Sleepy(Squares):
+    """Sleeps `seconds` per item."""
+
+    def __init__(self, n: int, seconds: float) -> None:
+        super().__init__(n)
+        self.seconds = seconds
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        time.sleep(self.seconds)
+        return super().__getitem__(index)
+
+
+def unpicklable_collate(items: list[Any]) -> Any:
+    return [lambda: item for item in items]
+
+
+def failing_init(worker_id: int) -> None:
+    raise RuntimeError(f"worker {worker_id} cannot start")

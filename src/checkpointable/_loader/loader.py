@@ -224,6 +224,12 @@ class StatefulDataLoader(DataLoader[Any]):
             self._pool.shutdown()
             self._pool = None
 
+    def __enter__(self) -> StatefulDataLoader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         workers = self.num_workers
         if workers == 0 and self.timeout:

@@ -21,6 +21,7 @@ formatted traceback); `state` is the dataset's or stream's state when one is att
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import queue
 import random
@@ -107,14 +108,16 @@ class _Worker:
         self.streams: dict[int, Stream] = {}
 
     def serve(self, tasks: Any, generation: Any) -> None:
-        parent = os.getppid()
+        # The parent's end of a pipe closes when it dies (even before this worker got to run).
+        parent = multiprocessing.parent_process()
+        parent_pid = os.getppid()
         current = 0
         while True:
             try:
                 message = tasks.get(timeout=IDLE_CHECK)
             except queue.Empty:
-                if os.getppid() != parent:  # the main process is gone
-                    return
+                if os.getppid() != parent_pid or (parent is not None and not parent.is_alive()):
+                    return  # the main process is gone
                 continue
             if message is None:
                 self.results.cancel_join_thread()  # the main process wants nothing more
