@@ -272,7 +272,7 @@ class Sleepy(Squares):
 
 
 def unpicklable_collate(items: list[Any]) -> Any:
-    return [lambda: item for item in items]
+    return [lambda item=item: item for item in items]  # a lambda cannot be pickled
 
 
 def failing_init(worker_id: int) -> None:
