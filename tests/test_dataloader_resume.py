@@ -18,7 +18,7 @@ from _loader_data import (
     sharded,
 )
 from checkpointable.dataloader import StatefulDataLoader
-from checkpointable.testing import assert_resumable
+from checkpointable.testing import assert_resumable, items_equal
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
@@ -188,3 +188,25 @@ def test_sharded_dataset(num_workers):
     factory = partial(StatefulDataLoader, sharded(23, 3), batch_size=2, num_workers=num_workers)
     positions = None if num_workers == 0 else [0, 3, 8, 12, 13, 14]
     assert_resumable(factory, epochs=2, positions=positions)
+
+
+@pytest.mark.timeout(240)
+def test_forkserver_workers_resume_exactly():
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            sharded(17, 3),
+            batch_size=2,
+            num_workers=1,
+            persistent_workers=True,
+            multiprocessing_context="forkserver",
+        )
+
+    with make() as loader:
+        batches = iter(loader)
+        head = [next(batches) for _ in range(3)]
+        state = loader.state_dict()
+        tail = list(batches)
+    with make() as resumed:
+        resumed.load_state_dict(state)
+        again = list(resumed)
+    assert len(head) == 3 and items_equal(again, tail)
