@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -11,24 +10,20 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
-from torch.utils.data._utils.pin_memory import pin_memory
 
 from .._errors import ArgumentTypeError, ArgumentValueError
-from .indices import (
-    STATEFUL,
-    EpochIndices,
-    IndexPlan,
-    decode_generator_state,
-    encode_generator_state,
-    has_state,
+from .epochs import (
+    Reader,
+    dataset_length,
+    fresh_state,
+    load_main_process_states,
+    main_epoch,
+    worker_epoch,
 )
-from .main_epochs import MainMapEpoch, MainStreamEpoch
+from .indices import STATEFUL, EpochIndices, IndexPlan, has_state
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
 from .state import LoaderState
-from .streams import Stream, fetch_map
-from .worker import StreamStart, WorkerSpec
-from .worker_epochs import MapTasks, StreamTasks, WorkerEpoch
 
 __all__ = ["StatefulDataLoader"]
 
@@ -172,7 +167,7 @@ class StatefulDataLoader(DataLoader[Any]):
         workers = max(num_workers, 1)
         config = {
             "dataset_kind": kind,
-            "dataset_length": _length(dataset) if kind == "map" else None,
+            "dataset_length": dataset_length(dataset) if kind == "map" else None,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "sampler": self._plan.describe() if self._plan is not None else None,
@@ -185,9 +180,9 @@ class StatefulDataLoader(DataLoader[Any]):
             num_entries=workers if kind == "map" and self._dataset_stateful else 0,
             num_streams=streams,
             stream_stateful=kind == "sharded" or self._dataset_stateful,
-            fresh_state=partial(_fresh_state, dataset, kind, {}),
+            fresh_state=partial(fresh_state, dataset, kind, {}),
         )
-        self._reader = _Reader(self._state, self._plan, dataset, kind, self._dataset_stateful)
+        self._reader = Reader(self._state, self._plan, dataset, kind, self._dataset_stateful)
         self._reader.main_process = num_workers == 0
         self._reader.loader_generator = generator
         self._state.refresh = self._reader
@@ -247,7 +242,7 @@ class StatefulDataLoader(DataLoader[Any]):
         resume, self._resume = self._resume, False
         self._reader.pending = False
         if resume:
-            self._load_main_process_states()
+            load_main_process_states(self)
         continuing = resume and state.in_epoch
         pool_alive = self._pool is not None and self._pool.alive
         if not continuing:
@@ -271,125 +266,12 @@ class StatefulDataLoader(DataLoader[Any]):
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
         if workers == 0:
-            epoch: Any = self._main_epoch(indices, continuing)
+            epoch: Any = main_epoch(self, indices, continuing)
         else:
-            epoch = self._worker_epoch(indices, continuing, pool_alive)
+            epoch, pool = worker_epoch(self, indices, continuing, pool_alive)
+            self._pool = pool if self.persistent_workers else None
         self._epoch = weakref.ref(epoch)
         return epoch
-
-    def _load_main_process_states(self) -> None:
-        """Give the generators, the sampler (and, without workers, the dataset) their states."""
-        state, plan = self._state, self._plan
-        generator = self._reader.loader_generator
-        if generator is not None and state.loader_generator_state is not None:
-            generator.set_state(decode_generator_state(state.loader_generator_state))
-        sampler_generator = plan.generator if plan is not None else None
-        if sampler_generator is not None and not state.in_epoch and state.generator_state:
-            # between epochs: the next epoch draws from the generator as it was
-            sampler_generator.set_state(decode_generator_state(state.generator_state))
-        if plan is not None and plan.kind == STATEFUL:
-            plan.sampler.load_state_dict(state.sampler_state)
-        if self.num_workers == 0 and self._dataset_stateful:
-            entries = state.dataset_states if self._kind == "map" else state.streams
-            assert entries is not None
-            if not entries[0]["fresh"]:
-                self.dataset.load_state_dict(entries[0]["state"])  # type: ignore[attr-defined]
-
-    def _main_epoch(self, indices: EpochIndices | None, continuing: bool) -> Any:
-        state = self._state
-        pin = _pin_function(self)
-        finish = partial(_finish_epoch, state, self._plan, None)
-        if indices is not None:
-            fetch = partial(_fetch, self.dataset, self._auto_collation, self.collate_fn, pin)
-            plan = self._plan
-            capture = plan.capture if plan is not None and plan.kind == STATEFUL else None
-            return MainMapEpoch(state, indices, fetch, finish, capture)
-        streams = []
-        dataset: Any = self.dataset
-        for index, entry in enumerate(state.streams):
-            stream = Stream(
-                self.batch_size, self.drop_last, self.collate_fn, self.snapshot_every_n_steps
-            )
-            streams.append(stream)
-            replay = entry["replay"] if continuing else 0
-            if entry["ended"]:
-                continue
-            if self._kind == "sharded":
-                load = continuing and not entry["fresh"]
-                stream.start(dataset.open_shard(index), True, entry["state"], load, replay)
-            else:  # the dataset's own state was loaded by _load_main_process_states
-                stream.start(dataset, self._dataset_stateful, None, False, replay)
-        self._reader.streams = streams
-        return MainStreamEpoch(state, streams, pin, finish)
-
-    def _worker_epoch(
-        self, indices: EpochIndices | None, continuing: bool, pool_alive: bool
-    ) -> Any:
-        state, plan, workers = self._state, self._plan, self.num_workers
-        persistent = self.persistent_workers
-        if persistent and pool_alive:
-            pool = self._pool
-            assert pool is not None
-            new_pool = False
-        else:
-            if self._pool is not None:
-                self._pool.shutdown()
-            pool = WorkerPool(
-                self._worker_spec(),
-                workers,
-                self.multiprocessing_context,
-                self.timeout,
-                _pin_device(self),
-            )
-            self._pool = pool if persistent else None
-            new_pool = True
-        pool.begin_epoch(self._worker_starts(new_pool, continuing))
-        tasks: MapTasks | StreamTasks
-        if indices is not None:
-            assert plan is not None
-            capture = plan.kind == STATEFUL
-            tasks = MapTasks(state, indices, plan, workers, self.in_order, capture)
-        elif self._kind == "sharded":
-            tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
-        else:
-            tasks = StreamTasks(state, list(range(workers)))
-        finish = partial(_finish_epoch, state, plan, None if persistent else pool)
-        window = self.prefetch_factor * workers  # type: ignore[operator]
-        return WorkerEpoch(pool, tasks, self.in_order, window, finish, owns_pool=not persistent)
-
-    def _worker_spec(self) -> WorkerSpec:
-        base_seed = self._state.base_seed
-        assert base_seed is not None
-        return WorkerSpec(
-            kind=self._kind,
-            dataset=self.dataset,
-            auto_collation=self._auto_collation,
-            batch_size=self.batch_size,
-            drop_last=self.drop_last,
-            collate_fn=self.collate_fn,
-            worker_init_fn=self.worker_init_fn,
-            base_seed=base_seed,
-            num_workers=self.num_workers,
-            snapshot_every=self.snapshot_every_n_steps,
-            dataset_stateful=self._dataset_stateful,
-        )
-
-    def _worker_starts(self, new_pool: bool, continuing: bool) -> list[Any]:
-        """What each worker loads and skips when the epoch begins."""
-        state, workers = self._state, self.num_workers
-        if self._kind == "map":
-            entries = state.dataset_states
-            if entries is None or not new_pool:
-                return [None] * workers
-            return [None if entry["fresh"] else entry["state"] for entry in entries]
-        starts: list[dict[int, StreamStart]] = [{} for _ in range(workers)]
-        for index, entry in enumerate(state.streams):
-            # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
-            load = not entry["fresh"] and (new_pool or self._kind == "sharded")
-            replay = entry["replay"] if continuing else 0
-            how = StreamStart(entry["state"], load, replay, entry["ended"])
-            starts[index % workers][index] = how
-        return starts
 
     def _stop_epoch(self) -> None:
         epoch = self._epoch() if self._epoch is not None else None
@@ -405,118 +287,3 @@ class StatefulDataLoader(DataLoader[Any]):
             f"persistent_workers={self.persistent_workers}, in_order={self.in_order}, "
             f"snapshot_every_n_steps={self.snapshot_every_n_steps})"
         )
-
-
-class _Reader:
-    """Reads, when the state is written, what lives in main-process objects: the generators'
-    states (the next epoch draws from them) and, without workers, the dataset's and sampler's.
-
-    It holds no reference to the loader, so that a loader is freed (and its workers stopped) as
-    soon as the user drops it.
-    """
-
-    def __init__(
-        self, state: LoaderState, plan: IndexPlan | None, dataset: Any, kind: str, stateful: bool
-    ) -> None:
-        self.state, self.plan, self.dataset, self.kind, self.stateful = (
-            state,
-            plan,
-            dataset,
-            kind,
-            stateful,
-        )
-        self.pending = False  # a loaded state waits for the next iter(): report it as loaded
-        self.streams: list[Stream] | None = None
-        self.main_process = False
-        self.loader_generator: torch.Generator | None = None
-
-    def __call__(self) -> None:
-        if self.pending:
-            return
-        state, plan = self.state, self.plan
-        sampler_generator = plan.generator if plan is not None else None
-        loader_generator = self.loader_generator
-        if loader_generator is not None and loader_generator is not sampler_generator:
-            state.loader_generator_state = encode_generator_state(loader_generator)
-        if sampler_generator is not None and (
-            not state.in_epoch or state.generator_state is None
-        ):  # the state before the epoch's first draw
-            state.generator_state = encode_generator_state(sampler_generator)
-        if not self.main_process:
-            return
-        if self.kind == "sharded":
-            for entry, stream in zip(state.streams, self.streams or (), strict=False):
-                if stream.source is not None:
-                    entry["state"], entry["fresh"], entry["replay"] = stream.capture(), False, 0
-        elif self.stateful:
-            entry = state.dataset_states[0] if state.dataset_states else state.streams[0]
-            entry["state"], entry["fresh"] = self.dataset.state_dict(), False
-            if self.kind == "iterable":
-                entry["replay"] = 0
-
-
-def _finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
-    state.end_epoch()
-    if plan is not None and plan.kind == STATEFUL:
-        state.sampler_state = plan.capture()
-    if pool is not None:
-        pool.shutdown()
-
-
-def _fetch(dataset: Any, auto: bool, collate_fn: Any, pin: Callable[[Any], Any], task: Any) -> Any:
-    return pin(fetch_map(dataset, task, auto, collate_fn))
-
-
-def _fresh_state(dataset: Any, kind: str, cache: dict[int, Any], index: int) -> Any:
-    """The state a fresh source starts from: the loader's dataset copy, or a freshly made shard."""
-    key = index if kind == "sharded" else 0
-    if key not in cache:
-        if kind == "sharded":
-            shard = dataset.open_shard(index)
-            cache[key] = shard.state_dict()
-            close = getattr(shard, "close", None)
-            if callable(close):
-                close()
-        else:
-            cache[key] = dataset.state_dict()
-    return cache[key]
-
-
-def _length(dataset: Any) -> int | None:
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def _pin_device(loader: DataLoader[Any]) -> str | None:
-    """The accelerator to pin batches for, or None; warns as torch does when pinning is off."""
-    if not loader.pin_memory:
-        return None
-    if loader.pin_memory_device:
-        warnings.warn(
-            "pin_memory_device is deprecated, the current accelerator will be used as the "
-            f"device, ignore pin_memory_device='{loader.pin_memory_device}'.",
-            stacklevel=4,
-        )
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is None or not accelerator.is_available():
-        warnings.warn(
-            "'pin_memory' argument is set as true but no accelerator is found, then device "
-            "pinned memory won't be used.",
-            stacklevel=4,
-        )
-        return None
-    current = accelerator.current_accelerator()
-    if current is None or current.type == "mps":
-        return None
-    return str(current.type)
-
-
-def _pin_function(loader: DataLoader[Any]) -> Callable[[Any], Any]:
-    device = _pin_device(loader)
-    return _identity if device is None else partial(pin_memory, device=device)
