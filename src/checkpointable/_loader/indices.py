@@ -371,10 +371,10 @@ class _RandomStream:
             permutation = torch.randperm(self._n, generator=self._generator)
             if first + self._n <= self._pos:  # wholly skipped: drawn only to advance the RNG
                 continue
-            values = permutation.tolist()
             if index == self._last_block:
-                values = values[: self._num_samples % self._n]
-            self._append(first, values)
+                permutation = permutation[: self._num_samples % self._n]
+            skipped = max(self._pos - first, 0)  # a seek lands inside: convert only the rest
+            self._append(first + skipped, permutation[skipped:].tolist())
 
     def _draw_chunks(self, target: int) -> None:
         first_block = self._drawn
