@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Row, print_rows  # noqa: E402
+from _common import Row, print_rows
 
-from checkpointable.dataloader import StatefulDataLoader  # noqa: E402
+from checkpointable.dataloader import StatefulDataLoader
 
 TORCH = f"torch {torch.__version__.split('+')[0]} DataLoader"
 TORCHDATA = "torchdata 0.11 StatefulDataLoader"
@@ -102,10 +103,9 @@ def throughput_rows(quick: bool) -> list[Row]:
             for _ in range(repeats):
                 for key, cls in peers.items():
                     torch.manual_seed(0)
-
-                    def make(cls: Any = cls) -> Any:
-                        return cls(dataset, batch_size=BATCH, shuffle=True, num_workers=workers)
-
+                    make = partial(
+                        cls, dataset, batch_size=BATCH, shuffle=True, num_workers=workers
+                    )
                     results[key].append(_throughput(make, batches))
             ours = statistics.median(results["ours"])
             label = f"dataloader: {name}, batch {BATCH}, {workers} workers"
@@ -149,8 +149,12 @@ def state_rows(quick: bool) -> list[Row]:
         label = f"dataloader: state_dict(), {workers} workers"
         goal = "< 50 us" if workers else ""
         ours, theirs = measured["ours"], measured[TORCHDATA]
-        rows.append(Row(label, "state_dict us (median)", ours[0], theirs[0], TORCHDATA, False, goal))
-        rows.append(Row(label, "state bytes (pickled)", ours[1], theirs[1], TORCHDATA, False, "< 1 KB"))
+        rows.append(
+            Row(label, "state_dict us (median)", ours[0], theirs[0], TORCHDATA, False, goal)
+        )
+        rows.append(
+            Row(label, "state bytes (pickled)", ours[1], theirs[1], TORCHDATA, False, "< 1 KB")
+        )
     return rows
 
 
@@ -189,7 +193,8 @@ def resume_rows(quick: bool) -> list[Row]:
     for position in positions:
         for workers in (0, 2):
             states = {
-                key: _state_at(peers[key], dataset, position, workers) for key in ("ours", TORCHDATA)
+                key: _state_at(peers[key], dataset, position, workers)
+                for key in ("ours", TORCHDATA)
             }
             times: dict[str, list[float]] = {"ours": [], TORCHDATA: []}
             for _ in range(3):

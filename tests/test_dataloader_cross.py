@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from _loader_data import CountingNoise, Slow, Squares, StatefulPartitioned, sharded
 from checkpointable import IncompatibleStateError
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import items_equal
+from tests._loader_data import CountingNoise, Slow, Squares, StatefulPartitioned, sharded
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 

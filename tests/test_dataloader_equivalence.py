@@ -22,7 +22,11 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from _loader_data import (
+from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.testing import items_equal
+
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+from tests._loader_data import (
     CountingSampler,
     Partitioned,
     PlainSampler,
@@ -31,8 +35,6 @@ from _loader_data import (
     WorkerView,
     sharded,
 )
-from checkpointable.dataloader import StatefulDataLoader
-from checkpointable.testing import items_equal
 
 
 def run(cls: type, epochs: int, make: Any, seed: int = 0) -> tuple[list[list[Any]], Any]:
@@ -205,3 +207,10 @@ def test_sharded_dataset_order_is_round_robin_over_live_shards(n, num_shards, ba
     got = [b.tolist() if batch_size else b for b in StatefulDataLoader(dataset, batch_size)]
     assert got == expected
     assert sorted(list(dataset)) == list(range(n))  # iterated directly: every item once
+
+
+@pytest.mark.timeout(60)
+def test_a_sharded_dataset_also_works_under_torchs_dataloader():
+    dataset = sharded(31, 5)
+    items = [int(x) for batch in DataLoader(dataset, batch_size=3, num_workers=2) for x in batch]
+    assert sorted(items) == list(range(31))

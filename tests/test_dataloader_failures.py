@@ -18,9 +18,9 @@ import pytest
 from torch.utils.data import SequentialSampler
 
 import checkpointable
-from _loader_data import Faulty, Sleepy, Squares, failing_init, unpicklable_collate
 from checkpointable import ArgumentValueError
 from checkpointable.dataloader import StatefulDataLoader
+from tests._loader_data import Faulty, Sleepy, Squares, failing_init, unpicklable_collate
 
 
 def child_pids() -> set[int]:
@@ -141,6 +141,20 @@ def test_timeout_raises_and_stops_the_workers(no_leaks):
     loader.close()
 
 
+@pytest.mark.timeout(60)
+def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks):
+    before = child_pids()
+    loader = StatefulDataLoader(Squares(10), batch_size=2, num_workers=2, persistent_workers=True)
+    assert len(list(loader)) == 5
+    workers = child_pids() - before
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)  # as a Ctrl-C that reached the whole process group
+    assert eventually(lambda: not child_pids() & workers)
+    assert len(list(loader)) == 5
+    loader.close()
+
+
 # ---------------------------------------------------------------- leaks
 
 
@@ -153,11 +167,12 @@ def test_deleting_the_loader_mid_epoch_stops_everything(persistent, no_leaks):
     batches = iter(loader)
     next(batches)
     assert len(child_pids()) >= 2
-    del batches, loader
+    del batches, loader  # the no_leaks fixture checks that the workers are gone
 
 
 @pytest.mark.timeout(60)
 def test_an_exception_in_the_training_loop_stops_the_workers(no_leaks):
+    before = child_pids()
     loader = StatefulDataLoader(Squares(50), batch_size=2, num_workers=2)
 
     def train() -> None:
@@ -167,7 +182,7 @@ def test_an_exception_in_the_training_loop_stops_the_workers(no_leaks):
 
     with contextlib.suppress(KeyError):
         train()
-    assert eventually(lambda: not child_pids())  # the loop's iterator was collected
+    assert eventually(lambda: child_pids() <= before)  # the loop's iterator was collected
     state = loader.state_dict()
     assert state["batches"] == 4 and state["in_epoch"]
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler, SubsetRandomSampler
 
-from _loader_data import (
+from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.testing import assert_resumable, items_equal
+from tests._loader_data import (
     CountingNoise,
     CountingSampler,
     Partitioned,
@@ -17,10 +19,11 @@ from _loader_data import (
     StatefulPartitioned,
     sharded,
 )
-from checkpointable.dataloader import StatefulDataLoader
-from checkpointable.testing import assert_resumable, items_equal
 
-pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
+    pytest.mark.resumable("StatefulDataLoader"),
+]
 
 
 def reseed(loader: StatefulDataLoader, epoch: int) -> None:

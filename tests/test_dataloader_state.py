@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import RandomSampler
 
-from _loader_data import CountingNoise, CountingSampler, Squares, StatefulPartitioned, sharded
 from checkpointable import STATE_VERSION, IncompatibleStateError
 from checkpointable._state import check_plain
 from checkpointable.dataloader import StatefulDataLoader
+from tests._loader_data import CountingNoise, CountingSampler, Squares, StatefulPartitioned, sharded
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "state_format.md"
 
@@ -153,7 +153,7 @@ def test_damaged_states_are_refused_clearly():
 
 @pytest.mark.parametrize("sampler", [None, "plain"])
 def test_a_position_beyond_the_end_of_the_data_is_refused_at_iter(sampler):
-    from _loader_data import PlainSampler
+    from tests._loader_data import PlainSampler
 
     loader = _map(10, sampler=PlainSampler(10) if sampler else None)
     state = loader.state_dict()

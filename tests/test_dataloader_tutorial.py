@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from _loader_data import NoisyRange, TutorialIterable, TutorialSampler
 from checkpointable.dataloader import Stateful, StatefulDataLoader
 from checkpointable.testing import items_equal
+from tests._loader_data import NoisyRange, TutorialIterable, TutorialSampler
 
 
 def run_program(make: Any, reload: bool) -> tuple[list[Any], list[Any]]:

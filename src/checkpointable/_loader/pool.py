@@ -110,8 +110,8 @@ class WorkerPool:
 
     @property
     def alive(self) -> bool:
-        """Whether the pool has not been shut down."""
-        return self._finalizer.alive
+        """Whether the pool has not been shut down and all its workers are running."""
+        return self._finalizer.alive and all(p.exitcode is None for p in self._processes)
 
     @property
     def pids(self) -> list[int]:
