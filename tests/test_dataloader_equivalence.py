@@ -24,8 +24,6 @@ from torch.utils.data import (
 
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import items_equal
-
-pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 from tests._loader_data import (
     CountingSampler,
     Partitioned,
@@ -35,6 +33,8 @@ from tests._loader_data import (
     WorkerView,
     sharded,
 )
+
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
 
 def run(cls: type, epochs: int, make: Any, seed: int = 0) -> tuple[list[list[Any]], Any]:
