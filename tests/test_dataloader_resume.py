@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SubsetRandomSampler
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler
 
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
@@ -16,6 +19,7 @@ from tests._loader_data import (
     CountingSampler,
     Partitioned,
     PlainSampler,
+    Squares,
     StatefulPartitioned,
     sharded,
 )
@@ -213,3 +217,43 @@ def test_forkserver_workers_resume_exactly():
         resumed.load_state_dict(state)
         again = list(resumed)
     assert len(head) == 3 and items_equal(again, tail)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    batch_size=st.integers(1, 9),
+    drop_last=st.booleans(),
+    replacement=st.booleans(),
+    extra=st.one_of(st.none(), st.integers(1, 90)),
+    seed=st.integers(0, 2**20),
+)
+def test_a_random_sampler_resumes_at_any_position_as_torch_draws_it(
+    n, batch_size, drop_last, replacement, extra, seed
+):
+    """torch's batches from every position on, and the shared generator left as torch leaves it."""
+
+    def make(cls: type, generator: torch.Generator) -> Any:
+        sampler = RandomSampler(
+            range(n), replacement=replacement, num_samples=extra, generator=generator
+        )
+        return cls(
+            Squares(n), batch_size, sampler=sampler, drop_last=drop_last, generator=generator
+        )
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    expected = [b[0].tolist() for b in make(DataLoader, generator)]
+    after = generator.get_state()
+    generator.manual_seed(seed)
+    loader = make(StatefulDataLoader, generator)
+    states = [loader.state_dict()]
+    for _ in loader:
+        states.append(loader.state_dict())
+    for position, state in enumerate(states):
+        other = torch.Generator()
+        other.manual_seed(seed + 1)  # a restarted run: the generator is not where it was
+        resumed = make(StatefulDataLoader, other)
+        resumed.load_state_dict(json.loads(json.dumps(state)))
+        assert [b[0].tolist() for b in resumed] == expected[position:]
+        assert torch.equal(other.get_state(), after)
