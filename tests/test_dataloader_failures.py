@@ -31,7 +31,16 @@ def child_pids() -> set[int]:
             pids.update(int(p) for p in (task / "children").read_text().split())
         except OSError:
             continue
-    return {pid for pid in pids if alive(pid)}
+    return {pid for pid in pids if alive(pid) and not _helper(pid)}
+
+
+def _helper(pid: int) -> bool:
+    """multiprocessing's own process-wide helpers (resource tracker, fork server) stay."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"resource_tracker" in command or b"forkserver" in command
 
 
 def alive(pid: int) -> bool:
@@ -111,6 +120,18 @@ def test_a_batch_that_cannot_be_pickled_is_an_error_not_a_hang(no_leaks):
     with pytest.raises(Exception, match="while pickling its batch"):
         next(iter(loader))
     loader.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_unpicklable_dataset_under_spawn_fails_with_a_hint(no_leaks):
+    loader = StatefulDataLoader(
+        Squares(4), num_workers=1, collate_fn=lambda items: items, multiprocessing_context="spawn"
+    )
+    with (
+        pytest.warns(UserWarning, match="must be picklable"),
+        pytest.raises(Exception, match="pickle"),
+    ):
+        iter(loader)
 
 
 @pytest.mark.timeout(60)

@@ -18,6 +18,7 @@ import queue
 import signal
 import threading
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -79,7 +80,18 @@ class WorkerPool:
                     args=(spec, worker_id, tasks, self._results, self._generation_value),
                     daemon=True,
                 )
-                process.start()
+                try:
+                    process.start()
+                except (TypeError, AttributeError, pickle.PicklingError):
+                    method = ctx.get_start_method() if hasattr(ctx, "get_start_method") else "?"
+                    warnings.warn(
+                        f"StatefulDataLoader: could not start a worker under the {method!r} start "
+                        "method: the dataset, collate_fn and worker_init_fn must be picklable "
+                        "(module-level functions and classes, no lambdas), or use "
+                        "multiprocessing_context='fork' where available",
+                        stacklevel=4,
+                    )
+                    raise
                 self._queues.append(tasks)
                 self._processes.append(process)
         except BaseException:
