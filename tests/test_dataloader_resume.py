@@ -10,7 +10,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    RandomSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
@@ -118,6 +123,24 @@ class _StatefulBatches:
 # Every step is restored without workers; with workers a few chosen steps (each resume starts
 # processes): the first steps, mid-epoch, the last batch of an epoch, its end, the next epoch.
 FEW = [0, 1, 3, 4, 5, 6, 9]
+
+
+@pytest.mark.parametrize("kind", ["subset", "weighted"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_workers):
+    """SubsetRandomSampler() / WeightedRandomSampler() draw from the global RNG: the resumed run
+    draws with a different global RNG, yet replays the epoch's order (every step but the first,
+    which starts an epoch: its order comes from the global RNG, as with torch)."""
+
+    def factory() -> StatefulDataLoader:
+        if kind == "subset":
+            sampler: Any = SubsetRandomSampler(list(range(0, 13)))
+        else:
+            sampler = WeightedRandomSampler([1.0 + i % 3 for i in range(13)], 13)
+        return StatefulDataLoader(Squares(13), 2, sampler=sampler, num_workers=num_workers)
+
+    positions = range(1, 9) if num_workers == 0 else [1, 3, 6, 7]
+    assert_resumable(factory, epochs=1, positions=positions)
 
 
 @pytest.mark.timeout(120)

@@ -37,6 +37,7 @@ __all__ = [
     "IndexPlan",
     "decode_generator_state",
     "encode_generator_state",
+    "encode_rng_state",
     "has_state",
 ]
 
@@ -55,7 +56,11 @@ def has_state(obj: Any) -> bool:
 
 def encode_generator_state(generator: torch.Generator) -> str:
     """A `torch.Generator`'s state as a base64 str (plain data; ~6.7 KB for the CPU generator)."""
-    state = generator.get_state()
+    return encode_rng_state(generator.get_state())
+
+
+def encode_rng_state(state: torch.Tensor) -> str:
+    """An RNG state tensor (``get_state()``, ``torch.get_rng_state()``) as a base64 str."""
     try:
         raw = state.numpy().tobytes()
     except RuntimeError:  # torch built without numpy support
@@ -101,6 +106,10 @@ class IndexPlan:
             self.kind = STATEFUL
         else:
             self.kind = REPLAY
+        #: A replayed sampler that draws from the global torch RNG (its generator is None).
+        self.global_rng = self.kind == REPLAY and (
+            hasattr(self.sampler, "generator") and self.sampler.generator is None
+        )
         # torch calls iter() on the loader's index sampler when an epoch starts (before drawing the
         # workers' base seed); only its own BatchSampler, a generator, defers its sampler's iter()
         # to the first batch.
@@ -208,6 +217,8 @@ class EpochIndices(Iterator[Any]):
             if isinstance(generator, torch.Generator):
                 self._sync(generator)
             iterator = iter(sampler)
+            if plan.global_rng:
+                iterator = _FirstDrawUnderGlobalRng(iterator, self)
             if plan.batch_size is None:
                 self._tasks = iterator
             else:
@@ -227,12 +238,15 @@ class EpochIndices(Iterator[Any]):
         n = len(sampler.data_source)
         return _RandomStream(n, sampler.num_samples, sampler.replacement, generator, private)
 
+    def record_generator_state(self, text: str) -> None:
+        self.generator_state = text
+        if self._record is not None:
+            self._record.generator_state = text
+
     def _sync(self, generator: torch.Generator) -> None:
         """Record the generator's state at the epoch's first draw, or set the recorded one."""
         if self.generator_state is None:
-            self.generator_state = encode_generator_state(generator)
-            if self._record is not None:
-                self._record.generator_state = self.generator_state
+            self.record_generator_state(encode_generator_state(generator))
         else:
             generator.set_state(decode_generator_state(self.generator_state))
 
@@ -257,6 +271,34 @@ class EpochIndices(Iterator[Any]):
                 f"StatefulDataLoader: the state is at batch {tasks} of its epoch, but the sampler "
                 f"{self.plan.describe()} gives only {done} batches; it was saved over other data"
             )
+
+
+class _FirstDrawUnderGlobalRng(Iterator[Any]):
+    """A sampler's iterator whose first element is drawn under the epoch's global RNG state.
+
+    In a fresh epoch the global torch RNG's state is recorded right before the first element; in
+    a resumed epoch the recorded state is set for the first element, and the caller's global RNG
+    state is put back afterwards (it already went past that draw before the state was saved).
+    """
+
+    def __init__(self, iterator: Iterator[Any], epoch: EpochIndices) -> None:
+        self._iterator = iterator
+        self._epoch: EpochIndices | None = epoch
+
+    def __next__(self) -> Any:
+        epoch = self._epoch
+        if epoch is None:
+            return next(self._iterator)
+        self._epoch = None
+        if epoch.generator_state is None:
+            epoch.record_generator_state(encode_rng_state(torch.get_rng_state()))
+            return next(self._iterator)
+        caller = torch.get_rng_state()
+        torch.set_rng_state(decode_generator_state(epoch.generator_state))
+        try:
+            return next(self._iterator)
+        finally:
+            torch.set_rng_state(caller)
 
 
 class _RangeStream:
