@@ -17,15 +17,10 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
-from .indices import (
-    STATEFUL,
-    EpochIndices,
-    IndexPlan,
-    decode_generator_state,
-    encode_generator_state,
-)
+from .indices import STATEFUL, EpochIndices, IndexPlan
 from .main_epochs import MainMapEpoch, MainStreamEpoch
 from .pool import WorkerPool
+from .rng import decode_generator_state, encode_generator_state
 from .state import LoaderState
 from .streams import Stream, fetch_map
 from .worker import StreamStart, WorkerSpec

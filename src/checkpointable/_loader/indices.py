@@ -8,25 +8,35 @@
   by regenerating the epoch's permutation from the recorded seed or generator state: one
   ``randperm`` per pass over the dataset, whatever the position;
 - a sampler or batch sampler with ``state_dict`` / ``load_state_dict``: its own state, captured
-  right after each batch's indices are drawn, is loaded back (no replay);
+  right before each batch's indices are drawn, is loaded back and that one batch's indices are
+  drawn again and discarded (exact even for a sampler that resets itself when it runs out);
 - any other sampler: iterated again from the start of the epoch and its indices discarded up to
   the position (a replay of indices, never of data, costing O(position)). When the sampler has a
   ``generator`` attribute holding a `torch.Generator`, that generator's state at the start of the
-  epoch is recorded and set back first, so that a random sampler replays the same order.
+  epoch is recorded and set back first, so that a random sampler replays the same order. When
+  that attribute is None (torch's `SubsetRandomSampler`, `WeightedRandomSampler`: they draw from
+  the global torch RNG at their first index), the global RNG's state at that first draw is
+  recorded, and the replay draws under it before giving the caller's global RNG back.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from .._errors import IncompatibleStateError
+from .index_streams import (
+    FirstDrawUnderGlobalRng,
+    IndexStream,
+    IteratorStream,
+    RandomStream,
+    RangeStream,
+)
+from .rng import decode_generator_state, encode_generator_state
 
 __all__ = [
     "RANDOM",
@@ -35,9 +45,6 @@ __all__ = [
     "STATEFUL",
     "EpochIndices",
     "IndexPlan",
-    "decode_generator_state",
-    "encode_generator_state",
-    "encode_rng_state",
     "has_state",
 ]
 
@@ -52,32 +59,6 @@ def has_state(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(
         getattr(obj, "load_state_dict", None)
     )
-
-
-def encode_generator_state(generator: torch.Generator) -> str:
-    """A `torch.Generator`'s state as a base64 str (plain data; ~6.7 KB for the CPU generator)."""
-    return encode_rng_state(generator.get_state())
-
-
-def encode_rng_state(state: torch.Tensor) -> str:
-    """An RNG state tensor (``get_state()``, ``torch.get_rng_state()``) as a base64 str."""
-    try:
-        raw = state.numpy().tobytes()
-    except RuntimeError:  # torch built without numpy support
-        raw = bytes(state.tolist())
-    return base64.b64encode(raw).decode("ascii")
-
-
-def decode_generator_state(text: Any, owner: str = "StatefulDataLoader") -> torch.Tensor:
-    """Inverse of `encode_generator_state`, with a clear error for anything else."""
-    try:
-        raw = base64.b64decode(str(text).encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise IncompatibleStateError(
-            f"{owner}: the state's 'generator_state' must be the base64 text written by "
-            f"state_dict(), got {str(text)[:40]!r}"
-        ) from None
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
 class IndexPlan:
@@ -143,12 +124,6 @@ class IndexPlan:
         return self.sampler.state_dict()
 
 
-class _Stream(Protocol):
-    def take(self, count: int) -> list[int]: ...
-
-    def skip(self, count: int) -> int: ...
-
-
 class EpochIndices(Iterator[Any]):
     """The index lists (or single indices) of one epoch, from a position on, drawn lazily.
 
@@ -178,7 +153,7 @@ class EpochIndices(Iterator[Any]):
         self.generator_state = generator_state
         self._start = start
         self._record = record
-        self._stream: _Stream | None = None
+        self._stream: IndexStream | None = None
         self._tasks: Iterator[Any] | None = None
         self._opened = False
         # A resumed user sampler is positioned now, so that the next draw is the next task's.
@@ -207,7 +182,7 @@ class EpochIndices(Iterator[Any]):
         self._opened = True
         plan, sampler = self.plan, self.plan.sampler
         if plan.kind == SEQUENTIAL:
-            self._stream = _RangeStream(len(sampler.data_source))
+            self._stream = RangeStream(len(sampler.data_source))
         elif plan.kind == RANDOM:
             self._stream = self._random_stream(sampler)
             if self._record is not None:
@@ -218,14 +193,14 @@ class EpochIndices(Iterator[Any]):
                 self._sync(generator)
             iterator = iter(sampler)
             if plan.global_rng:
-                iterator = _FirstDrawUnderGlobalRng(iterator, self)
+                iterator = FirstDrawUnderGlobalRng(iterator, self)
             if plan.batch_size is None:
                 self._tasks = iterator
             else:
-                self._stream = _IteratorStream(iterator)
+                self._stream = IteratorStream(iterator)
         self._skip(self._start)
 
-    def _random_stream(self, sampler: RandomSampler) -> _RandomStream:
+    def _random_stream(self, sampler: RandomSampler) -> RandomStream:
         generator = sampler.generator
         private = generator is None
         if generator is None:
@@ -236,7 +211,7 @@ class EpochIndices(Iterator[Any]):
         else:
             self._sync(generator)
         n = len(sampler.data_source)
-        return _RandomStream(n, sampler.num_samples, sampler.replacement, generator, private)
+        return RandomStream(n, sampler.num_samples, sampler.replacement, generator, private)
 
     def record_generator_state(self, text: str) -> None:
         self.generator_state = text
@@ -271,172 +246,3 @@ class EpochIndices(Iterator[Any]):
                 f"StatefulDataLoader: the state is at batch {tasks} of its epoch, but the sampler "
                 f"{self.plan.describe()} gives only {done} batches; it was saved over other data"
             )
-
-
-class _FirstDrawUnderGlobalRng(Iterator[Any]):
-    """A sampler's iterator whose first element is drawn under the epoch's global RNG state.
-
-    In a fresh epoch the global torch RNG's state is recorded right before the first element; in
-    a resumed epoch the recorded state is set for the first element, and the caller's global RNG
-    state is put back afterwards (it already went past that draw before the state was saved).
-    """
-
-    def __init__(self, iterator: Iterator[Any], epoch: EpochIndices) -> None:
-        self._iterator = iterator
-        self._epoch: EpochIndices | None = epoch
-
-    def __next__(self) -> Any:
-        epoch = self._epoch
-        if epoch is None:
-            return next(self._iterator)
-        self._epoch = None
-        if epoch.generator_state is None:
-            epoch.record_generator_state(encode_rng_state(torch.get_rng_state()))
-            return next(self._iterator)
-        caller = torch.get_rng_state()
-        torch.set_rng_state(decode_generator_state(epoch.generator_state))
-        try:
-            return next(self._iterator)
-        finally:
-            torch.set_rng_state(caller)
-
-
-class _RangeStream:
-    """``range(n)`` as torch's `SequentialSampler` yields it."""
-
-    def __init__(self, n: int) -> None:
-        self._n = n
-        self._pos = 0
-
-    def take(self, count: int) -> list[int]:
-        start = self._pos
-        stop = min(start + count, self._n)
-        if stop <= start:
-            return []
-        self._pos = stop
-        return list(range(start, stop))
-
-    def skip(self, count: int) -> int:
-        moved = max(min(count, self._n - self._pos), 0)
-        self._pos += moved
-        return moved
-
-
-class _IteratorStream:
-    """The indices of a user sampler's iterator."""
-
-    def __init__(self, iterator: Iterator[int]) -> None:
-        self._iterator = iterator
-
-    def take(self, count: int) -> list[int]:
-        return list(islice(self._iterator, count))
-
-    def skip(self, count: int) -> int:
-        return sum(1 for _ in islice(self._iterator, count))
-
-
-class _RandomStream:
-    """torch's `RandomSampler` index stream, drawn block by block when torch draws it.
-
-    torch draws the stream in blocks: without replacement, ``num_samples // n`` permutations of
-    ``range(n)`` and one more cut to ``num_samples % n`` indices; with replacement, chunks of 32
-    indices and a last chunk of ``num_samples % 32``. Block ``k`` is drawn when index
-    ``k * block`` is first needed, where needing index ``num_samples`` means detecting the end.
-    This class draws at the same moments, so a generator shared with the user or with the
-    workers' base seed ends in the same state as under torch. With a private generator (torch's
-    ``generator=None``) chunks of indices drawn with replacement are drawn ahead, which gives the
-    same values (torch's CPU ``randint`` draws element by element).
-    """
-
-    _AHEAD = 1024  # chunks of 32 drawn at once from a private generator
-
-    def __init__(
-        self,
-        n: int,
-        num_samples: int,
-        replacement: bool,
-        generator: torch.Generator,
-        private: bool,
-    ) -> None:
-        if n <= 0:
-            raise ValueError(f"RandomSampler over an empty dataset cannot draw {num_samples=}")
-        self._n = n
-        self._num_samples = num_samples
-        self._replacement = replacement
-        self._generator = generator
-        self._private = private
-        self._block = 32 if replacement else n
-        self._last_block = num_samples // self._block  # the short (maybe empty) final block
-        self._drawn = 0  # number of blocks drawn
-        self._buffer: list[int] = []  # drawn indices from element _buffer_start on
-        self._buffer_start = 0
-        self._pos = 0  # element index of the next index to take
-
-    def take(self, count: int) -> list[int]:
-        pos = self._pos
-        stop = pos + count
-        if stop > self._num_samples:
-            self._need(self._num_samples)
-            stop = self._num_samples
-        else:
-            self._need(stop - 1)
-        if stop <= pos:
-            return []
-        self._pos = stop
-        first = pos - self._buffer_start
-        return self._buffer[first : first + stop - pos]
-
-    def skip(self, count: int) -> int:
-        start = self._pos
-        target = start + count
-        if target > self._num_samples:
-            self._pos = self._num_samples
-            self._need(self._num_samples)
-        else:
-            self._pos = target
-            if target > 0:
-                self._need(target - 1)
-        return self._pos - start
-
-    def _need(self, element: int) -> None:
-        """Draw the blocks up to the one holding `element` (``num_samples``: the end)."""
-        target = min(element // self._block, self._last_block)
-        if self._drawn > target:
-            return
-        if self._replacement:
-            self._draw_chunks(target)
-            return
-        while self._drawn <= target:
-            index = self._drawn
-            self._drawn += 1
-            first = index * self._n
-            permutation = torch.randperm(self._n, generator=self._generator)
-            if first + self._n <= self._pos:  # wholly skipped: drawn only to advance the RNG
-                continue
-            if index == self._last_block:
-                permutation = permutation[: self._num_samples % self._n]
-            skipped = max(self._pos - first, 0)  # a seek lands inside: convert only the rest
-            self._append(first + skipped, permutation[skipped:].tolist())
-
-    def _draw_chunks(self, target: int) -> None:
-        first_block = self._drawn
-        last = target
-        if self._private:
-            last = min(self._last_block, max(target, first_block + self._AHEAD - 1))
-        size = (last - first_block + 1) * 32
-        if last == self._last_block:
-            size -= 32 - self._num_samples % 32
-        values = torch.randint(
-            high=self._n, size=(size,), dtype=torch.int64, generator=self._generator
-        ).tolist()
-        self._drawn = last + 1
-        self._append(first_block * 32, values)
-
-    def _append(self, first: int, values: list[int]) -> None:
-        """Add indices drawn from element `first` on, dropping those before the position."""
-        pos = self._pos
-        if pos >= first:
-            self._buffer = values[pos - first :]
-        else:
-            self._buffer = self._buffer[pos - self._buffer_start :] + values
-        self._buffer_start = pos
