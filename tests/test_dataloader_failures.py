@@ -24,14 +24,32 @@ from tests._loader_data import Faulty, Sleepy, Squares, failing_init, unpicklabl
 
 
 def child_pids() -> set[int]:
-    """The live (not zombie) child processes of this process."""
-    pids: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
-            pids.update(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return {pid for pid in pids if alive(pid) and not _helper(pid)}
+    """The live (not zombie) child processes of this process, found by their parent pid."""
+    me, pids = os.getpid(), set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if (
+                fields
+                and int(fields[1]) == me
+                and fields[0] != "Z"
+                and not _helper(int(entry.name))
+            ):
+                pids.add(int(entry.name))
+    return pids
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _helper(pid: int) -> bool:
@@ -41,14 +59,6 @@ def _helper(pid: int) -> bool:
     except OSError:
         return False
     return b"resource_tracker" in command or b"forkserver" in command
-
-
-def alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def eventually(condition: Any, seconds: float = 10.0) -> bool:
@@ -171,7 +181,7 @@ def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks):
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGINT)  # as a Ctrl-C that reached the whole process group
-    assert eventually(lambda: not child_pids() & workers)
+    assert eventually(lambda: not any(alive(pid) for pid in workers))
     assert len(list(loader)) == 5
     loader.close()
 
