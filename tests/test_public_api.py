@@ -13,6 +13,7 @@ import checkpointable
 
 PUBLIC_MODULES = [
     "checkpointable",
+    "checkpointable.dataloader",
     "checkpointable.datasets",
     "checkpointable.iterators",
     "checkpointable.samplers",

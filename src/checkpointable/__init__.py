@@ -37,6 +37,7 @@ from .iterators import (
 )
 
 if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts load fast
+    from .dataloader import ShardedIterableDataset, StatefulDataLoader
     from .samplers import (
         SAMPLER_REGISTRY,
         Registry,
@@ -65,6 +66,8 @@ _LAZY = {
         ],
         "samplers",
     ),
+    "ShardedIterableDataset": "dataloader",
+    "StatefulDataLoader": "dataloader",
     "Stream": "stream",
 }
 
@@ -114,7 +117,9 @@ __all__ = [
     "ResumableSequentialSampler",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
+    "ShardedIterableDataset",
     "Stateful",
+    "StatefulDataLoader",
     "Stream",
     "WeightedMixIterator",
     "WindowedIterator",

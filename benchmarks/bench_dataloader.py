@@ -1,0 +1,219 @@
+"""StatefulDataLoader against torch's DataLoader and torchdata 0.11's StatefulDataLoader.
+
+Same arguments for all three (batch 64, shuffle, num_workers 0 and 2), measured side by side in
+one run, loaders interleaved round by round so that a busy machine slows all of them alike:
+
+- throughput (batches/s) on a cheap dataset and on one that takes ~1 ms per item (a sleep, as
+  I/O); goal: ours >= 0.97x torch's DataLoader at every setting;
+- ``state_dict()`` time mid-epoch (goal < 50 us with workers) and the state's size (pickled, as
+  torchdata's state holds tensors; goal < 1 KB for a map-style dataset);
+- time to the first batch after ``load_state_dict`` of a state taken at batch 10, 1e3 and 1e4
+  (goal: flat in the position).
+"""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Row, print_rows
+
+from checkpointable.dataloader import StatefulDataLoader
+
+TORCH = f"torch {torch.__version__.split('+')[0]} DataLoader"
+TORCHDATA = "torchdata 0.11 StatefulDataLoader"
+BATCH = 64
+
+
+class Cheap(Dataset[Any]):
+    """Items cost nothing to read: the loader's own overhead dominates."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[int, float]:
+        return index, index * 0.5
+
+
+class Millisecond(Cheap):
+    """Each item takes ~1 ms (a sleep, as reading from storage)."""
+
+    def __getitem__(self, index: int) -> tuple[int, float]:
+        time.sleep(0.001)
+        return index, index * 0.5
+
+
+def _peers() -> dict[str, Callable[..., Any]]:
+    loaders: dict[str, Callable[..., Any]] = {"ours": StatefulDataLoader, TORCH: DataLoader}
+    try:
+        from torchdata.stateful_dataloader import StatefulDataLoader as TorchdataLoader
+    except ImportError:  # pragma: no cover - the bench set-up installs it
+        print("torchdata is not installed: pip install -r benchmarks/requirements.txt")
+    else:
+        loaders[TORCHDATA] = TorchdataLoader
+    return loaders
+
+
+def _close(loader: Any) -> None:
+    close = getattr(loader, "close", None)
+    if callable(close):
+        close()
+    iterator = getattr(loader, "_iterator", None)  # torch / torchdata persistent iterators
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+def _throughput(make: Callable[[], Any], batches: int) -> float:
+    """Batches per second over `batches` batches, after the first one (workers started)."""
+    loader = make()
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    elapsed = time.perf_counter() - start
+    del iterator
+    _close(loader)
+    return batches / elapsed
+
+
+def throughput_rows(quick: bool) -> list[Row]:
+    peers = _peers()
+    rows = []
+    repeats = 3 if quick else 5
+    for name, dataset, batches in (
+        ("cheap", Cheap(200_000), 60 if quick else 300),
+        ("1 ms/item", Millisecond(100_000), 4 if quick else 12),
+    ):
+        for workers in (0, 2):
+            results: dict[str, list[float]] = {key: [] for key in peers}
+            for _ in range(repeats):
+                for key, cls in peers.items():
+                    torch.manual_seed(0)
+                    make = partial(
+                        cls, dataset, batch_size=BATCH, shuffle=True, num_workers=workers
+                    )
+                    results[key].append(_throughput(make, batches))
+            ours = statistics.median(results["ours"])
+            label = f"dataloader: {name}, batch {BATCH}, {workers} workers"
+            for key in peers:
+                if key != "ours":
+                    goal = ">= 0.97x" if key == TORCH else ""
+                    peer = statistics.median(results[key])
+                    rows.append(Row(label, "batches/s", ours, peer, key, True, goal))
+    return rows
+
+
+def _mid_epoch(cls: Any, workers: int) -> tuple[Any, Any]:
+    torch.manual_seed(0)
+    loader = cls(Cheap(100_000), batch_size=BATCH, shuffle=True, num_workers=workers)
+    iterator = iter(loader)
+    for _ in range(20):
+        next(iterator)
+    return loader, iterator
+
+
+def state_rows(quick: bool) -> list[Row]:
+    peers = _peers()
+    if TORCHDATA not in peers:
+        return []
+    rows = []
+    calls = 200 if quick else 2000
+    for workers in (0, 2):
+        measured = {}
+        for key in ("ours", TORCHDATA):
+            loader, iterator = _mid_epoch(peers[key], workers)
+            loader.state_dict()
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                loader.state_dict()
+                times.append(time.perf_counter() - start)
+            size = len(pickle.dumps(loader.state_dict()))
+            measured[key] = (statistics.median(times) * 1e6, size)
+            del iterator
+            _close(loader)
+        label = f"dataloader: state_dict(), {workers} workers"
+        goal = "< 50 us" if workers else ""
+        ours, theirs = measured["ours"], measured[TORCHDATA]
+        rows.append(
+            Row(label, "state_dict us (median)", ours[0], theirs[0], TORCHDATA, False, goal)
+        )
+        rows.append(
+            Row(label, "state bytes (pickled)", ours[1], theirs[1], TORCHDATA, False, "< 1 KB")
+        )
+    return rows
+
+
+def _state_at(cls: Any, dataset: Any, position: int, workers: int) -> Any:
+    """A state taken after `position` batches (torchdata loads only the same num_workers)."""
+    torch.manual_seed(0)
+    loader = cls(dataset, batch_size=BATCH, shuffle=True, num_workers=workers)
+    iterator = iter(loader)
+    for _ in range(position):
+        next(iterator)
+    state = loader.state_dict()
+    del iterator
+    _close(loader)
+    return state
+
+
+def _first_batch_after_load(cls: Any, dataset: Any, state: Any, workers: int) -> float:
+    start = time.perf_counter()
+    loader = cls(dataset, batch_size=BATCH, shuffle=True, num_workers=workers)
+    loader.load_state_dict(state)
+    iterator = iter(loader)
+    next(iterator)
+    elapsed = time.perf_counter() - start
+    del iterator
+    _close(loader)
+    return elapsed
+
+
+def resume_rows(quick: bool) -> list[Row]:
+    peers = _peers()
+    if TORCHDATA not in peers:
+        return []
+    positions = (10, 1000) if quick else (10, 1000, 10_000)
+    dataset = Cheap(BATCH * max(positions) + 10_000)
+    rows = []
+    for position in positions:
+        for workers in (0, 2):
+            states = {
+                key: _state_at(peers[key], dataset, position, workers)
+                for key in ("ours", TORCHDATA)
+            }
+            times: dict[str, list[float]] = {"ours": [], TORCHDATA: []}
+            for _ in range(3):
+                for key in times:
+                    times[key].append(
+                        _first_batch_after_load(peers[key], dataset, states[key], workers)
+                    )
+            label = f"dataloader: load at batch {position}, {workers} workers"
+            ours, theirs = statistics.median(times["ours"]), statistics.median(times[TORCHDATA])
+            rows.append(
+                Row(label, "first batch ms", ours * 1e3, theirs * 1e3, TORCHDATA, False, "flat")
+            )
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    """All the rows of this benchmark (`quick`: fewer batches and positions)."""
+    return throughput_rows(quick) + state_rows(quick) + resume_rows(quick)
+
+
+if __name__ == "__main__":
+    print_rows(run(quick="--quick" in sys.argv))

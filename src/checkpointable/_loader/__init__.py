@@ -1,0 +1,1 @@
+"""The implementation of `checkpointable.dataloader.StatefulDataLoader` (private modules)."""

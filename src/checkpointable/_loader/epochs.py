@@ -1,0 +1,277 @@
+"""How an epoch starts: the states loaded in the main process, the workers' starts, the iterators.
+
+`StatefulDataLoader.__iter__` decides whether the epoch continues a loaded state or starts
+afresh and draws the seeds; the functions here build what reads the epoch: a `MainMapEpoch` or
+`MainStreamEpoch` without workers, a `WorkerEpoch` over a `WorkerPool` with them. `Reader`
+completes the state with what lives in main-process objects when the state is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data._utils.pin_memory import pin_memory
+
+from .indices import STATEFUL, EpochIndices, IndexPlan
+from .main_epochs import MainMapEpoch, MainStreamEpoch
+from .pool import WorkerPool
+from .rng import decode_generator_state, encode_generator_state
+from .state import LoaderState
+from .streams import Stream, fetch_map
+from .worker import StreamStart, WorkerSpec
+from .worker_epochs import MapTasks, StreamTasks, WorkerEpoch
+
+__all__ = [
+    "Reader",
+    "dataset_length",
+    "fresh_state",
+    "load_main_process_states",
+    "main_epoch",
+    "worker_epoch",
+]
+
+
+def load_main_process_states(loader: Any) -> None:
+    """Give the generators, the sampler (and, without workers, the dataset) their states."""
+    state, plan = loader._state, loader._plan
+    generator = loader._reader.loader_generator
+    if generator is not None and state.loader_generator_state is not None:
+        generator.set_state(decode_generator_state(state.loader_generator_state))
+    sampler_generator = plan.generator if plan is not None else None
+    if sampler_generator is not None and not state.in_epoch and state.generator_state:
+        # between epochs: the next epoch draws from the generator as it was
+        sampler_generator.set_state(decode_generator_state(state.generator_state))
+    if plan is not None and plan.kind == STATEFUL:
+        plan.sampler.load_state_dict(state.sampler_state)
+    if loader.num_workers == 0 and loader._dataset_stateful:
+        entries = state.dataset_states if loader._kind == "map" else state.streams
+        assert entries is not None
+        if not entries[0]["fresh"]:
+            loader.dataset.load_state_dict(entries[0]["state"])
+
+
+def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
+    """The iterator of an epoch read in the main process."""
+    state = loader._state
+    pin = pin_function(loader)
+    finish = partial(finish_epoch, state, loader._plan, None)
+    if indices is not None:
+        fetch = partial(
+            fetch_pinned, loader.dataset, loader._auto_collation, loader.collate_fn, pin
+        )
+        plan = loader._plan
+        capture = plan.capture if plan is not None and plan.kind == STATEFUL else None
+        return MainMapEpoch(state, indices, fetch, finish, capture)
+    streams = []
+    dataset: Any = loader.dataset
+    for index, entry in enumerate(state.streams):
+        stream = Stream(
+            loader.batch_size, loader.drop_last, loader.collate_fn, loader.snapshot_every_n_steps
+        )
+        streams.append(stream)
+        replay = entry["replay"] if continuing else 0
+        if entry["ended"]:
+            continue
+        if loader._kind == "sharded":
+            load = continuing and not entry["fresh"]
+            stream.start(dataset.open_shard(index), True, entry["state"], load, replay)
+        else:  # the dataset's own state was loaded by _load_main_process_states
+            stream.start(dataset, loader._dataset_stateful, None, False, replay)
+    loader._reader.streams = streams
+    return MainStreamEpoch(state, streams, pin, finish)
+
+
+def worker_epoch(
+    loader: Any, indices: EpochIndices | None, continuing: bool, pool_alive: bool
+) -> tuple[WorkerEpoch, WorkerPool]:
+    """The iterator of an epoch read by workers, and its pool (reused if persistent and alive)."""
+    state, plan, workers = loader._state, loader._plan, loader.num_workers
+    persistent = loader.persistent_workers
+    if persistent and pool_alive:
+        pool = loader._pool
+        assert pool is not None
+        new_pool = False
+    else:
+        if loader._pool is not None:
+            loader._pool.shutdown()
+        pool = WorkerPool(
+            worker_spec(loader),
+            workers,
+            loader.multiprocessing_context,
+            loader.timeout,
+            pin_device(loader),
+        )
+        new_pool = True
+    pool.begin_epoch(worker_starts(loader, new_pool, continuing))
+    tasks: MapTasks | StreamTasks
+    if indices is not None:
+        assert plan is not None
+        capture = plan.kind == STATEFUL
+        tasks = MapTasks(state, indices, plan, workers, loader.in_order, capture)
+    elif loader._kind == "sharded":
+        tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
+    else:
+        tasks = StreamTasks(state, list(range(workers)))
+    finish = partial(finish_epoch, state, plan, None if persistent else pool)
+    window = loader.prefetch_factor * workers
+    epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
+    return epoch, pool
+
+
+def worker_spec(loader: Any) -> WorkerSpec:
+    """What each worker of `loader` needs."""
+    base_seed = loader._state.base_seed
+    assert base_seed is not None
+    return WorkerSpec(
+        kind=loader._kind,
+        dataset=loader.dataset,
+        auto_collation=loader._auto_collation,
+        batch_size=loader.batch_size,
+        drop_last=loader.drop_last,
+        collate_fn=loader.collate_fn,
+        worker_init_fn=loader.worker_init_fn,
+        base_seed=base_seed,
+        num_workers=loader.num_workers,
+        snapshot_every=loader.snapshot_every_n_steps,
+        dataset_stateful=loader._dataset_stateful,
+    )
+
+
+def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
+    """What each worker loads and skips when the epoch begins."""
+    state, workers = loader._state, loader.num_workers
+    if loader._kind == "map":
+        entries = state.dataset_states
+        if entries is None or not new_pool:
+            return [None] * workers
+        return [None if entry["fresh"] else entry["state"] for entry in entries]
+    starts: list[dict[int, StreamStart]] = [{} for _ in range(workers)]
+    for index, entry in enumerate(state.streams):
+        # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
+        load = not entry["fresh"] and (new_pool or loader._kind == "sharded")
+        replay = entry["replay"] if continuing else 0
+        how = StreamStart(entry["state"], load, replay, entry["ended"])
+        starts[index % workers][index] = how
+    return starts
+
+
+class Reader:
+    """Reads, when the state is written, what lives in main-process objects: the generators'
+    states (the next epoch draws from them) and, without workers, the dataset's and sampler's.
+
+    It holds no reference to the loader, so that a loader is freed (and its workers stopped) as
+    soon as the user drops it.
+    """
+
+    def __init__(
+        self, state: LoaderState, plan: IndexPlan | None, dataset: Any, kind: str, stateful: bool
+    ) -> None:
+        self.state, self.plan, self.dataset, self.kind, self.stateful = (
+            state,
+            plan,
+            dataset,
+            kind,
+            stateful,
+        )
+        self.pending = False  # a loaded state waits for the next iter(): report it as loaded
+        self.streams: list[Stream] | None = None
+        self.main_process = False
+        self.loader_generator: torch.Generator | None = None
+
+    def __call__(self) -> None:
+        if self.pending:
+            return
+        state, plan = self.state, self.plan
+        sampler_generator = plan.generator if plan is not None else None
+        loader_generator = self.loader_generator
+        if loader_generator is not None and loader_generator is not sampler_generator:
+            state.loader_generator_state = encode_generator_state(loader_generator)
+        if sampler_generator is not None and (
+            not state.in_epoch or state.generator_state is None
+        ):  # the state before the epoch's first draw
+            state.generator_state = encode_generator_state(sampler_generator)
+        if not self.main_process:
+            return
+        if self.kind == "sharded":
+            for entry, stream in zip(state.streams, self.streams or (), strict=False):
+                if stream.source is not None:
+                    entry["state"], entry["fresh"], entry["replay"] = stream.capture(), False, 0
+        elif self.stateful:
+            entry = state.dataset_states[0] if state.dataset_states else state.streams[0]
+            entry["state"], entry["fresh"] = self.dataset.state_dict(), False
+            if self.kind == "iterable":
+                entry["replay"] = 0
+
+
+def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
+    state.end_epoch()
+    if plan is not None and plan.kind == STATEFUL:
+        state.sampler_state = plan.capture()
+    if pool is not None:
+        pool.shutdown()
+
+
+def fetch_pinned(
+    dataset: Any, auto: bool, collate_fn: Any, pin: Callable[[Any], Any], task: Any
+) -> Any:
+    return pin(fetch_map(dataset, task, auto, collate_fn))
+
+
+def fresh_state(dataset: Any, kind: str, cache: dict[int, Any], index: int) -> Any:
+    """The state a fresh source starts from: the loader's dataset copy, or a freshly made shard."""
+    key = index if kind == "sharded" else 0
+    if key not in cache:
+        if kind == "sharded":
+            shard = dataset.open_shard(index)
+            cache[key] = shard.state_dict()
+            close = getattr(shard, "close", None)
+            if callable(close):
+                close()
+        else:
+            cache[key] = dataset.state_dict()
+    return cache[key]
+
+
+def dataset_length(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def pin_device(loader: DataLoader[Any]) -> str | None:
+    """The accelerator to pin batches for, or None; warns as torch does when pinning is off."""
+    if not loader.pin_memory:
+        return None
+    if loader.pin_memory_device:
+        warnings.warn(
+            "pin_memory_device is deprecated, the current accelerator will be used as the "
+            f"device, ignore pin_memory_device='{loader.pin_memory_device}'.",
+            stacklevel=4,
+        )
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None or not accelerator.is_available():
+        warnings.warn(
+            "'pin_memory' argument is set as true but no accelerator is found, then device "
+            "pinned memory won't be used.",
+            stacklevel=4,
+        )
+        return None
+    current = accelerator.current_accelerator()
+    if current is None or current.type == "mps":
+        return None
+    return str(current.type)
+
+
+def pin_function(loader: DataLoader[Any]) -> Callable[[Any], Any]:
+    device = pin_device(loader)
+    return _identity if device is None else partial(pin_memory, device=device)

@@ -1,0 +1,248 @@
+"""Map-style datasets: the index lists of an epoch, drawn as torch draws them, and found again.
+
+`IndexPlan` looks at the loader's sampler once and picks how a position is saved and restored:
+
+- torch's own `SequentialSampler` and `RandomSampler` (alone or under torch's own
+  `BatchSampler`): the loader produces their index stream itself, drawing from the same generator
+  at the same moments as torch (so an uninterrupted run equals torch's), and seeks to a position
+  by regenerating the epoch's permutation from the recorded seed or generator state: one
+  ``randperm`` per pass over the dataset, whatever the position;
+- a sampler or batch sampler with ``state_dict`` / ``load_state_dict``: its own state, captured
+  right before each batch's indices are drawn, is loaded back and that one batch's indices are
+  drawn again and discarded (exact even for a sampler that resets itself when it runs out);
+- any other sampler: iterated again from the start of the epoch and its indices discarded up to
+  the position (a replay of indices, never of data, costing O(position)). When the sampler has a
+  ``generator`` attribute holding a `torch.Generator`, that generator's state at the start of the
+  epoch is recorded and set back first, so that a random sampler replays the same order. When
+  that attribute is None (torch's `SubsetRandomSampler`, `WeightedRandomSampler`: they draw from
+  the global torch RNG at their first index), the global RNG's state at that first draw is
+  recorded, and the replay draws under it before giving the caller's global RNG back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+import torch
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+from .._errors import IncompatibleStateError
+from .index_streams import (
+    FirstDrawUnderGlobalRng,
+    IndexStream,
+    IteratorStream,
+    RandomStream,
+    RangeStream,
+)
+from .rng import decode_generator_state, encode_generator_state
+
+__all__ = [
+    "RANDOM",
+    "REPLAY",
+    "SEQUENTIAL",
+    "STATEFUL",
+    "EpochIndices",
+    "IndexPlan",
+    "has_state",
+]
+
+SEQUENTIAL = "sequential"
+RANDOM = "random"
+STATEFUL = "stateful"
+REPLAY = "replay"
+
+
+def has_state(obj: Any) -> bool:
+    """Whether `obj` follows the ``state_dict`` / ``load_state_dict`` protocol."""
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
+
+
+class IndexPlan:
+    """How the index lists of a map-style loader are drawn, saved and found again.
+
+    Args:
+        index_sampler: the loader's ``batch_sampler`` when it batches, else its ``sampler``.
+        auto_collation: whether the loader batches (``batch_size`` or ``batch_sampler`` given).
+    """
+
+    def __init__(self, index_sampler: Any, auto_collation: bool) -> None:
+        exact_batcher = auto_collation and type(index_sampler) is BatchSampler
+        #: The object whose position is tracked: the sampler under torch's own BatchSampler
+        #: (whose batching the loader reproduces), else the index sampler itself.
+        self.sampler: Any = index_sampler.sampler if exact_batcher else index_sampler
+        #: The loader's own batch size, or None when `sampler` yields whole tasks.
+        self.batch_size: int | None = index_sampler.batch_size if exact_batcher else None
+        self.drop_last: bool = bool(index_sampler.drop_last) if exact_batcher else False
+        self.user_batches = auto_collation and not exact_batcher
+        kind = type(self.sampler)
+        if not self.user_batches and kind is SequentialSampler:
+            self.kind = SEQUENTIAL
+        elif not self.user_batches and kind is RandomSampler:
+            self.kind = RANDOM
+        elif has_state(self.sampler):
+            self.kind = STATEFUL
+        else:
+            self.kind = REPLAY
+        #: A replayed sampler that draws from the global torch RNG (its generator is None).
+        self.global_rng = self.kind == REPLAY and (
+            hasattr(self.sampler, "generator") and self.sampler.generator is None
+        )
+        # torch calls iter() on the loader's index sampler when an epoch starts (before drawing the
+        # workers' base seed); only its own BatchSampler, a generator, defers its sampler's iter()
+        # to the first batch.
+        self.iter_at_start = not exact_batcher
+
+    def describe(self) -> str:
+        """The sampler's kind and configuration, stored in the state and compared on load."""
+        if self.kind == SEQUENTIAL:
+            return "SequentialSampler"
+        if self.kind == RANDOM:
+            sampler = self.sampler
+            return (
+                f"RandomSampler(replacement={sampler.replacement}, "
+                f"num_samples={sampler.num_samples})"
+            )
+        role = "batch sampler" if self.user_batches else "sampler"
+        how = "stateful" if self.kind == STATEFUL else "replayed"
+        return f"{type(self.sampler).__name__} ({how} {role})"
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator the index stream draws from (None: none, or the global RNG)."""
+        if self.kind in (RANDOM, REPLAY):
+            generator = getattr(self.sampler, "generator", None)
+            if isinstance(generator, torch.Generator):
+                return generator
+        return None
+
+    def capture(self) -> Any:
+        """The stateful sampler's own state, as it gives it."""
+        return self.sampler.state_dict()
+
+
+class EpochIndices(Iterator[Any]):
+    """The index lists (or single indices) of one epoch, from a position on, drawn lazily.
+
+    Args:
+        plan: the loader's `IndexPlan`.
+        seed: the seed of this epoch's permutation when resuming it (torch's `RandomSampler`
+            without a generator), else None: drawn from the global RNG at the first draw.
+        generator_state: the state of the sampler's generator at this epoch's first draw when
+            resuming it, else None: recorded at the first draw.
+        start: the number of tasks (index lists) to draw and discard at the first draw: those
+            already delivered in the epoch; for a stateful sampler, whose loaded state is the one
+            from before the last delivered task was drawn, 1 (or 0 at the epoch's start).
+        record: an object whose ``seed`` and ``generator_state`` attributes are set when they
+            are recorded (the loader's state), or None.
+    """
+
+    def __init__(
+        self,
+        plan: IndexPlan,
+        seed: int | None,
+        generator_state: str | None,
+        start: int,
+        record: Any = None,
+    ) -> None:
+        self.plan = plan
+        self.seed = seed
+        self.generator_state = generator_state
+        self._start = start
+        self._record = record
+        self._stream: IndexStream | None = None
+        self._tasks: Iterator[Any] | None = None
+        self._opened = False
+        # A resumed user sampler is positioned now, so that the next draw is the next task's.
+        if plan.kind in (STATEFUL, REPLAY) and (plan.iter_at_start or start > 0):
+            self._open()
+
+    def __next__(self) -> Any:
+        if not self._opened:
+            self._open()
+        if self._tasks is not None:
+            return next(self._tasks)
+        stream = self._stream
+        assert stream is not None
+        size = self.plan.batch_size
+        if size is None:
+            items = stream.take(1)
+            if not items:
+                raise StopIteration
+            return items[0]
+        items = stream.take(size)
+        if not items or (self.plan.drop_last and len(items) < size):
+            raise StopIteration
+        return items
+
+    def _open(self) -> None:
+        self._opened = True
+        plan, sampler = self.plan, self.plan.sampler
+        if plan.kind == SEQUENTIAL:
+            self._stream = RangeStream(len(sampler.data_source))
+        elif plan.kind == RANDOM:
+            self._stream = self._random_stream(sampler)
+            if self._record is not None:
+                self._record.seed = self.seed
+        else:
+            generator = getattr(sampler, "generator", None) if plan.kind == REPLAY else None
+            if isinstance(generator, torch.Generator):
+                self._sync(generator)
+            iterator = iter(sampler)
+            if plan.global_rng:
+                iterator = FirstDrawUnderGlobalRng(iterator, self)
+            if plan.batch_size is None:
+                self._tasks = iterator
+            else:
+                self._stream = IteratorStream(iterator)
+        self._skip(self._start)
+
+    def _random_stream(self, sampler: RandomSampler) -> RandomStream:
+        generator = sampler.generator
+        private = generator is None
+        if generator is None:
+            if self.seed is None:  # as torch's RandomSampler.__iter__ does, at its first draw
+                self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            generator = torch.Generator()
+            generator.manual_seed(self.seed)
+        else:
+            self._sync(generator)
+        n = len(sampler.data_source)
+        return RandomStream(n, sampler.num_samples, sampler.replacement, generator, private)
+
+    def record_generator_state(self, text: str) -> None:
+        self.generator_state = text
+        if self._record is not None:
+            self._record.generator_state = text
+
+    def _sync(self, generator: torch.Generator) -> None:
+        """Record the generator's state at the epoch's first draw, or set the recorded one."""
+        if self.generator_state is None:
+            self.record_generator_state(encode_generator_state(generator))
+        else:
+            generator.set_state(decode_generator_state(self.generator_state))
+
+    def _skip(self, tasks: int) -> None:
+        if tasks <= 0:
+            return
+        size = self.plan.batch_size
+        if self._tasks is not None:
+            done = sum(1 for _ in islice(self._tasks, tasks))
+            ok = done == tasks
+        else:
+            assert self._stream is not None
+            wanted = tasks * (size or 1)
+            done = self._stream.skip(wanted)
+            # A short skip is fine only when the last delivered batch was a partial one.
+            ok = done == wanted or (
+                size is not None and not self.plan.drop_last and done > wanted - size
+            )
+            done = -(-done // (size or 1))
+        if not ok:
+            raise IncompatibleStateError(
+                f"StatefulDataLoader: the state is at batch {tasks} of its epoch, but the sampler "
+                f"{self.plan.describe()} gives only {done} batches; it was saved over other data"
+            )

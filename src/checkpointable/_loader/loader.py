@@ -1,0 +1,289 @@
+"""`StatefulDataLoader`: torch's ``DataLoader`` that saves and restores its position exactly."""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from .._errors import ArgumentTypeError, ArgumentValueError
+from .epochs import (
+    Reader,
+    dataset_length,
+    fresh_state,
+    load_main_process_states,
+    main_epoch,
+    worker_epoch,
+)
+from .indices import STATEFUL, EpochIndices, IndexPlan, has_state
+from .pool import WorkerPool
+from .sharded import ShardedIterableDataset
+from .state import LoaderState
+
+__all__ = ["StatefulDataLoader"]
+
+_TORCH_HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
+
+
+class StatefulDataLoader(DataLoader[Any]):
+    """torch's ``DataLoader`` with ``state_dict()`` / ``load_state_dict()``: resumes exactly.
+
+    It accepts exactly ``torch.utils.data.DataLoader``'s arguments, checked by torch with its
+    messages, and gives the same batches in the same order for the same seeds: the workers' base
+    seed and a ``RandomSampler``'s seed are drawn from ``generator`` (or the global RNG) at the
+    same moments, workers are seeded and see ``get_worker_info()`` as torch's, and an
+    ``IterableDataset`` is read by each worker from its own copy, batches taken round-robin over
+    the workers. The workers, queues and ordering are this package's own code.
+
+    ``state_dict()`` may be called at any time (before iterating, mid-epoch, after the last batch,
+    between epochs) and costs a few microseconds: the position lives in the main process.
+    ``load_state_dict(state)`` takes effect at the next ``iter(loader)``, whose first batch is the
+    one that would have come next. A state taken after an epoch's last batch but before its
+    ``StopIteration`` resumes with an empty rest of that epoch, then the next epoch (as
+    torchdata); a state taken after the ``StopIteration`` starts the next epoch.
+
+    What is saved, and what a restore costs:
+
+    - map-style dataset: the epoch, the batches delivered and the sampler's position: the seed or
+      generator state of torch's ``RandomSampler`` (restored by regenerating the permutation, a
+      cost independent of the position), a sampler's own ``state_dict`` when it has one (no
+      replay), else a replay of the sampler's indices from the epoch's start (never of data). It
+      loads into a loader with any ``num_workers`` and continues exactly. A dataset with its own
+      ``state_dict`` (e.g. an augmentation RNG) has it captured in each worker right after each
+      batch and restored per worker; with another ``num_workers`` the order still continues
+      exactly but those states are dropped with a warning (workers start freshly seeded).
+    - ``IterableDataset`` with ``state_dict``: each worker copy's state rides along with its
+      batches (every ``snapshot_every_n_steps``-th batch; a restore then re-reads at most n-1
+      batches per worker); the state loads only with the same ``num_workers``. Without
+      ``state_dict`` each worker copy is fast-forwarded: its delivered batches are read again and
+      discarded.
+    - `ShardedIterableDataset`: each shard's state after its last delivered batch and the
+      round-robin position; the loader decides the order, so the state loads with any
+      ``num_workers`` and continues exactly.
+
+    Without a dataset ``state_dict``, random augmentations drawn from the workers' global RNGs are
+    not reproduced after a resume (fresh workers are seeded again from the saved base seed).
+
+    Args:
+        dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
+        pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator,
+        prefetch_factor, persistent_workers, pin_memory_device, in_order: as
+            ``torch.utils.data.DataLoader``. ``in_order=False`` delivers batches as workers
+            finish them and still keeps an exact state (a low watermark plus the batches
+            delivered beyond it).
+        snapshot_every_n_steps: attach an iterable-style dataset's (or shard's) state to every
+            n-th batch of each worker (or shard) instead of every batch, for large states; a
+            restore then re-reads at most n-1 batches per worker (or shard). An int >= 1.
+
+    Raises:
+        ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 1.
+        TypeError: `snapshot_every_n_steps` is not an int.
+
+    State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
+    "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
+    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream"}``, documented
+    key by key in ``docs/state_format.md``; < 1 KB for a map-style dataset with torch's samplers.
+
+    >>> loader = StatefulDataLoader(list(range(10)), batch_size=4)
+    >>> batches = iter(loader)
+    >>> next(batches)
+    tensor([0, 1, 2, 3])
+    >>> state = loader.state_dict()
+    >>> resumed = StatefulDataLoader(list(range(10)), batch_size=4)
+    >>> resumed.load_state_dict(state)
+    >>> list(resumed)
+    [tensor([4, 5, 6, 7]), tensor([8, 9])]
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Any = None,
+        batch_sampler: Any = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        snapshot_every_n_steps: int = 1,
+    ) -> None:
+        if isinstance(snapshot_every_n_steps, bool) or not isinstance(snapshot_every_n_steps, int):
+            raise ArgumentTypeError(
+                f"StatefulDataLoader: snapshot_every_n_steps must be an int, got "
+                f"{snapshot_every_n_steps!r} ({type(snapshot_every_n_steps).__name__})"
+            )
+        if snapshot_every_n_steps < 1:
+            raise ValueError(
+                f"StatefulDataLoader: snapshot_every_n_steps must be >= 1, got "
+                f"{snapshot_every_n_steps=}"
+            )
+        extra = {"in_order": in_order} if _TORCH_HAS_IN_ORDER else {}
+        super().__init__(
+            dataset,
+            batch_size,
+            shuffle,
+            sampler,
+            batch_sampler,
+            num_workers,
+            collate_fn,
+            pin_memory,
+            drop_last,
+            timeout,
+            worker_init_fn,
+            multiprocessing_context,
+            generator,
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device,
+            **extra,
+        )
+        self.in_order = in_order
+        self.snapshot_every_n_steps = snapshot_every_n_steps
+        dataset = self.dataset
+        if isinstance(dataset, ShardedIterableDataset):
+            kind = "sharded"
+        elif isinstance(dataset, IterableDataset):
+            kind = "iterable"
+        else:
+            kind = "map"
+        self._kind = kind
+        self._plan = IndexPlan(self._index_sampler, self._auto_collation) if kind == "map" else None
+        self._dataset_stateful = kind != "sharded" and has_state(dataset)
+        workers = max(num_workers, 1)
+        config = {
+            "dataset_kind": kind,
+            "dataset_length": dataset_length(dataset) if kind == "map" else None,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
+            "sampler": self._plan.describe() if self._plan is not None else None,
+            "num_workers": num_workers,
+            "num_shards": dataset.num_shards if kind == "sharded" else None,
+        }
+        streams = 0 if kind == "map" else workers if kind == "iterable" else dataset.num_shards
+        self._state = LoaderState(
+            config,
+            num_entries=workers if kind == "map" and self._dataset_stateful else 0,
+            num_streams=streams,
+            stream_stateful=kind == "sharded" or self._dataset_stateful,
+            fresh_state=partial(fresh_state, dataset, kind, {}),
+        )
+        self._reader = Reader(self._state, self._plan, dataset, kind, self._dataset_stateful)
+        self._reader.main_process = num_workers == 0
+        self._reader.loader_generator = generator
+        self._state.refresh = self._reader
+        if self._plan is not None and self._plan.kind == STATEFUL:
+            self._state.sampler_state = self._plan.capture()
+        self._pool: WorkerPool | None = None  # persistent workers
+        self._epoch: weakref.ref[Any] | None = None
+        self._resume = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position as a dict (see the class docstring and docs/state_format.md)."""
+        return self._state.to_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from `state_dict` at the next ``iter(loader)``.
+
+        Raises:
+            IncompatibleStateError: the state is not a StatefulDataLoader state of this format
+                version, or was saved for another dataset kind, dataset length, batch size,
+                sampler, number of shards, or (plain IterableDataset) number of workers.
+        """
+        self._state.load(state_dict)
+        self._stop_epoch()
+        if self._pool is not None:  # persistent workers hold the old position: start afresh
+            self._pool.shutdown()
+            self._pool = None
+        self._resume = True
+        self._reader.pending = True
+
+    def close(self) -> None:
+        """Stop the worker processes now (they are also stopped when the loader is collected)."""
+        self._stop_epoch()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> StatefulDataLoader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        workers = self.num_workers
+        if workers == 0 and self.timeout:
+            raise ArgumentValueError(
+                f"StatefulDataLoader: timeout={self.timeout} needs num_workers > 0; with "
+                "num_workers=0 batches are read in the main process"
+            )
+        if workers > 0 and not self.prefetch_factor:
+            raise ArgumentValueError(
+                f"StatefulDataLoader: prefetch_factor must be >= 1 with num_workers > 0, got "
+                f"prefetch_factor={self.prefetch_factor}"
+            )
+        self._stop_epoch()
+        state, plan = self._state, self._plan
+        resume, self._resume = self._resume, False
+        self._reader.pending = False
+        if resume:
+            load_main_process_states(self)
+        continuing = resume and state.in_epoch
+        pool_alive = self._pool is not None and self._pool.alive
+        if not continuing:
+            if state.in_epoch:  # the previous epoch was abandoned
+                state.end_epoch()
+            state.start_epoch(carry=self.persistent_workers and workers > 0)
+            if plan is not None and plan.kind == STATEFUL:
+                state.sampler_state = plan.capture()
+        indices = None
+        if plan is not None:  # before the base seed: torch calls iter(index sampler) first
+            # A stateful sampler's state is the one from before the last delivered task's draw.
+            start = min(state.batches, 1) if plan.kind == STATEFUL else state.batches
+            indices = EpochIndices(plan, state.seed, state.generator_state, start, state)
+        if not continuing:
+            reused = self.persistent_workers and pool_alive
+            kept = self.persistent_workers and resume and state.base_seed is not None
+            if not (reused or kept):
+                state.base_seed = int(
+                    torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+                )
+        elif state.base_seed is None:
+            state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        if workers == 0:
+            epoch: Any = main_epoch(self, indices, continuing)
+        else:
+            epoch, pool = worker_epoch(self, indices, continuing, pool_alive)
+            self._pool = pool if self.persistent_workers else None
+        self._epoch = weakref.ref(epoch)
+        return epoch
+
+    def _stop_epoch(self) -> None:
+        epoch = self._epoch() if self._epoch is not None else None
+        if epoch is not None:
+            epoch.close()
+        self._epoch = None
+
+    def __repr__(self) -> str:
+        return (
+            f"StatefulDataLoader(dataset={type(self.dataset).__name__}, "
+            f"batch_size={self.batch_size}, drop_last={self.drop_last}, "
+            f"sampler={type(self.sampler).__name__}, num_workers={self.num_workers}, "
+            f"persistent_workers={self.persistent_workers}, in_order={self.in_order}, "
+            f"snapshot_every_n_steps={self.snapshot_every_n_steps})"
+        )

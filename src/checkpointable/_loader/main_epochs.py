@@ -1,0 +1,139 @@
+"""One epoch read in the main process (``num_workers=0``): map style and iterable style.
+
+There is no read-ahead here, so the user's states are read lazily when the state is written
+(`LoaderState.refresh`): nothing is captured per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .indices import EpochIndices
+from .state import LoaderState
+from .streams import Stream
+
+__all__ = ["MainMapEpoch", "MainStreamEpoch"]
+
+
+class _MainEpoch(Iterator[Any]):
+    def __init__(self, state: LoaderState, finish: Callable[[], None]) -> None:
+        self._state = state
+        self._finish = finish
+        self._done = False
+
+    def close(self) -> None:
+        """Stop this epoch: later ``next()`` calls raise StopIteration, the state is left as is."""
+        self._done = True
+
+    def _end(self) -> None:
+        self._done = True
+        self._finish()
+
+
+class MainMapEpoch(_MainEpoch):
+    """Map style: draw the next index list, read and collate the items, deliver.
+
+    Args:
+        state: the loader's state, updated per batch.
+        indices: the epoch's index lists, positioned at ``state.batches``.
+        fetch: reads and collates one index list (and pins it when asked).
+        finish: called once when the epoch ends.
+        capture: reads a stateful sampler's state, or None; called before each draw, and the
+            state from before the last delivered batch's draw is the one saved.
+    """
+
+    def __init__(
+        self,
+        state: LoaderState,
+        indices: EpochIndices,
+        fetch: Callable[[Any], Any],
+        finish: Callable[[], None],
+        capture: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(state, finish)
+        self._indices = indices
+        self._fetch = fetch
+        self._capture = capture
+        self._position = state.batches
+        self._skip = set(state.beyond)  # delivered out of order before the state was saved
+        self._absorb()
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        before = self._capture() if self._capture is not None else None
+        try:
+            task = next(self._indices)
+        except StopIteration:
+            self._end()
+            raise
+        position = self._position
+        self._position += 1
+        try:
+            return self._fetch(task)
+        finally:  # a failed batch counts as delivered, as torch moves past it
+            self._state.deliver(position)
+            if self._capture is not None:
+                self._state.sampler_state = before
+            self._absorb()
+
+    def _absorb(self) -> None:
+        """Draw past the positions already delivered, so the sampler sits at the next batch."""
+        while self._skip and self._position in self._skip:
+            self._skip.discard(self._position)
+            if self._capture is not None:
+                self._state.sampler_state = self._capture()
+            try:
+                next(self._indices)
+            except StopIteration:
+                return
+            self._position += 1
+
+
+class MainStreamEpoch(_MainEpoch):
+    """Iterable style: batches round-robin over the streams, skipping exhausted ones.
+
+    Args:
+        state: the loader's state; ``state.streams[i]`` is stream i's entry.
+        streams: the started streams (one per shard, or one over the dataset).
+        pin: pins a batch (or returns it as is).
+        finish: called once when the epoch ends.
+    """
+
+    def __init__(
+        self,
+        state: LoaderState,
+        streams: list[Stream],
+        pin: Callable[[Any], Any],
+        finish: Callable[[], None],
+    ) -> None:
+        super().__init__(state, finish)
+        self.streams = streams
+        self._pin = pin
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        state = self._state
+        entries = state.streams
+        count = len(entries)
+        for _ in range(count):
+            index = state.next_stream
+            entry = entries[index]
+            state.next_stream = (index + 1) % count
+            if entry["ended"]:
+                continue
+            stream = self.streams[index]
+            try:
+                batch, _, exhausted = stream.next()
+            except StopIteration:
+                entry["ended"] = True
+                continue
+            entry["ended"] = exhausted
+            if not stream.stateful:
+                entry["replay"] += 1
+            state.batches += 1
+            return self._pin(batch)
+        self._end()
+        raise StopIteration

@@ -1,0 +1,181 @@
+"""The StatefulDataLoader state: plain, small, documented, and checked on load."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler
+
+from checkpointable import STATE_VERSION, IncompatibleStateError
+from checkpointable._state import check_plain
+from checkpointable.dataloader import StatefulDataLoader
+from tests._loader_data import CountingNoise, CountingSampler, Squares, StatefulPartitioned, sharded
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "state_format.md"
+
+
+def keys(value: Any, prefix: str = "") -> set[str]:
+    """Every key path of a state, with list entries written as [i] / [w]."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.add(prefix + key)
+            found |= keys(item, f"{prefix}{key}.")
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        found |= keys(value[0], prefix[:-1] + "[*].")
+    return found
+
+
+def states() -> dict[str, dict[str, Any]]:
+    """States of each dataset kind, mid-epoch, with workers."""
+    out = {}
+    for name, loader in (
+        ("map", StatefulDataLoader(CountingNoise(9), batch_size=2, num_workers=0)),
+        ("iterable", StatefulDataLoader(StatefulPartitioned(9), batch_size=2)),
+        ("sharded", StatefulDataLoader(sharded(9, 3), batch_size=2)),
+    ):
+        batches = iter(loader)
+        next(batches)
+        out[name] = loader.state_dict()
+    return out
+
+
+def test_every_key_is_documented():
+    text = DOCS.read_text()
+    documented = set(re.findall(r"\| `([a-z_]+(?:\[[a-z]\])?(?:\.[a-z_]+)?)` \|", text))
+    documented = {re.sub(r"\[[a-z]\]", "[*]", key) for key in documented}
+    for name, state in states().items():
+        user = {"dataset_states[*].state.", "streams[*].state."}
+        found = {k for k in keys(state) if not any(k.startswith(u) for u in user)}
+        assert found <= documented, f"{name}: undocumented keys {sorted(found - documented)}"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers):
+    torch.manual_seed(0)
+    loader = StatefulDataLoader(
+        Squares(10**6), batch_size=64, shuffle=True, num_workers=num_workers
+    )
+    snapshots = [loader.state_dict()]
+    batches = iter(loader)
+    for _ in range(3):
+        next(batches)
+        snapshots.append(loader.state_dict())
+    loader.close()
+    for state in snapshots:
+        check_plain(state)
+        text = json.dumps(state)
+        assert len(text) < 1024, text
+        assert json.loads(text) == state
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        assert torch.load(buffer, weights_only=True) == state
+        assert state["version"] == STATE_VERSION and state["type"] == "StatefulDataLoader"
+
+
+def test_a_state_never_changes_after_it_was_taken():
+    loader = StatefulDataLoader(StatefulPartitioned(20), batch_size=2)
+    batches = iter(loader)
+    next(batches)
+    state = loader.state_dict()
+    frozen = json.dumps(state)
+    list(batches)
+    assert json.dumps(state) == frozen
+    state["streams"][0]["replay"] = 99
+    assert loader.state_dict()["streams"][0]["replay"] != 99
+
+
+def _map(n: int = 10, batch_size: int = 2, **kwargs: Any) -> StatefulDataLoader:
+    return StatefulDataLoader(Squares(n), batch_size=batch_size, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("saved", "loading", "pattern"),
+    [
+        (_map(10), _map(11), r"dataset_length=10, but this object has dataset_length=11"),
+        (_map(batch_size=2), _map(batch_size=3), r"batch_size=2, but this object has batch_size=3"),
+        (
+            _map(shuffle=True),
+            _map(shuffle=False),
+            r"sampler='RandomSampler\(replacement=False, num_samples=10\)', but this object has "
+            r"sampler='SequentialSampler'",
+        ),
+        (
+            _map(sampler=CountingSampler(10)),
+            _map(sampler=RandomSampler(range(10))),
+            r"sampler='CountingSampler \(stateful sampler\)'",
+        ),
+        (_map(drop_last=True), _map(), r"drop_last=True, but this object has drop_last=False"),
+        (
+            _map(),
+            StatefulDataLoader(StatefulPartitioned(10), batch_size=2),
+            r"dataset_kind='map', but this object has dataset_kind='iterable'",
+        ),
+        (
+            StatefulDataLoader(sharded(10, 3), batch_size=2),
+            StatefulDataLoader(sharded(10, 4), batch_size=2),
+            r"num_shards=3, but this object has num_shards=4",
+        ),
+    ],
+)
+def test_a_state_from_another_configuration_is_refused(saved, loading, pattern):
+    state = saved.state_dict()
+    with pytest.raises(IncompatibleStateError, match=pattern):
+        loading.load_state_dict(state)
+
+
+def test_damaged_states_are_refused_clearly():
+    loader = _map()
+    good = loader.state_dict()
+    with pytest.raises(TypeError, match="a state must be a dict, got list"):
+        loader.load_state_dict([])  # type: ignore[arg-type]
+    with pytest.raises(IncompatibleStateError, match="saved by 'Other'"):
+        loader.load_state_dict({**good, "type": "Other"})
+    with pytest.raises(IncompatibleStateError, match="format version 99"):
+        loader.load_state_dict({**good, "version": 99})
+    with pytest.raises(IncompatibleStateError, match=r"lacks the key\(s\) \['batches'\]"):
+        loader.load_state_dict({k: v for k, v in good.items() if k != "batches"})
+    with pytest.raises(IncompatibleStateError, match="'batches' must be an int >= 0, got -1"):
+        loader.load_state_dict({**good, "batches": -1})
+    with pytest.raises(IncompatibleStateError, match="'delivered_beyond' must be a list of ints"):
+        loader.load_state_dict({**good, "batches": 2, "delivered_beyond": [1]})
+    with pytest.raises(IncompatibleStateError, match="'in_epoch' must be a bool"):
+        loader.load_state_dict({**good, "in_epoch": 1})
+    assert loader.state_dict() == good  # a refused state changes nothing
+
+
+@pytest.mark.parametrize("sampler", [None, "plain"])
+def test_a_position_beyond_the_end_of_the_data_is_refused_at_iter(sampler):
+    from tests._loader_data import PlainSampler
+
+    loader = _map(10, sampler=PlainSampler(10) if sampler else None)
+    state = loader.state_dict()
+    state.update(in_epoch=True, batches=9)
+    loader.load_state_dict(state)
+    with pytest.raises(IncompatibleStateError, match="at batch 9 of its epoch, but the sampler"):
+        list(loader)
+
+
+def test_state_dict_before_iterating_mid_epoch_and_between_epochs():
+    torch.manual_seed(3)
+    loader = _map(7, 3, shuffle=True)
+    first = loader.state_dict()
+    assert (first["epoch"], first["in_epoch"], first["batches"]) == (0, False, 0)
+    batches = iter(loader)
+    next(batches)
+    middle = loader.state_dict()
+    assert (middle["epoch"], middle["in_epoch"], middle["batches"]) == (0, True, 1)
+    rest = list(batches)
+    last = loader.state_dict()
+    assert (last["epoch"], last["in_epoch"], len(rest)) == (1, False, 2)
+    resumed = _map(7, 3, shuffle=True)
+    resumed.load_state_dict(middle)
+    assert resumed.state_dict() == middle
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, rest, strict=True))
