@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory (default ./checkpointable-demo)",
     )
     parser.add_argument("--checkpoint-every", type=int, default=10, help="default 10 steps")
-    parser.add_argument("--epoch-size", type=int, default=25, help="steps per epoch (default 25)")
+    parser.add_argument("--epoch-size", type=int, default=20, help="steps per epoch (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--break-resume", action="store_true", help=argparse.SUPPRESS)
 
@@ -70,28 +70,32 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out).resolve()
     kill_at = args.kill_at
-    if kill_at is None:
-        kill_at = random.Random(args.seed).randint(args.checkpoint_every + 1, args.steps - 1)
+    if kill_at is None:  # somewhere in the middle half of the run, after the first checkpoint
+        low = max(args.checkpoint_every + 1, args.steps // 4)
+        kill_at = random.Random(args.seed).randint(low, max(low, 3 * args.steps // 4))
     other_workers = 1 if args.workers != 1 else 2
     write_corpus(out / "data", args.seed)
-    print(f"checkpointable demo: {args.steps} steps, {args.workers} workers, out={out}")
-    reference = _train(args, out / "reference", args.workers)
+    print(
+        f"checkpointable demo: {args.steps} training steps of a small MLP on two data sources "
+        f"(a map-style dataset and gzipped text chunks), {args.workers} loader workers, "
+        f"seed {args.seed}"
+    )
+    reference = _train(args, out / "reference", args.workers, label="reference")
     if not reference.done:
         print("checkpointable demo: the reference run failed", file=sys.stderr)
         return 2
+    print(f"  uninterrupted reference run: {len(reference.records)} steps", flush=True)
     identical = True
-    for label, workers in (("same", args.workers), ("other", other_workers)):
+    for label, workers in (("same", args.workers), ("different", other_workers)):
         run_dir = out / f"resumed-{label}-workers"
-        killed = _train(args, run_dir, args.workers, kill_at=kill_at)
-        resumed = _train(args, run_dir, workers, resume=True)
-        same = _report(
-            label, args.workers, workers, kill_at, reference, killed, resumed, run_dir, out
-        )
+        killed = _train(args, run_dir, args.workers, kill_at=kill_at, label="killed")
+        resumed = _train(args, run_dir, workers, resume=True, label=f"resumed, {_workers(workers)}")
+        same = _report(label, workers, kill_at, reference, killed, resumed, run_dir, out)
         identical = identical and same
         if label == "same":
             _plot(out / "loss.png", reference, killed, resumed, kill_at)
-    print(f"loss curves: {out / 'loss.png'}")
-    print("result: identical" if identical else "result: DIFFERENT")
+    print(f"loss curves of both runs: {out / 'loss.png'}")
+    print(f"identical: {'yes' if identical else 'no'}")
     return 0 if identical else 1
 
 
@@ -118,6 +122,7 @@ def _train(
     workers: int,
     kill_at: int | None = None,
     resume: bool = False,
+    label: str = "training",
 ) -> Run:
     """Start a training child, follow its report line by line, SIGKILL it at `kill_at`."""
     command = [
@@ -125,6 +130,7 @@ def _train(
         "--run-dir", str(run_dir), "--data-dir", str(Path(args.out).resolve() / "data"),
         "--steps", str(args.steps), "--workers", str(workers), "--seed", str(args.seed),
         "--checkpoint-every", str(args.checkpoint_every), "--epoch-size", str(args.epoch_size),
+        "--label", label,
     ]  # fmt: skip
     if resume:
         command.append("--resume")
@@ -162,7 +168,6 @@ def _train(
 def _report(
     label: str,
     workers: int,
-    resumed_workers: int,
     kill_at: int,
     reference: Run,
     killed: Run,
@@ -170,11 +175,12 @@ def _report(
     run_dir: Path,
     out: Path,
 ) -> bool:
+    """Print how a killed and resumed run compares with the reference; True if identical."""
     import torch
 
     start = resumed.resumed_from
     if start is None or not resumed.done:
-        print(f"[{label}] the resumed run failed", file=sys.stderr)
+        print(f"  resumed run with {workers} workers ({label}): FAILED, see the output above")
         return False
     steps = sorted(s for s in reference.records if s > start)
     same_samples = all(
@@ -190,15 +196,20 @@ def _report(
     same_weights = final.keys() == expected.keys() and all(
         torch.equal(final[k], expected[k]) for k in final
     )
-    lost = _seconds(killed, start, kill_at)
+    redone = kill_at - start
     print(
-        f"[{label} workers] killed at step {kill_at} ({workers} workers), resumed from step "
-        f"{start} with {resumed_workers} workers; {samples} samples of {len(steps)} steps "
-        f"compared: {'identical' if same_samples else 'DIFFERENT'}; final weights bit-identical: "
-        f"{'yes' if same_weights else 'NO'}; identical: {'yes' if same_samples and same_weights else 'no'}; "
-        f"time lost: {lost:.2f} s of redone steps"
+        f"  killed with SIGKILL at step {kill_at}, resumed from the checkpoint of step {start} "
+        f"with {_workers(workers)} ({label} count): {samples} samples of steps {start + 1}-"
+        f"{steps[-1] if steps else start} {'identical' if same_samples else 'DIFFERENT'}, final "
+        f"weights {'bit-identical' if same_weights else 'DIFFERENT'}; time lost: {redone} "
+        f"steps redone ({_seconds(killed, start, kill_at):.2f} s)",
+        flush=True,
     )
     return same_samples and same_weights
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker" if count == 1 else f"{count} workers"
 
 
 def _seconds(run: Run, start: int, stop: int) -> float:

@@ -83,7 +83,8 @@ def train(args: argparse.Namespace) -> None:
         next(text_batches)  # test hook: lose one batch, which the comparison must catch
     max_epoch = -(-args.steps // args.epoch_size)
     loss_fn = torch.nn.CrossEntropyLoss()
-    for epoch in stream.epochs(max_epoch, args.epoch_size, progress_bar=args.progress):
+    bar = {"desc": args.label, "leave": False}
+    for epoch in stream.epochs(max_epoch, args.epoch_size, bar, progress_bar=args.progress):
         for batch in epoch:
             step = stream.iteration
             other = next(text_batches)
@@ -136,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-size", type=int, required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--label", default="training")
     p.add_argument("--break-resume", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -28,6 +28,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
 from .._errors import IncompatibleStateError
+from .._orphan import quiet_when_orphaned
 
 __all__ = [
     "POLL_SECONDS",
@@ -177,6 +178,7 @@ def _in_process_setup(lifeline: Lifeline | None) -> None:
     which stops its workers itself (so a caught KeyboardInterrupt does not kill them)."""
     if lifeline is not None:
         lifeline.attach()
+        quiet_when_orphaned()
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

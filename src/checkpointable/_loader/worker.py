@@ -34,6 +34,7 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data._utils import HAS_NUMPY
 from torch.utils.data._utils import worker as torch_worker
 
+from .._orphan import quiet_when_orphaned
 from .sharded import ShardedIterableDataset
 from .streams import Stream, fetch_map
 
@@ -88,6 +89,7 @@ class _Worker:
         self.worker_id = worker_id
         self.results = results
         self.where = f"in DataLoader worker process {worker_id}"
+        quiet_when_orphaned()
         torch.set_num_threads(1)
         seed = spec.base_seed + worker_id
         random.seed(seed)
