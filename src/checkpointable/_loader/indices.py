@@ -8,8 +8,14 @@
   by regenerating the epoch's permutation from the recorded seed or generator state: one
   ``randperm`` per pass over the dataset, whatever the position;
 - a sampler or batch sampler with ``state_dict`` / ``load_state_dict``: its own state, captured
-  right before each batch's indices are drawn, is loaded back and that one batch's indices are
-  drawn again and discarded (exact even for a sampler that resets itself when it runs out);
+  right after each batch's indices are drawn, is loaded back, nothing is replayed. Whether the
+  epoch's indices had run out by then is kept with it (a draw came up short, or a batch sampler
+  with a length gave that many batches), so that a sampler which resets itself when it runs
+  out does not start a new pass inside the resumed epoch. (Replaying the last draw instead
+  would be wrong for an elastic sampler resumed on another world size, whose next batch is then
+  another share of the remaining samples.) A batch sampler without ``__len__`` that resets
+  itself after its last batch is the one case left: a state saved right after that batch
+  starts its next pass.
 - any other sampler: iterated again from the start of the epoch and its indices discarded up to
   the position (a replay of indices, never of data, costing O(position)). When the sampler has a
   ``generator`` attribute holding a `torch.Generator`, that generator's state at the start of the
@@ -134,10 +140,17 @@ class EpochIndices(Iterator[Any]):
         generator_state: the state of the sampler's generator at this epoch's first draw when
             resuming it, else None: recorded at the first draw.
         start: the number of tasks (index lists) to draw and discard at the first draw: those
-            already delivered in the epoch; for a stateful sampler, whose loaded state is the one
-            from before the last delivered task was drawn, 1 (or 0 at the epoch's start).
+            already delivered in the epoch; 0 for a stateful sampler, whose loaded state is the
+            one from after the last delivered task was drawn.
         record: an object whose ``seed`` and ``generator_state`` attributes are set when they
             are recorded (the loader's state), or None.
+        exhausted: the epoch's index lists already ran out (a resumed stateful sampler): the
+            epoch has no task left, whatever the sampler would now give.
+        drawn: tasks of the epoch drawn before this object (a resumed stateful sampler).
+
+    Attributes:
+        exhausted: whether the index lists have run out: a draw came up short or found nothing,
+            or a batch sampler with a length gave that many batches.
     """
 
     def __init__(
@@ -147,8 +160,16 @@ class EpochIndices(Iterator[Any]):
         generator_state: str | None,
         start: int,
         record: Any = None,
+        exhausted: bool = False,
+        drawn: int = 0,
     ) -> None:
         self.plan = plan
+        self.exhausted = exhausted
+        self._ended = exhausted
+        self._drawn = drawn
+        self._length: int | None = None
+        if plan.batch_size is None and hasattr(plan.sampler, "__len__"):
+            self._length = len(plan.sampler)
         self.seed = seed
         self.generator_state = generator_state
         self._start = start
@@ -161,22 +182,29 @@ class EpochIndices(Iterator[Any]):
             self._open()
 
     def __next__(self) -> Any:
+        if self._ended:
+            raise StopIteration
         if not self._opened:
             self._open()
         if self._tasks is not None:
-            return next(self._tasks)
+            try:
+                task = next(self._tasks)
+            except StopIteration:
+                self.exhausted = True
+                raise
+            self._drawn += 1
+            if self._length is not None and self._drawn >= self._length:
+                self.exhausted = True
+            return task
         stream = self._stream
         assert stream is not None
-        size = self.plan.batch_size
-        if size is None:
-            items = stream.take(1)
-            if not items:
-                raise StopIteration
-            return items[0]
+        size = self.plan.batch_size or 1
         items = stream.take(size)
-        if not items or (self.plan.drop_last and len(items) < size):
-            raise StopIteration
-        return items
+        if len(items) < size:
+            self.exhausted = True
+            if not items or self.plan.drop_last:
+                raise StopIteration
+        return items if self.plan.batch_size is not None else items[0]
 
     def _open(self) -> None:
         self._opened = True
@@ -231,6 +259,7 @@ class EpochIndices(Iterator[Any]):
         size = self.plan.batch_size
         if self._tasks is not None:
             done = sum(1 for _ in islice(self._tasks, tasks))
+            self._drawn += done
             ok = done == tasks
         else:
             assert self._stream is not None

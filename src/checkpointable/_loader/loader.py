@@ -253,9 +253,14 @@ class StatefulDataLoader(DataLoader[Any]):
                 state.sampler_state = plan.capture()
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
-            # A stateful sampler's state is the one from before the last delivered task's draw.
-            start = min(state.batches, 1) if plan.kind == STATEFUL else state.batches
-            indices = EpochIndices(plan, state.seed, state.generator_state, start, state)
+            # A stateful sampler's state is the one from after the last delivered task's draw.
+            stateful = plan.kind == STATEFUL
+            start = 0 if stateful else state.batches
+            exhausted = stateful and state.sampler_exhausted
+            drawn = state.batches if stateful else 0
+            indices = EpochIndices(
+                plan, state.seed, state.generator_state, start, state, exhausted, drawn
+            )
         if not continuing:
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None

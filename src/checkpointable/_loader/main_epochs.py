@@ -39,8 +39,8 @@ class MainMapEpoch(_MainEpoch):
         indices: the epoch's index lists, positioned at ``state.batches``.
         fetch: reads and collates one index list (and pins it when asked).
         finish: called once when the epoch ends.
-        capture: reads a stateful sampler's state, or None; called before each draw, and the
-            state from before the last delivered batch's draw is the one saved.
+        capture: reads a stateful sampler's state, or None; called after each draw, and the
+            state from after the last delivered batch's draw is the one saved.
     """
 
     def __init__(
@@ -62,12 +62,12 @@ class MainMapEpoch(_MainEpoch):
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
-        before = self._capture() if self._capture is not None else None
         try:
             task = next(self._indices)
         except StopIteration:
             self._end()
             raise
+        after = self._capture() if self._capture is not None else None
         position = self._position
         self._position += 1
         try:
@@ -75,19 +75,21 @@ class MainMapEpoch(_MainEpoch):
         finally:  # a failed batch counts as delivered, as torch moves past it
             self._state.deliver(position)
             if self._capture is not None:
-                self._state.sampler_state = before
+                self._state.sampler_state = after
+                self._state.sampler_exhausted = self._indices.exhausted
             self._absorb()
 
     def _absorb(self) -> None:
         """Draw past the positions already delivered, so the sampler sits at the next batch."""
         while self._skip and self._position in self._skip:
             self._skip.discard(self._position)
-            if self._capture is not None:
-                self._state.sampler_state = self._capture()
             try:
                 next(self._indices)
             except StopIteration:
                 return
+            if self._capture is not None:
+                self._state.sampler_state = self._capture()
+                self._state.sampler_exhausted = self._indices.exhausted
             self._position += 1
 
 

@@ -40,7 +40,7 @@ _POSITION_KEYS = (
     "streams",
     "next_stream",
 )
-_SAMPLER_KEYS = ("seed", "generator_state", "sampler_state")
+_SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
 _STREAM_KEYS = ("state", "fresh", "replay", "ended")
 
@@ -83,6 +83,8 @@ class LoaderState:
         self.seed: int | None = None
         self.generator_state: str | None = None
         self.sampler_state: Any = None
+        # The epoch's index lists ran out while the tasks up to the watermark were drawn.
+        self.sampler_exhausted = False
         self.base_seed: int | None = None
         self.loader_generator_state: str | None = None
         self._num_entries = num_entries
@@ -111,6 +113,7 @@ class LoaderState:
         self.beyond = set()
         self.seed = None
         self.generator_state = None
+        self.sampler_exhausted = False
         self.next_stream = 0
         if not carry:
             if self.dataset_states is not None:
@@ -153,6 +156,7 @@ class LoaderState:
                 "seed": self.seed,
                 "generator_state": self.generator_state,
                 "sampler_state": self.sampler_state,
+                "exhausted": self.sampler_exhausted,
             },
             "base_seed": self.base_seed,
             "loader_generator_state": self.loader_generator_state,
@@ -249,6 +253,7 @@ class LoaderState:
         self.epoch, self.in_epoch, self.batches, self.beyond = epoch, in_epoch, batches, set(beyond)
         self.seed, self.generator_state = seed, generator_state
         self.sampler_state = position["sampler_state"]
+        self.sampler_exhausted = _bool(position, "exhausted")
         self.base_seed = base_seed
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream

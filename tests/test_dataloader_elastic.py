@@ -1,0 +1,89 @@
+"""A StatefulDataLoader over a ResumableDistributedSampler resumes on another world size.
+
+Ranks are simulated in one process (one sampler per rank, with explicit rank and
+num_replicas); the real multi-process run is tests/test_examples.py (torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checkpointable import ResumableDistributedSampler, StatefulDataLoader
+
+
+class Indices(torch.utils.data.Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def rank_loaders(n: int, world: int, batch_size: int, workers: int = 0):
+    loaders = []
+    for rank in range(world):
+        sampler = ResumableDistributedSampler(
+            Indices(n), num_replicas=world, rank=rank, seed=5, batch_size=batch_size
+        )
+        loaders.append(
+            (
+                sampler,
+                StatefulDataLoader(
+                    Indices(n), batch_size=batch_size, sampler=sampler, num_workers=workers
+                ),
+            )
+        )
+    return loaders
+
+
+def run_elastic(n: int, batch_size: int, before: int, after: int, steps: int, workers: int = 0):
+    """Each of `before` ranks takes `steps` batches; `after` ranks finish the epoch."""
+    seen: list[int] = []
+    first = rank_loaders(n, before, batch_size, workers)
+    iterators = [iter(loader) for _, loader in first]
+    for _ in range(steps):
+        for iterator in iterators:
+            seen += next(iterator).tolist()
+    state = json.loads(json.dumps(first[0][1].state_dict()))
+    del iterators
+    for _, loader in first:
+        loader.close()
+    for sampler, loader in rank_loaders(n, after, batch_size, workers):
+        loader.load_state_dict(state)
+        sampler.set_epoch(0)  # as a training script does; the same epoch keeps the position
+        for batch in loader:
+            seen += batch.tolist()
+        loader.close()
+    return Counter(seen)
+
+
+@given(
+    n=st.integers(1, 40),
+    batch_size=st.integers(1, 4),
+    before=st.integers(1, 4),
+    after=st.integers(1, 4),
+    data=st.data(),
+)
+def test_every_sample_once_over_a_world_size_change(n, batch_size, before, after, data):
+    per_rank_batches = -(-(-(-n // before)) // batch_size)
+    steps = data.draw(st.integers(0, per_rank_batches))
+    counts = run_elastic(n, batch_size, before, after, steps)
+    assert set(counts) == set(range(n)), "every sample of the epoch is yielded"
+    repeats = sum(count - 1 for count in counts.values())
+    assert repeats < before + after, "only the padding of torch's partition repeats samples"
+
+
+@pytest.mark.timeout(120)
+def test_with_worker_processes():
+    counts = run_elastic(n=23, batch_size=2, before=2, after=3, steps=3, workers=2)
+    assert set(counts) == set(range(23))
+    assert sum(counts.values()) - 23 < 5
