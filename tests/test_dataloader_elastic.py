@@ -7,6 +7,7 @@ num_replicas); the real multi-process run is tests/test_examples.py (torchrun).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import pytest
@@ -74,7 +75,8 @@ def run_elastic(n: int, batch_size: int, before: int, after: int, steps: int, wo
     data=st.data(),
 )
 def test_every_sample_once_over_a_world_size_change(n, batch_size, before, after, data):
-    per_rank_batches = -(-(-(-n // before)) // batch_size)
+    per_rank = math.ceil(n / before)
+    per_rank_batches = math.ceil(per_rank / batch_size)
     steps = data.draw(st.integers(0, per_rank_batches))
     counts = run_elastic(n, batch_size, before, after, steps)
     assert set(counts) == set(range(n)), "every sample of the epoch is yielded"

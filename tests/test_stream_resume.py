@@ -195,6 +195,7 @@ def test_state_layout():
         "in_epoch": True,
         "epoch_items": 2,
         "epoch_size": 5,
+        "epoch_aligned": True,
         "iterating": True,
         "data_over": False,
         "loader_type": "SamplerLoader",
@@ -364,3 +365,53 @@ def test_set_loader_right_after_a_resume():
     assert [resumed.next() for _ in range(2)] == [[0, 1], [2, 3]]
     with pytest.raises(StopIteration):
         resumed.next()
+
+
+class OtherRestAfterResume:
+    """A stateful loader whose pass, once resumed, holds another number of items than ``len()``
+    says (a distributed sampler resumed on more or fewer ranks): epochs sized by the loader end
+    with the pass, as the loader's own epoch does."""
+
+    def __init__(self, rest: int, n: int = 6) -> None:
+        self.n, self.rest, self.i, self.end, self.passes = n, rest, 0, n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.i >= self.end:  # a finished pass: the next one is whole
+            self.i, self.end, self.passes = 0, self.n, self.passes + 1
+        while self.i < self.end:
+            self.i += 1
+            yield (self.passes, self.i - 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"i": self.i, "end": self.end, "passes": self.passes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.i, self.passes = state["i"], state["passes"]
+        self.end = self.i + self.rest  # the rest of the pass changed size
+
+
+@pytest.mark.parametrize("rest", [2, 7])
+def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest):
+    stream = Stream(OtherRestAfterResume(rest))
+    loop = stream.epochs(2, progress_bar=False)
+    epoch = next(loop)
+    assert [next(epoch) for _ in range(2)] == [(0, 0), (0, 1)]
+    resumed = Stream(OtherRestAfterResume(rest))
+    resumed.load_state_dict(stream.state_dict())
+    epochs = [(resumed.epoch, list(e)) for e in resumed.epochs(2, progress_bar=False)]
+    assert epochs == [
+        (1, [(0, i) for i in range(2, 2 + rest)]),  # the whole rest of the resumed pass
+        (2, [(1, i) for i in range(6)]),
+    ]
+
+
+def test_an_epoch_that_began_inside_a_pass_keeps_its_size():
+    """zero's endless-iterator semantics: a misaligned epoch of len(loader) items spans passes."""
+    stream = Stream(OtherRestAfterResume(0))
+    loop = stream.epochs(3, progress_bar=False)
+    first = next(loop)
+    next(first)  # the first epoch is left after one item
+    assert list(next(loop)) == [(0, i) for i in range(1, 6)] + [(1, 0)]

@@ -74,13 +74,15 @@ class Stream:
 
     State: with a stateful loader (one with ``state_dict`` and ``load_state_dict``),
     ``{"type": "Stream", "version", "epoch", "iteration", "in_epoch", "epoch_items",
-    "epoch_size", "iterating", "data_over", "loader_type", "loader"}``: the counters, the epoch
-    of `epochs` in progress (items taken, size), whether the stream holds an ``iter(loader)``,
-    whether the data is over, and ``loader.state_dict()``.
+    "epoch_size", "epoch_aligned", "iterating", "data_over", "loader_type", "loader"}``: the
+    counters, the epoch of `epochs` in progress (items taken, size, whether it began with a pass
+    of the loader: then, with epochs sized by the loader, the end of that pass ends it), whether
+    the stream holds an ``iter(loader)``, whether the data is over, and ``loader.state_dict()``.
     Restoring costs what the loader's ``load_state_dict`` costs (nothing is replayed by the
     stream). The loader's ``state_dict()`` must describe the position of its latest ``iter()``,
     and its first ``iter()`` after ``load_state_dict`` must continue from there: torchdata's
-    semantics, which our `StatefulDataLoader` and iterators follow. With a stateless loader, ``{"epoch", "iteration"}`` only, as in the seed: loading it
+    semantics, which our `StatefulDataLoader` and iterators follow. With a stateless loader,
+    ``{"epoch", "iteration"}`` only, as in the seed: loading it
     restores the counters, not the position in the data (see `load_state_dict`).
 
     >>> stream = Stream(range(3))
@@ -117,6 +119,8 @@ class Stream:
         self._epoch_id = 0  # changes when an epoch opens or a state loads: stale epochs stop
         self._data_over = False  # the last next() found no item even after iter(loader) again
         self._bar: LoopBar | None = None  # the progress bar of the running epochs() loop
+        self._from_new_pass = False  # the last next() took the first item of an iter(loader)
+        self._epoch_aligned = False  # the epoch in progress began with a pass of the loader
 
     @property
     def epoch(self) -> int:
@@ -207,6 +211,7 @@ class Stream:
         ([0, 1, 2, 0], 4)
         """
         iterator = self._iterator
+        self._from_new_pass = iterator is None and not self._resuming
         if iterator is None:
             iterator = self._iterator = iter(self._loader)
             self._resuming = False
@@ -214,6 +219,24 @@ class Stream:
             item = next(iterator)
         except StopIteration:
             item = self._next_pass()
+            self._from_new_pass = True
+        self._iteration += 1
+        if self._bar is not None:
+            self._bar.step()
+        return item
+
+    def _next_in_pass(self) -> Any:
+        """As `next`, but at the end of the loader's current pass raise `StopIteration` and leave
+        the next ``iter(loader)`` to the next `next`."""
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = iter(self._loader)
+            self._resuming = False
+        try:
+            item = next(iterator)
+        except StopIteration:
+            self._iterator = None
+            raise
         self._iteration += 1
         if self._bar is not None:
             self._bar.step()
@@ -341,7 +364,7 @@ class Stream:
                     if bar is not None:
                         bar.set_total(self._total(limit, size_from_loader, size))
                 epoch_id = self._epoch_id
-                yield EpochItems(self, epoch_id)
+                yield EpochItems(self, epoch_id, pass_ends_epoch=size_from_loader)
                 if self._epoch_id == epoch_id:  # left with break: the epoch ends here
                     self._epoch_start = None
         finally:
@@ -388,6 +411,7 @@ class Stream:
             epoch_size=self._epoch_size,
             iterating=self._iterator is not None or self._resuming,
             data_over=self._data_over,
+            epoch_aligned=self._epoch_aligned,
         )
         return write_state(position, self._loader)
 
@@ -417,6 +441,7 @@ class Stream:
             self._data_over = position.data_over
         self._epoch, self._iteration = position.epoch, position.iteration
         self._epoch_start, self._epoch_size = position.epoch_start, position.epoch_size
+        self._epoch_aligned = position.epoch_aligned
         self._epoch_id += 1  # epochs of an earlier loop stop
 
     def __repr__(self) -> str:

@@ -39,14 +39,21 @@ class EpochItems:
 
     The epoch in progress lives in the stream (``_epoch_start``, ``_epoch_size``), so that a
     state saved inside it resumes it; this iterator ends when the epoch has served its size,
-    when the data is over, or when the stream moved on to another epoch (``_epoch_id``).
+    when the data is over, or when the stream moved on to another epoch (``_epoch_id``). With
+    `pass_ends_epoch` (epochs sized by the loader, ``epoch_size=None``), an epoch that began
+    with the first item of a pass of the loader (``_epoch_aligned``, as every epoch of an
+    uninterrupted loop) is that pass: it ends when the pass ends, as ``for batch in loader``
+    does. The two agree while ``len(loader)`` is right; a stateful loader resumed with another
+    rest of its pass (a distributed sampler resumed on more or fewer ranks) ends the epoch
+    where its own epoch ends, neither spilling into a new pass nor cutting the rest short.
     """
 
-    __slots__ = ("_epoch_id", "_stream")
+    __slots__ = ("_epoch_id", "_pass_ends_epoch", "_stream")
 
-    def __init__(self, stream: Stream, epoch_id: int) -> None:
+    def __init__(self, stream: Stream, epoch_id: int, pass_ends_epoch: bool = False) -> None:
         self._stream = stream
         self._epoch_id = epoch_id
+        self._pass_ends_epoch = pass_ends_epoch
 
     def __iter__(self) -> EpochItems:
         return self
@@ -56,11 +63,18 @@ class EpochItems:
         start = stream._epoch_start
         if start is None or stream._epoch_id != self._epoch_id:
             raise StopIteration
+        by_pass = self._pass_ends_epoch and stream._epoch_aligned
         size = stream._epoch_size
-        if size is not None and stream._iteration - start >= size:
+        if not by_pass and size is not None and stream._iteration - start >= size:
             stream._epoch_start = None
             raise StopIteration
         try:
+            if stream._iteration == start:  # the epoch's first item
+                item = stream.next()
+                stream._epoch_aligned = stream._from_new_pass
+                return item
+            if by_pass:
+                return stream._next_in_pass()
             return stream.next()
         except StopIteration:
             stream._epoch_start = None

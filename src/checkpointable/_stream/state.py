@@ -1,9 +1,8 @@
 """The state of `Stream`: its layout, and the checks of a state before it is loaded.
 
 With a stateful loader the state is ``{"type": "Stream", "version", "epoch", "iteration",
-"in_epoch", "epoch_items", "epoch_size", "iterating", "data_over", "loader_type", "loader"}``;
-with a
-stateless one it is the seed's ``{"epoch", "iteration"}``.
+"in_epoch", "epoch_items", "epoch_size", "epoch_aligned", "iterating", "data_over",
+"loader_type", "loader"}``; with a stateless one it is the seed's ``{"epoch", "iteration"}``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ KEYS = (
     "in_epoch",
     "epoch_items",
     "epoch_size",
+    "epoch_aligned",
     "iterating",
     "data_over",
     "loader_type",
@@ -40,6 +40,7 @@ class Position:
     epoch_size: int | None = None  # its size (None: no limit)
     iterating: bool = False  # the stream holds an iter(loader)
     data_over: bool = False
+    epoch_aligned: bool = False  # the epoch in progress began with a pass of the loader
     loader: Any = None  # the loader's state
 
 
@@ -56,6 +57,7 @@ def write_state(position: Position, loader: Any) -> dict[str, Any]:
         "in_epoch": start is not None,
         "epoch_items": 0 if start is None else position.iteration - start,
         "epoch_size": None if start is None else position.epoch_size,
+        "epoch_aligned": start is not None and position.epoch_aligned,
         "iterating": position.iterating,
         "data_over": position.data_over,
         "loader_type": type(loader).__name__,
@@ -109,6 +111,7 @@ def read_state(state_dict: Any, loader: Any, stateful: bool) -> Position:
         epoch_size=size if in_epoch else None,
         iterating=_state_bool(state, "iterating"),
         data_over=_state_bool(state, "data_over"),
+        epoch_aligned=_state_bool(state, "epoch_aligned") and in_epoch,
         loader=state["loader"],
     )
 

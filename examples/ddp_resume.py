@@ -1,0 +1,108 @@
+"""DDP training that stops, checkpoints with torch.distributed.checkpoint, and resumes on another
+number of ranks, continuing the epoch exactly once over all ranks.
+
+Run it on 2 ranks and stop after 5 steps, then resume on 3 ranks (or 1)::
+
+    torchrun --standalone --nproc_per_node=2 examples/ddp_resume.py --out /tmp/ddp --stop-after 5
+    torchrun --standalone --nproc_per_node=3 examples/ddp_resume.py --out /tmp/ddp --resume
+
+Each rank reads its share of a map-style dataset through a `ResumableDistributedSampler` and a
+`StatefulDataLoader` (with a worker process), driven by a `Stream`. The checkpoint holds the
+model, the optimizer and the stream (whose state includes the loader's and the sampler's): our
+objects are ``Stateful``, so ``torch.distributed.checkpoint`` saves and loads them directly. The
+sampler records global progress through the epoch, so the state is the same on every rank and
+a resume on M ranks deals the rest of the epoch over the M ranks. Each rank writes the sample ids
+it trained on to ``<out>/ids-<phase>-rank<r>.json``; check that over all ranks and both runs,
+every sample of an epoch was used once (plus the padding of torch's partition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.nn.parallel import DistributedDataParallel
+
+from checkpointable import ResumableDistributedSampler, StatefulDataLoader, Stream
+
+SAMPLES, FEATURES, BATCH = 60, 8, 4
+
+
+class Points(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Samples of a linear problem; sample i is a pure function of i."""
+
+    def __len__(self) -> int:
+        return SAMPLES
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        x = torch.randn(FEATURES, generator=torch.Generator().manual_seed(index))
+        return {"id": torch.tensor(index), "x": x, "y": (x.sum() > 0).long()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="checkpoint and log directory")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--stop-after", type=int, default=None, help="stop (as if killed) here")
+    parser.add_argument("--resume", action="store_true", help="resume from <out>/checkpoint")
+    parser.add_argument("--workers", type=int, default=1, help="loader worker processes")
+    args = parser.parse_args()
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(FEATURES, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampler = ResumableDistributedSampler(Points(), shuffle=True, seed=7, batch_size=BATCH)
+    loader = StatefulDataLoader(
+        Points(), batch_size=BATCH, sampler=sampler, num_workers=args.workers
+    )
+    stream = Stream(loader)
+    out = Path(args.out)
+    checkpoint = {"model": model, "optimizer": optimizer, "stream": stream}
+    if args.resume:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stream": stream}
+        dcp.load(state, checkpoint_id=out / "checkpoint")  # loads the Stateful stream in place
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+
+    used: list[list[int]] = []
+    for epoch in stream.epochs(args.epochs, progress_bar=False):
+        sampler.set_epoch(stream.epoch - 1)  # the same epoch after a resume keeps the position
+        for batch in epoch:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+            loss.backward()
+            optimizer.step()
+            used.append([stream.epoch - 1, *batch["id"].tolist()])
+            if stream.iteration == args.stop_after:
+                save(checkpoint, out / "checkpoint")
+                break
+        if stream.iteration == args.stop_after:
+            break
+    phase = "resumed" if args.resume else "first"
+    (out / f"ids-{phase}-rank{rank}.json").write_text(json.dumps({"world": world, "batches": used}))
+    loader.close()
+    dist.destroy_process_group()
+
+
+def save(parts: dict[str, object], path: Path) -> None:
+    """Save with torch.distributed.checkpoint; every rank writes its part."""
+    model, optimizer = parts["model"], parts["optimizer"]
+    assert isinstance(model, torch.nn.Module) and isinstance(optimizer, torch.optim.Optimizer)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "stream": parts["stream"],
+    }
+    dcp.save(state, checkpoint_id=path)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
