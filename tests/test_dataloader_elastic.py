@@ -1,4 +1,4 @@
-"""A StatefulDataLoader over a ResumableDistributedSampler resumes on another world size.
+"""A StatefulDataLoader over our resumable samplers: across epochs, and on another world size.
 
 Ranks are simulated in one process (one sampler per rank, with explicit rank and
 num_replicas); the real multi-process run is tests/test_examples.py (torchrun).
@@ -6,6 +6,7 @@ num_replicas); the real multi-process run is tests/test_examples.py (torchrun).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -15,7 +16,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checkpointable import ResumableDistributedSampler, StatefulDataLoader
+from checkpointable import ResumableDistributedSampler, ResumableRandomSampler, StatefulDataLoader
+from checkpointable.testing import assert_resumable
 
 
 class Indices(torch.utils.data.Dataset[int]):
@@ -89,3 +91,30 @@ def test_with_worker_processes():
     counts = run_elastic(n=23, batch_size=2, before=2, after=3, steps=3, workers=2)
     assert set(counts) == set(range(23))
     assert sum(counts.values()) - 23 < 5
+
+
+def _sampler_loader(kind: str, workers: int) -> StatefulDataLoader:
+    if kind == "random":
+        sampler: torch.utils.data.Sampler[int] = ResumableRandomSampler(
+            Indices(9), seed=4, batch_size=2
+        )
+    else:
+        sampler = ResumableDistributedSampler(
+            Indices(9), num_replicas=2, rank=1, seed=4, batch_size=2
+        )
+    return StatefulDataLoader(Indices(9), batch_size=2, sampler=sampler, num_workers=workers)
+
+
+@pytest.mark.resumable("StatefulDataLoader")
+@pytest.mark.parametrize("kind", ["random", "distributed"])
+@pytest.mark.parametrize("set_epoch", [True, False])
+def test_a_loader_over_a_resumable_sampler_resumes_across_epochs(kind, set_epoch):
+    """Mid-epoch, after the last (short) batch, after an epoch's end: with the script's
+    set_epoch() before each epoch or without it (then every epoch is epoch 0's order)."""
+    before_epoch = (lambda loader, epoch: loader.sampler.set_epoch(epoch)) if set_epoch else None
+    items = assert_resumable(
+        functools.partial(_sampler_loader, kind, 0), epochs=3, before_epoch=before_epoch
+    )
+    batches = [batch.tolist() for batch in items]
+    third = len(batches) // 3
+    assert (batches[:third] != batches[third : 2 * third]) == set_epoch

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ._iterators.base import CheckpointableIterator, require_positive
+from ._iterators.permutations import create_source_iterator
 from ._iterators.shuffle import BlockwiseShuffleIterator, BufferedShuffleIterator
-from ._iterators.sources import create_source_iterator
 from ._iterators.transforms import MapIterator, SelectManyIterator, require_callable
 
 __all__ = ["chunked_dataset_iterator", "read_text_chunk"]

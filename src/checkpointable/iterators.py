@@ -37,22 +37,17 @@ StopIteration
 """
 
 from ._iterators.base import CheckpointableIterator
+from ._iterators.bucketing import BucketedReadaheadBatchIterator
 from ._iterators.combine import MultiplexIterator, WeightedMixIterator, ZipIterator
 from ._iterators.parallel_map import ParallelMapIterator
-from ._iterators.prefetch import PrefetchIterator
-from ._iterators.shuffle import (
-    BlockwiseShuffleIterator,
-    BucketedReadaheadBatchIterator,
-    BufferedShuffleIterator,
-)
-from ._iterators.sources import (
-    ChunkedSourceIterator,
+from ._iterators.permutations import (
     InfinitePermutationSourceIterator,
-    NativeCheckpointableIterator,
     RandomAccessSourceIterator,
-    RandomIterator,
     create_source_iterator,
 )
+from ._iterators.prefetch import PrefetchIterator
+from ._iterators.shuffle import BlockwiseShuffleIterator, BufferedShuffleIterator
+from ._iterators.sources import ChunkedSourceIterator, NativeCheckpointableIterator, RandomIterator
 from ._iterators.transforms import (
     FilterIterator,
     FixedBatchIterator,

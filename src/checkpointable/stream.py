@@ -210,6 +210,18 @@ class Stream:
         >>> [stream.next() for _ in range(4)], stream.iteration
         ([0, 1, 2, 0], 4)
         """
+        try:
+            return self._next_in_pass()
+        except StopIteration:
+            pass
+        item = self._next_pass()
+        self._from_new_pass = True
+        self._count_item()
+        return item
+
+    def _next_in_pass(self) -> Any:
+        """As `next`, but at the end of the loader's current pass raise `StopIteration` and leave
+        the next ``iter(loader)`` to the next `next`."""
         iterator = self._iterator
         self._from_new_pass = iterator is None and not self._resuming
         if iterator is None:
@@ -218,29 +230,15 @@ class Stream:
         try:
             item = next(iterator)
         except StopIteration:
-            item = self._next_pass()
-            self._from_new_pass = True
-        self._iteration += 1
-        if self._bar is not None:
-            self._bar.step()
-        return item
-
-    def _next_in_pass(self) -> Any:
-        """As `next`, but at the end of the loader's current pass raise `StopIteration` and leave
-        the next ``iter(loader)`` to the next `next`."""
-        iterator = self._iterator
-        if iterator is None:
-            iterator = self._iterator = iter(self._loader)
-            self._resuming = False
-        try:
-            item = next(iterator)
-        except StopIteration:
             self._iterator = None
             raise
+        self._count_item()
+        return item
+
+    def _count_item(self) -> None:
         self._iteration += 1
         if self._bar is not None:
             self._bar.step()
-        return item
 
     def _next_pass(self) -> Any:
         """The first item of a new ``iter(loader)``, or raise `StopIteration`: the data is over."""

@@ -24,7 +24,9 @@ __all__ = [
     "Snapshot",
     "SourceState",
     "Transform",
+    "check_sharding",
     "plain_state",
+    "require_items",
     "require_iterator",
     "require_positive",
     "snapshot",
@@ -253,3 +255,30 @@ def require_positive(value: Any, owner: str, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{owner}: {name} must be a positive int, got {name}={value}")
     return value
+
+
+def check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
+    """Check `num_instances` (an int >= 1) and `instance_rank` (in ``range(num_instances)``)."""
+    require_positive(num_instances, owner, "num_instances")
+    if isinstance(instance_rank, bool) or not isinstance(instance_rank, int):
+        raise ArgumentTypeError(
+            f"{owner}: instance_rank must be an int, got {instance_rank!r} "
+            f"({type(instance_rank).__name__})"
+        )
+    if not 0 <= instance_rank < num_instances:
+        raise ValueError(
+            f"{owner}: instance_rank must be in range(num_instances), "
+            f"got instance_rank={instance_rank} with num_instances={num_instances}"
+        )
+
+
+def require_items(owner: str, items: Any) -> int:
+    """Return ``len(items)`` after checking that `items` is a non-empty sized collection."""
+    if not hasattr(items, "__len__"):
+        raise ArgumentTypeError(
+            f"{owner}: source_items must be a list or sequence, got {type(items).__name__}"
+        )
+    size = len(items)
+    if size == 0:
+        raise ValueError(f"{owner}: source_items must not be empty")
+    return size

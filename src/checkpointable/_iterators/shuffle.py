@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from itertools import islice
 from random import Random
 from typing import Any
 
-from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._errors import IncompatibleStateError
 from .._state import random_state_from_list, state_int
 from .base import (
     CheckpointableIterator,
@@ -18,9 +17,8 @@ from .base import (
     require_positive,
     snapshot,
 )
-from .transforms import require_callable
 
-__all__ = ["BlockwiseShuffleIterator", "BucketedReadaheadBatchIterator", "BufferedShuffleIterator"]
+__all__ = ["BlockwiseShuffleIterator", "BufferedShuffleIterator"]
 
 _EMPTY = object()  # an empty buffer slot; None is an ordinary item
 _NEVER = 1 << 62  # birth of an empty slot: later than any real item
@@ -285,139 +283,3 @@ class BlockwiseShuffleIterator(Transform):
                     f"{len(block)} items; it was saved over other data"
                 )
             self._offset = offset
-
-
-class BucketedReadaheadBatchIterator(Transform):
-    """Reads `read_ahead` items, sorts them by `key`, cuts them into batches, shuffles the batches.
-
-    Infinibatch's algorithm and order (after Marian NMT's BatchGenerator): the sort is stable and
-    longest first, so earlier randomisation is kept apart from the grouping; `batch_size` is an
-    int or a function of a batch's first item; `boundary_key` starts a new batch whenever its
-    value changes; with `shuffle` the batches of each read-ahead are shuffled by one
-    ``Random(seed)``.
-
-    State: ``{"read_ahead", "shuffle", "seed", "source", "random_state", "num_served"}``: the
-    source's position and RNG state at the start of the current read-ahead, and how many of its
-    batches were served. Restoring re-reads that read-ahead: a bounded replay of at most
-    `read_ahead` items.
-
-    >>> from checkpointable.iterators import NativeCheckpointableIterator
-    >>> words = NativeCheckpointableIterator(["a", "bbb", "cc", "dddd", "e"])
-    >>> list(BucketedReadaheadBatchIterator(words, read_ahead=5, key=len, batch_size=2,
-    ...                                     shuffle=False))
-    [['dddd', 'bbb'], ['cc', 'a'], ['e']]
-    """
-
-    _POSITION_KEYS = ("source", "random_state", "num_served")
-    _transient = ("_batches",)
-
-    def __init__(
-        self,
-        source_iterator: CheckpointableIterator,
-        read_ahead: int,
-        key: Callable[[Any], Any] | None,
-        batch_size: int | Callable[[Any], int],
-        boundary_key: Callable[[Any], Any] | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-    ):
-        super().__init__(source_iterator)
-        name = type(self).__name__
-        self._read_ahead = require_positive(read_ahead, name, "read_ahead")
-        self._key = require_callable(key, name, "key", optional=True)
-        if not callable(batch_size):
-            require_positive(batch_size, name, "batch_size")
-        elif isinstance(batch_size, type):
-            raise ArgumentTypeError(f"{name}: batch_size must be an int or a function")
-        self._batch_size = batch_size
-        self._boundary_key = require_callable(boundary_key, name, "boundary_key", optional=True)
-        self._shuffle = bool(shuffle)
-        self._seed = seed
-        self._random = Random(seed)
-        self._batches: list[list[Any]] = []
-        self._served = 0
-        self._last_read = False  # the current read-ahead reached the end of the source
-        self._start: tuple[SourceState, tuple[Any, ...]] | None = None
-        self._restore(None)
-
-    def __next__(self) -> list[Any]:
-        while self._served >= len(self._batches):
-            if self._last_read:
-                raise StopIteration
-            self._read()
-        batch = self._batches[self._served]
-        self._served += 1
-        return batch
-
-    def _read(self) -> None:
-        source = self._source_iterator
-        self._start = (snapshot(source), self._random.getstate())
-        items = list(islice(source, self._read_ahead))
-        self._last_read = len(items) < self._read_ahead
-        batches = self._make_batches(items)
-        if self._shuffle:
-            self._random.shuffle(batches)
-        self._batches, self._served = batches, 0
-
-    def _make_batches(self, items: list[Any]) -> list[list[Any]]:
-        if self._key is not None:
-            items.sort(key=self._key, reverse=True)
-        batches: list[list[Any]] = []
-        batch: list[Any] = []
-        limit = 0
-        boundary: Any = None
-        for item in items:
-            if self._boundary_key is not None:
-                value = self._boundary_key(item)
-                if value is None:
-                    raise ValueError(
-                        f"{type(self).__name__}: boundary_key returned None for {item!r}; "
-                        "it must return a value other than None"
-                    )
-                if batch and value != boundary:
-                    batches.append(batch)
-                    batch = []
-                boundary = value
-            if not batch:
-                limit = self._batch_size(item) if callable(self._batch_size) else self._batch_size
-            batch.append(item)
-            if len(batch) >= limit:
-                batches.append(batch)
-                batch = []
-        if batch:
-            batches.append(batch)
-        return batches
-
-    def _config(self) -> dict[str, Any]:
-        return {"read_ahead": self._read_ahead, "shuffle": self._shuffle, "seed": self._seed}
-
-    def _position(self) -> dict[str, Any]:
-        if self._start is None:
-            source, random_state = snapshot(self._source_iterator), self._random.getstate()
-        else:
-            source, random_state = self._start
-        return {
-            "source": source,
-            "random_state": RandomState(random_state) if self._shuffle else None,
-            "num_served": self._served,
-        }
-
-    def _restore(self, state: dict[str, Any] | None) -> None:
-        self._batches, self._served, self._last_read, self._start = [], 0, False, None
-        if state is None:
-            self._source_iterator.setstate(None)
-            self._random.seed(self._seed)
-            return
-        name = type(self).__name__
-        served = state_int(name, state, "num_served")
-        self._source_iterator.setstate(state["source"])
-        if self._shuffle:
-            self._random.setstate(random_state_from_list(state["random_state"], name))
-        if served:
-            self._read()
-            if served > len(self._batches):
-                raise IncompatibleStateError(
-                    f"{name}: the state served {served} batches of a read-ahead that makes only "
-                    f"{len(self._batches)}; it was saved over other data"
-                )
-            self._served = served

@@ -37,7 +37,8 @@ __all__ = [
 
 
 def load_main_process_states(loader: Any) -> None:
-    """Give the generators, the sampler (and, without workers, the dataset) their states."""
+    """Give the generators (and, without workers, the dataset) their states; a stateful sampler
+    got its state in `StatefulDataLoader.load_state_dict` already."""
     state, plan = loader._state, loader._plan
     generator = loader._reader.loader_generator
     if generator is not None and state.loader_generator_state is not None:
@@ -46,8 +47,6 @@ def load_main_process_states(loader: Any) -> None:
     if sampler_generator is not None and not state.in_epoch and state.generator_state:
         # between epochs: the next epoch draws from the generator as it was
         sampler_generator.set_state(decode_generator_state(state.generator_state))
-    if plan is not None and plan.kind == STATEFUL:
-        plan.sampler.load_state_dict(state.sampler_state)
     if loader.num_workers == 0 and loader._dataset_stateful:
         entries = state.dataset_states if loader._kind == "map" else state.streams
         assert entries is not None
@@ -211,7 +210,9 @@ class Reader:
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
     state.end_epoch()
     if plan is not None and plan.kind == STATEFUL:
-        state.sampler_state = plan.capture()
+        # The last delivered task's draw, or the draw that found nothing, ran the indices out:
+        # the recorded state is the one from before it (see `indices`).
+        state.sampler_exhausted = True
     if pool is not None:
         pool.shutdown()
 

@@ -7,15 +7,17 @@
   at the same moments as torch (so an uninterrupted run equals torch's), and seeks to a position
   by regenerating the epoch's permutation from the recorded seed or generator state: one
   ``randperm`` per pass over the dataset, whatever the position;
-- a sampler or batch sampler with ``state_dict`` / ``load_state_dict``: its own state, captured
-  right after each batch's indices are drawn, is loaded back, nothing is replayed. Whether the
-  epoch's indices had run out by then is kept with it (a draw came up short, or a batch sampler
-  with a length gave that many batches), so that a sampler which resets itself when it runs
-  out does not start a new pass inside the resumed epoch. (Replaying the last draw instead
-  would be wrong for an elastic sampler resumed on another world size, whose next batch is then
-  another share of the remaining samples.) A batch sampler without ``__len__`` that resets
-  itself after its last batch is the one case left: a state saved right after that batch
-  starts its next pass.
+- a sampler or batch sampler with ``state_dict`` / ``load_state_dict``: its own state, taken
+  right after each batch's indices are drawn, is loaded back, and nothing is replayed (a replayed
+  draw would be wrong for an elastic sampler resumed on another world size: there the next
+  batch is another share of the remaining samples). Once the epoch's indices have run out (a
+  draw came up short or found nothing, or a batch sampler with a length gave that many
+  batches), the state kept is the one from *before* the draw that ran them out, marked
+  ``exhausted``, and loading it runs the sampler to its end again, discarding the indices: the
+  sampler is then exactly as the uninterrupted run left it, whether it resets itself when it
+  runs out or starts its next pass at its next ``iter()``. A batch sampler without ``__len__``
+  that resets itself after its last full batch is the one case left: a state saved right after
+  that batch starts its next pass.
 - any other sampler: iterated again from the start of the epoch and its indices discarded up to
   the position (a replay of indices, never of data, costing O(position)). When the sampler has a
   ``generator`` attribute holding a `torch.Generator`, that generator's state at the start of the
@@ -129,6 +131,13 @@ class IndexPlan:
         """The stateful sampler's own state, as it gives it."""
         return self.sampler.state_dict()
 
+    def restore(self, sampler_state: Any, exhausted: bool) -> None:
+        """Load a stateful sampler's state; an `exhausted` one is run to its end again."""
+        self.sampler.load_state_dict(sampler_state)
+        if exhausted:
+            for _ in self.sampler:
+                pass
+
 
 class EpochIndices(Iterator[Any]):
     """The index lists (or single indices) of one epoch, from a position on, drawn lazily.
@@ -177,8 +186,12 @@ class EpochIndices(Iterator[Any]):
         self._stream: IndexStream | None = None
         self._tasks: Iterator[Any] | None = None
         self._opened = False
-        # A resumed user sampler is positioned now, so that the next draw is the next task's.
-        if plan.kind in (STATEFUL, REPLAY) and (plan.iter_at_start or start > 0):
+        # A resumed user sampler is positioned now, so that the next draw is the next task's; a
+        # stateful sampler's iterator is taken now, so that the state the loader takes at the
+        # epoch's start is the new pass's (a sampler may start over only at its next iter()).
+        if (plan.kind == STATEFUL and not exhausted) or (
+            plan.kind == REPLAY and (plan.iter_at_start or start > 0)
+        ):
             self._open()
 
     def __next__(self) -> Any:

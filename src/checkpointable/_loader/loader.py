@@ -206,6 +206,9 @@ class StatefulDataLoader(DataLoader[Any]):
         """
         self._state.load(state_dict)
         self._stop_epoch()
+        if self._plan is not None and self._plan.kind == STATEFUL:
+            # now, so that a set_epoch() the script calls before iter(loader) applies after it
+            self._plan.restore(self._state.sampler_state, self._state.sampler_exhausted)
         if self._pool is not None:  # persistent workers hold the old position: start afresh
             self._pool.shutdown()
             self._pool = None
@@ -249,8 +252,6 @@ class StatefulDataLoader(DataLoader[Any]):
             if state.in_epoch:  # the previous epoch was abandoned
                 state.end_epoch()
             state.start_epoch(carry=self.persistent_workers and workers > 0)
-            if plan is not None and plan.kind == STATEFUL:
-                state.sampler_state = plan.capture()
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
             # A stateful sampler's state is the one from after the last delivered task's draw.
@@ -261,6 +262,8 @@ class StatefulDataLoader(DataLoader[Any]):
             indices = EpochIndices(
                 plan, state.seed, state.generator_state, start, state, exhausted, drawn
             )
+            if stateful and not continuing:  # the new pass's state, its iterator taken
+                state.sampler_state = plan.capture()
         if not continuing:
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None

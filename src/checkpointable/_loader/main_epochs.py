@@ -13,7 +13,14 @@ from .indices import EpochIndices
 from .state import LoaderState
 from .streams import Stream
 
-__all__ = ["MainMapEpoch", "MainStreamEpoch"]
+__all__ = ["MainMapEpoch", "MainStreamEpoch", "record_sampler"]
+
+
+def record_sampler(state: LoaderState, before: Any, after: Any, exhausted: bool) -> None:
+    """Keep a stateful sampler's position as of the task just delivered (see `indices`): its
+    state after the task's draw, or, once its indices ran out, the one before that draw."""
+    state.sampler_state = before if exhausted else after
+    state.sampler_exhausted = exhausted
 
 
 class _MainEpoch(Iterator[Any]):
@@ -39,8 +46,8 @@ class MainMapEpoch(_MainEpoch):
         indices: the epoch's index lists, positioned at ``state.batches``.
         fetch: reads and collates one index list (and pins it when asked).
         finish: called once when the epoch ends.
-        capture: reads a stateful sampler's state, or None; called after each draw, and the
-            state from after the last delivered batch's draw is the one saved.
+        capture: reads a stateful sampler's state, or None; called before and after each draw
+            (see `record_sampler`).
     """
 
     def __init__(
@@ -62,9 +69,13 @@ class MainMapEpoch(_MainEpoch):
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
+        before = self._capture() if self._capture is not None else None
+        ran_out = self._indices.exhausted  # the last delivered draw ran the indices out already
         try:
             task = next(self._indices)
         except StopIteration:
+            if self._capture is not None and not ran_out:
+                record_sampler(self._state, before, None, True)
             self._end()
             raise
         after = self._capture() if self._capture is not None else None
@@ -75,21 +86,20 @@ class MainMapEpoch(_MainEpoch):
         finally:  # a failed batch counts as delivered, as torch moves past it
             self._state.deliver(position)
             if self._capture is not None:
-                self._state.sampler_state = after
-                self._state.sampler_exhausted = self._indices.exhausted
+                record_sampler(self._state, before, after, self._indices.exhausted)
             self._absorb()
 
     def _absorb(self) -> None:
         """Draw past the positions already delivered, so the sampler sits at the next batch."""
         while self._skip and self._position in self._skip:
             self._skip.discard(self._position)
+            before = self._capture() if self._capture is not None else None
             try:
                 next(self._indices)
             except StopIteration:
                 return
             if self._capture is not None:
-                self._state.sampler_state = self._capture()
-                self._state.sampler_exhausted = self._indices.exhausted
+                record_sampler(self._state, before, self._capture(), self._indices.exhausted)
             self._position += 1
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .indices import EpochIndices, IndexPlan
+from .main_epochs import record_sampler
 from .pool import WorkerPool
 from .state import LoaderState
 from .worker import END, ERROR
@@ -26,9 +27,9 @@ _SKIP = object()  # a settled task without a batch to deliver (an exhausted stre
 class MapTasks:
     """Map style: task ids are positions in the epoch; in order, position p goes to worker p % N.
 
-    A stateful sampler's state is captured right after each task's indices are drawn and kept
-    with the task; the state written is the one from after the draw of the task just below the
-    low watermark, with whether the index lists had run out by then.
+    A stateful sampler's state is captured right before and right after each task's indices are
+    drawn and kept with the task; the position written is the one of the task just below the
+    low watermark (see `record_sampler`).
     """
 
     def __init__(
@@ -48,15 +49,15 @@ class MapTasks:
         self._capture = capture
         self._next = state.batches
         self._skip = set(state.beyond)
-        self._captured: dict[
-            int, tuple[Any, bool]
-        ] = {}  # position -> (state, exhausted) after its draw
+        # position -> a stateful sampler's (state before, state after, exhausted) of its draw
+        self._captured: dict[int, tuple[Any, Any, bool]] = {}
         self._exhausted = False
 
     def next_task(self, load: list[int]) -> tuple[int, int, Any] | None:
         if self._exhausted:
             return None
         while True:
+            before = self._plan.capture() if self._capture else None
             try:
                 task = next(self._indices)
             except StopIteration:
@@ -65,7 +66,8 @@ class MapTasks:
             position = self._next
             self._next += 1
             if self._capture:
-                self._captured[position] = (self._plan.capture(), self._indices.exhausted)
+                after = self._plan.capture()
+                self._captured[position] = (before, after, self._indices.exhausted)
             if position not in self._skip:
                 break
         if self._in_order:
@@ -83,7 +85,7 @@ class MapTasks:
         before = state.batches
         state.deliver(position)
         if self._capture and state.batches != before:
-            state.sampler_state, state.sampler_exhausted = self._captured[state.batches - 1]
+            record_sampler(state, *self._captured[state.batches - 1])
             for key in range(before - 1, state.batches - 1):
                 self._captured.pop(key, None)
         if dataset_state is not None and state.dataset_states is not None:
