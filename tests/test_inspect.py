@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import checkpointable
+from checkpointable import ResumableDistributedSampler, StatefulDataLoader, Stream
 from checkpointable._inspect import main as inspect_main
 from checkpointable.iterators import (
     BlockwiseShuffleIterator,
@@ -29,22 +30,62 @@ def pipeline_state() -> dict:
     return it.state_dict()
 
 
-def leaves(value, prefix=""):
-    """(key, value) of every scalar field, as the printer shows them."""
+def leaves(value, key=""):
+    """(key, value) of every scalar field, keyed as the printer shows them."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            yield from leaves(item, key)
+        for name, item in value.items():
+            yield from leaves(item, name)
+    elif isinstance(value, list) and any(isinstance(x, dict | list) for x in value):
+        if key == "random_state":
+            yield key, value
+            return
+        for index, item in enumerate(value):
+            yield from leaves(item, f"[{index}]")
     else:
-        yield prefix, value
+        yield key, value
 
 
-def test_prints_every_field_of_a_pipeline_state(tmp_path, capsys):
-    state = pipeline_state()
+def sampler_state() -> dict:
+    sampler = ResumableDistributedSampler(range(10), num_replicas=2, rank=0, batch_size=2)
+    sampler.set_epoch(1)
+    iterator = iter(sampler)
+    next(iterator), next(iterator)
+    return sampler.state_dict()
+
+
+def loader_state() -> dict:
+    loader = StatefulDataLoader(list(range(10)), batch_size=3, shuffle=True)
+    batches = iter(loader)
+    next(batches)
+    return loader.state_dict()
+
+
+def stream_state() -> dict:
+    stream = Stream(StatefulDataLoader(list(range(10)), batch_size=3, shuffle=True))
+    epoch = next(stream.epochs(2, progress_bar=False))
+    next(epoch)
+    return stream.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "where"),
+    [
+        (pipeline_state, "FixedBatchIterator", None),
+        (sampler_state, "ResumableDistributedSampler", "epoch 1, 2 samples of the epoch drawn, "
+         "global progress 4 (all ranks)"),
+        (loader_state, "StatefulDataLoader", "epoch 0, 1 batches of the epoch delivered"),
+        (stream_state, "Stream", "epoch 1, iteration 1, item 1 of 4 in the epoch, loader at "
+         "epoch 0, 1 batches of the epoch delivered"),
+    ],
+)  # fmt: skip
+def test_prints_every_field_of_a_state(tmp_path, capsys, make, kind, where):
+    state = make()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "data": state}, path)
     assert inspect_main(str(path)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("data: FixedBatchIterator (version 1, ")
+    assert out.startswith(f"data: {kind} (version 1, ")
+    assert (f"\n  where: {where}\n" in out) if where else "where:" not in out
     for key, value in leaves(state):
         if key == "random_state":
             assert f"random_state: <random.Random state v3: 625 words {value[1][1]}," in out

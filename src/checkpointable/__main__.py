@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         from ._inspect import main as inspect_main
 
-        return inspect_main(args.path, args.key)
+        try:
+            return inspect_main(args.path, args.key)
+        except BrokenPipeError:  # the output was piped into a reader that stopped (head)
+            sys.stderr.close()
+            return 0
     from ._demo.cli import run
 
     return run(args)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["find_states", "format_state", "load_checkpoint", "main"]
+__all__ = ["find_states", "format_state", "load_checkpoint", "main", "summary"]
 
 # What our own states say in "type": the package's classes.
 _KNOWN_SUFFIXES = ("Iterator", "Sampler", "DataLoader", "Stream", "Dataset")
@@ -105,6 +105,34 @@ def _format(value: Any, indent: str, prefix: str, lines: list[str]) -> None:
         lines.append(f"{prefix}{_scalar(value)}")
 
 
+def summary(state: dict[str, Any]) -> str:
+    """The position a state records, in words: epoch, iteration, place in the epoch, entries."""
+    parts: list[str] = []
+    if isinstance(state.get("epoch"), int):
+        parts.append(f"epoch {state['epoch']}")
+    if isinstance(state.get("iteration"), int):
+        parts.append(f"iteration {state['iteration']}")
+    if state.get("in_epoch") is False:
+        parts.append("between epochs")
+    elif isinstance(state.get("epoch_items"), int):
+        size = state.get("epoch_size")
+        parts.append(f"item {state['epoch_items']} of {size or 'an endless'} in the epoch")
+    elif isinstance(state.get("batches"), int):
+        parts.append(f"{state['batches']} batches of the epoch delivered")
+    if isinstance(state.get("position"), int):
+        parts.append(f"{state['position']} samples of the epoch drawn")
+    if isinstance(state.get("progress"), int):
+        parts.append(f"global progress {state['progress']} (all ranks)")
+    for key, what in (("dataset_states", "per-worker dataset states"), ("streams", "streams")):
+        entries = state.get(key)
+        if isinstance(entries, list) and entries:
+            parts.append(f"{len(entries)} {what}")
+    loader = state.get("loader")
+    if isinstance(loader, dict) and summary(loader):
+        parts.append(f"loader at {summary(loader)}")
+    return ", ".join(parts)
+
+
 def _header(value: Any) -> str:
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return f"  ({value['type']})"
@@ -176,6 +204,9 @@ def main(path: str, key: str | None = None, out: TextIO | None = None) -> int:
         kind = state.get("type", "state")
         version = state.get("version", "-")
         print(f"{where}: {kind} (version {version}, {_size(state)})", file=out)
+        position = summary(state)
+        if position:
+            print(f"  where: {position}", file=out)
         for line in format_state(state):
             print("  " + line, file=out)
     return 0
