@@ -8,10 +8,17 @@ from typing import Any
 import pytest
 import torch
 
-from checkpointable import IncompatibleStateError
+from checkpointable import IncompatibleStateError, ResumableRandomSampler
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import items_equal
-from tests._loader_data import CountingNoise, Slow, Squares, StatefulPartitioned, sharded
+from tests._loader_data import (
+    CountingNoise,
+    CountingSampler,
+    Slow,
+    Squares,
+    StatefulPartitioned,
+    sharded,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
@@ -144,3 +151,39 @@ def test_out_of_order_iterable_styles_stay_exactly_once(kind):
     items = [int(i) for batch in head + rest for i in batch]
     assert sorted(items) == list(range(37))
     assert len(state["streams"]) == (5 if kind == "sharded" else 2)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sampler", ["counting", "resumable"])
+def test_out_of_order_delivery_with_a_stateful_sampler_stays_exactly_once(sampler):
+    """A resetting user sampler and our resumable one, two epochs, resumed with 0 workers."""
+    n = 23
+
+    def build(num_workers: int) -> StatefulDataLoader:
+        chosen = (
+            CountingSampler(n, seed=3)
+            if sampler == "counting"
+            else (ResumableRandomSampler(Slow(n), seed=3))
+        )
+        return StatefulDataLoader(
+            Slow(n), batch_size=2, sampler=chosen, num_workers=num_workers,
+            in_order=num_workers == 0, prefetch_factor=4 if num_workers else None,
+        )  # fmt: skip
+
+    loader = build(2)
+    first_epoch = _ids(list(loader))
+    seen: list[Any] = []
+    state = None
+    for batch in loader:  # the second epoch
+        seen.append(batch)
+        candidate = loader.state_dict()
+        if candidate["delivered_beyond"] and len(seen) >= 4:
+            state = candidate
+            break
+    loader.close()
+    assert state is not None, "no batch was delivered out of order: the test proves nothing"
+    with build(0) as resumed:
+        resumed.load_state_dict(state)
+        rest = _ids(list(resumed))
+        third_epoch = _ids(list(resumed))
+    assert sorted(first_epoch) == sorted(_ids(seen) + rest) == sorted(third_epoch) == list(range(n))
