@@ -84,7 +84,8 @@ def train(args: argparse.Namespace) -> None:
     max_epoch = -(-args.steps // args.epoch_size)
     loss_fn = torch.nn.CrossEntropyLoss()
     bar = {"desc": args.label, "leave": False}
-    for epoch in stream.epochs(max_epoch, args.epoch_size, bar, progress_bar=args.progress):
+    shown = None if args.progress else False  # None: on a terminal only
+    for epoch in stream.epochs(max_epoch, args.epoch_size, bar, progress_bar=shown):
         for batch in epoch:
             step = stream.iteration
             other = next(text_batches)
