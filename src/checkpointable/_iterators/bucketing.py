@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import islice
-from random import Random
 from typing import Any
 
-from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._state import random_state_from_list, state_int
-from .base import (
-    CheckpointableIterator,
-    RandomState,
-    SourceState,
-    Transform,
-    require_positive,
-    snapshot,
-)
+from .._errors import ArgumentTypeError
+from .base import CheckpointableIterator, require_positive
 from .transforms import require_callable
+from .window import WindowTransform
 
 __all__ = ["BucketedReadaheadBatchIterator"]
 
 
-class BucketedReadaheadBatchIterator(Transform):
+class BucketedReadaheadBatchIterator(WindowTransform):
     """Reads `read_ahead` items, sorts them by `key`, cuts them into batches, shuffles the batches.
 
     Infinibatch's algorithm and order (after Marian NMT's BatchGenerator): the sort is stable and
@@ -44,6 +36,8 @@ class BucketedReadaheadBatchIterator(Transform):
     """
 
     _POSITION_KEYS = ("source", "random_state", "num_served")
+    _SERVED = "num_served"
+    _WINDOW = "read-ahead"
     _transient = ("_batches",)
 
     def __init__(
@@ -56,7 +50,7 @@ class BucketedReadaheadBatchIterator(Transform):
         shuffle: bool = True,
         seed: int = 0,
     ):
-        super().__init__(source_iterator)
+        super().__init__(source_iterator, seed)
         name = type(self).__name__
         self._read_ahead = require_positive(read_ahead, name, "read_ahead")
         self._key = require_callable(key, name, "key", optional=True)
@@ -67,32 +61,38 @@ class BucketedReadaheadBatchIterator(Transform):
         self._batch_size = batch_size
         self._boundary_key = require_callable(boundary_key, name, "boundary_key", optional=True)
         self._shuffle = bool(shuffle)
-        self._seed = seed
-        self._random = Random(seed)
         self._batches: list[list[Any]] = []
-        self._served = 0
         self._last_read = False  # the current read-ahead reached the end of the source
-        self._start: tuple[SourceState, tuple[Any, ...]] | None = None
         self._restore(None)
+
+    @property
+    def _randomised(self) -> bool:
+        return self._shuffle
 
     def __next__(self) -> list[Any]:
         while self._served >= len(self._batches):
             if self._last_read:
                 raise StopIteration
-            self._read()
+            self._read_window()
         batch = self._batches[self._served]
         self._served += 1
         return batch
 
-    def _read(self) -> None:
-        source = self._source_iterator
-        self._start = (snapshot(source), self._random.getstate())
-        items = list(islice(source, self._read_ahead))
+    def _read_window(self) -> None:
+        self._mark_window()
+        items = list(islice(self._source_iterator, self._read_ahead))
         self._last_read = len(items) < self._read_ahead
         batches = self._make_batches(items)
         if self._shuffle:
             self._random.shuffle(batches)
         self._batches, self._served = batches, 0
+
+    def _window_size(self) -> int:
+        return len(self._batches)
+
+    def _forget_window(self) -> None:
+        super()._forget_window()
+        self._batches, self._last_read = [], False
 
     def _make_batches(self, items: list[Any]) -> list[list[Any]]:
         if self._key is not None:
@@ -125,34 +125,3 @@ class BucketedReadaheadBatchIterator(Transform):
 
     def _config(self) -> dict[str, Any]:
         return {"read_ahead": self._read_ahead, "shuffle": self._shuffle, "seed": self._seed}
-
-    def _position(self) -> dict[str, Any]:
-        if self._start is None:
-            source, random_state = snapshot(self._source_iterator), self._random.getstate()
-        else:
-            source, random_state = self._start
-        return {
-            "source": source,
-            "random_state": RandomState(random_state) if self._shuffle else None,
-            "num_served": self._served,
-        }
-
-    def _restore(self, state: dict[str, Any] | None) -> None:
-        self._batches, self._served, self._last_read, self._start = [], 0, False, None
-        if state is None:
-            self._source_iterator.setstate(None)
-            self._random.seed(self._seed)
-            return
-        name = type(self).__name__
-        served = state_int(name, state, "num_served")
-        self._source_iterator.setstate(state["source"])
-        if self._shuffle:
-            self._random.setstate(random_state_from_list(state["random_state"], name))
-        if served:
-            self._read()
-            if served > len(self._batches):
-                raise IncompatibleStateError(
-                    f"{name}: the state served {served} batches of a read-ahead that makes only "
-                    f"{len(self._batches)}; it was saved over other data"
-                )
-            self._served = served

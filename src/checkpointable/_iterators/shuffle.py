@@ -17,6 +17,7 @@ from .base import (
     require_positive,
     snapshot,
 )
+from .window import WindowTransform
 
 __all__ = ["BlockwiseShuffleIterator", "BufferedShuffleIterator"]
 
@@ -196,7 +197,7 @@ class BufferedShuffleIterator(Transform):
         self._count = count
 
 
-class BlockwiseShuffleIterator(Transform):
+class BlockwiseShuffleIterator(WindowTransform):
     """Shuffles consecutive blocks of `block_size` items, in infinibatch's order.
 
     Blocks are read like ``FixedBatchIterator(source_iterator, block_size)`` (the last may be
@@ -215,71 +216,41 @@ class BlockwiseShuffleIterator(Transform):
     """
 
     _POSITION_KEYS = ("source", "random_state", "offset")
+    _SERVED = "offset"
+    _WINDOW = "block"
     _transient = ("_block",)
 
     def __init__(
         self, source_iterator: CheckpointableIterator, block_size: int, seed: int | None = 0
     ):
-        super().__init__(source_iterator)
+        super().__init__(source_iterator, seed)
         self._block_size = require_positive(block_size, type(self).__name__, "block_size")
-        self._seed = seed
-        self._random = Random(seed)
         self._block: list[Any] = []
-        self._offset = 0
-        self._block_start: tuple[SourceState, tuple[Any, ...]] | None = None
         self._restore(None)
 
     def __next__(self) -> Any:
-        offset = self._offset
+        served = self._served
         block = self._block
-        if offset >= len(block):
-            block = self._read_block()
-            offset = 0
-        self._offset = offset + 1
-        return block[offset]
+        if served >= len(block):
+            self._read_window()
+            if not self._block:
+                raise StopIteration
+            block, served = self._block, 0
+        self._served = served + 1
+        return block[served]
 
-    def _read_block(self) -> list[Any]:
-        source = self._source_iterator
-        start = (snapshot(source), self._random.getstate())
-        block = list(islice(source, self._block_size))
-        if not block:
-            raise StopIteration
+    def _read_window(self) -> None:
+        self._mark_window()
+        block = list(islice(self._source_iterator, self._block_size))
         self._random.shuffle(block)
-        self._block, self._block_start, self._offset = block, start, 0
-        return block
+        self._block, self._served = block, 0
+
+    def _window_size(self) -> int:
+        return len(self._block)
+
+    def _forget_window(self) -> None:
+        super()._forget_window()
+        self._block = []
 
     def _config(self) -> dict[str, Any]:
         return {"block_size": self._block_size, "seed": self._seed}
-
-    def _position(self) -> dict[str, Any]:
-        if self._block_start is None:  # no block read yet: the next starts here
-            source, random_state = snapshot(self._source_iterator), self._random.getstate()
-        else:
-            source, random_state = self._block_start
-        return {
-            "source": source,
-            "random_state": RandomState(random_state),
-            "offset": self._offset,
-        }
-
-    def _restore(self, state: dict[str, Any] | None) -> None:
-        self._block, self._block_start, self._offset = [], None, 0
-        if state is None:
-            self._source_iterator.setstate(None)
-            self._random.seed(self._seed)
-            return
-        name = type(self).__name__
-        offset = state_int(name, state, "offset")
-        self._source_iterator.setstate(state["source"])
-        self._random.setstate(random_state_from_list(state["random_state"], name))
-        if offset:
-            try:
-                block = self._read_block()
-            except StopIteration:
-                block = []
-            if offset > len(block):
-                raise IncompatibleStateError(
-                    f"{name}: the state is at item {offset} of a block that has only "
-                    f"{len(block)} items; it was saved over other data"
-                )
-            self._offset = offset
