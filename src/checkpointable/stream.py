@@ -190,11 +190,16 @@ class Stream:
         >>> stream.next()
         0
         """
+        self._reload()
+
+    def _reload(self) -> Iterator[Any]:
+        """`reload_iterator`, returning the new iterator."""
         if self._resuming:  # the saved stream's iterator, continued, is the one to replace
             iter(self._loader)
             self._resuming = False
-        self._iterator = iter(self._loader)
+        iterator = self._iterator = iter(self._loader)
         self._data_over = False
+        return iterator
 
     def next(self) -> Any:
         """Return the next item and add one to `iteration`.
@@ -242,10 +247,9 @@ class Stream:
 
     def _next_pass(self) -> Any:
         """The first item of a new ``iter(loader)``, or raise `StopIteration`: the data is over."""
-        self.reload_iterator()
-        assert self._iterator is not None
+        iterator = self._reload()
         try:
-            return next(self._iterator)
+            return next(iterator)
         except StopIteration:
             self._data_over = True
             raise StopIteration(

@@ -219,7 +219,8 @@ class ParallelMapIterator(Transform):
     def _next_chunk(self) -> None:
         """The last item of the current chunk was yielded: the position moves to the next."""
         ahead = self._ahead
-        assert ahead is not None  # a chunk without error always has one read ahead
+        if ahead is None:  # a chunk without error always has one read ahead
+            raise RuntimeError("ParallelMapIterator: no chunk was read ahead (an internal error)")
         self._chunk_state, self._offset = ahead.state, 0
         self._set_current(ahead)
 
@@ -263,7 +264,8 @@ class ParallelMapIterator(Transform):
 
     def _collect(self, task_id: int) -> tuple[list[Any], Any]:
         received, group = self._received, self._group
-        assert group is not None
+        if group is None:
+            raise RuntimeError("ParallelMapIterator: its workers are not running (internal error)")
         try:
             group.check()
             while task_id not in received:

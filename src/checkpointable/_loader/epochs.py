@@ -48,9 +48,8 @@ def load_main_process_states(loader: Any) -> None:
         # between epochs: the next epoch draws from the generator as it was
         sampler_generator.set_state(decode_generator_state(state.generator_state))
     if loader.num_workers == 0 and loader._dataset_stateful:
-        entries = state.dataset_states if loader._kind == "map" else state.streams
-        assert entries is not None
-        if not entries[0]["fresh"]:
+        entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
+        if entries and not entries[0]["fresh"]:
             loader.dataset.load_state_dict(entries[0]["state"])
 
 
@@ -91,11 +90,9 @@ def worker_epoch(
     """The iterator of an epoch read by workers, and its pool (reused if persistent and alive)."""
     state, plan, workers = loader._state, loader._plan, loader.num_workers
     persistent = loader.persistent_workers
-    if persistent and pool_alive:
-        pool = loader._pool
-        assert pool is not None
-        new_pool = False
-    else:
+    pool = loader._pool if persistent and pool_alive else None
+    new_pool = pool is None
+    if pool is None:
         if loader._pool is not None:
             loader._pool.shutdown()
         pool = WorkerPool(
@@ -105,13 +102,11 @@ def worker_epoch(
             loader.timeout,
             pin_device(loader),
         )
-        new_pool = True
     pool.begin_epoch(worker_starts(loader, new_pool, continuing))
     tasks: MapTasks | StreamTasks
     if indices is not None:
-        assert plan is not None
-        capture = plan.kind == STATEFUL
-        tasks = MapTasks(state, indices, plan, workers, loader.in_order, capture)
+        capture = indices.plan.kind == STATEFUL
+        tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
     elif loader._kind == "sharded":
         tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
     else:
@@ -125,7 +120,10 @@ def worker_epoch(
 def worker_spec(loader: Any) -> WorkerSpec:
     """What each worker of `loader` needs."""
     base_seed = loader._state.base_seed
-    assert base_seed is not None
+    if base_seed is None:  # drawn in __iter__ before the workers start
+        raise RuntimeError(
+            "StatefulDataLoader: no base seed drawn for the workers (internal error)"
+        )
     return WorkerSpec(
         kind=loader._kind,
         dataset=loader.dataset,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
@@ -209,8 +209,7 @@ class EpochIndices(Iterator[Any]):
             if self._length is not None and self._drawn >= self._length:
                 self.exhausted = True
             return task
-        stream = self._stream
-        assert stream is not None
+        stream = cast(IndexStream, self._stream)  # set by _open when there are no tasks
         size = self.plan.batch_size or 1
         items = stream.take(size)
         if len(items) < size:
@@ -275,9 +274,8 @@ class EpochIndices(Iterator[Any]):
             self._drawn += done
             ok = done == tasks
         else:
-            assert self._stream is not None
             wanted = tasks * (size or 1)
-            done = self._stream.skip(wanted)
+            done = cast(IndexStream, self._stream).skip(wanted)
             # A short skip is fine only when the last delivered batch was a partial one.
             ok = done == wanted or (
                 size is not None and not self.plan.drop_last and done > wanted - size
