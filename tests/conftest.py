@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.leaks import no_leaks_of_ours
 
 settings.register_profile(
     "default",
@@ -11,3 +16,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("default")
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail if the test leaves a process, thread or /dev/shm entry of its own (tests/leaks.py)."""
+    with no_leaks_of_ours():
+        yield

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from checkpointable.iterators import (
     ParallelMapIterator,
     PrefetchIterator,
 )
+from tests.leaks import child_pids, our_threads
 
 from . import workload
 
@@ -40,18 +40,7 @@ IDS = ["prefetch", "parallel_map"]
 
 def workers() -> set[object]:
     """Our worker processes and threads, and multiprocessing's queue feeder threads."""
-    processes = {p.pid for p in multiprocessing.active_children() if "checkpointable" in p.name}
-    names = ("checkpointable", "QueueFeederThread")
-    threads = {t for t in threading.enumerate() if t.name.startswith(names)}
-    return processes | threads
-
-
-@pytest.fixture
-def no_leaks():
-    before = workers()
-    yield
-    left = workers() - before
-    assert not left, f"left behind: {left}"
+    return set(child_pids()) | set(our_threads())
 
 
 @pytest.mark.timeout(60)
@@ -98,7 +87,9 @@ def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_lea
         victim = next(p for p in multiprocessing.active_children() if "checkpointable" in p.name)
         os.kill(victim.pid, signal.SIGKILL)
         with pytest.raises(
-            RuntimeError, match=r"worker process \(pid \d+\) was killed by signal SIGKILL"
+            RuntimeError,
+            match=r"Iterator worker \(pid \d+\) is killed by signal: Killed\. It was worker \d, "
+            r"killed by SIGKILL\..* restarts the workers",
         ):
             for _ in range(100_000):
                 head.append(next(it))

@@ -257,6 +257,20 @@ def require_positive(value: Any, owner: str, name: str) -> int:
     return value
 
 
+def check_flag(owner: str, name: str, value: Any) -> bool:
+    """Return `value` if it is a bool, else raise `ArgumentTypeError`."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{owner}: {name} must be a bool, got {value!r}")
+    return value
+
+
+def closed_error(owner: str) -> RuntimeError:
+    """The error of ``next()`` and ``setstate()`` after ``close()``, as in infinibatch."""
+    return RuntimeError(
+        f"{owner} has been closed; build a new pipeline and load a state into it to continue"
+    )
+
+
 def check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
     """Check `num_instances` (an int >= 1) and `instance_rank` (in ``range(num_instances)``)."""
     require_positive(num_instances, owner, "num_instances")

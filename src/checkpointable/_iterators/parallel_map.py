@@ -8,19 +8,14 @@ from itertools import islice
 from typing import Any
 
 from .._errors import IncompatibleStateError
+from .._runtime.context import check_context, for_worker, resolve_context, track
+from .._runtime.group import WorkerGroup
+from .._runtime.messages import Task, WorkerFailure, dumps
 from .._state import state_int
-from ._runtime import (
-    WorkerGroup,
-    check_context,
-    check_flag,
-    closed_error,
-    for_worker,
-    resolve_context,
-    track,
-)
-from ._workers import WorkerFailure, dumps, map_worker
-from .base import CheckpointableIterator, Transform, require_positive
+from .base import CheckpointableIterator, Transform, check_flag, closed_error, require_positive
+from .prefetch import EPILOGUE
 from .transforms import require_callable
+from .workers import map_worker
 
 __all__ = ["ParallelMapIterator"]
 
@@ -249,7 +244,7 @@ class ParallelMapIterator(Transform):
         return chunk
 
     def _submit(self, items: list[Any]) -> None:
-        task: Any = (self._next_task, items)
+        task: Any = Task(self._next_task, 0, items)
         if self._decode:
             try:
                 task = dumps(task)
@@ -269,9 +264,9 @@ class ParallelMapIterator(Transform):
         try:
             group.check()
             while task_id not in received:
-                done, outputs, failure = group.receive(self._results, self._decode)
-                if done >= self._first_valid_task:  # results of tasks dropped by a restore
-                    received[done] = (outputs, failure)
+                reply = group.receive(self._results, self._decode)
+                if reply.task >= self._first_valid_task:  # results of tasks dropped by a restore
+                    received[reply.task] = (reply.data, reply.failure)
         except BaseException:  # a dead worker, or interrupted mid-message: restart
             self._stop_pool()
             self._abandon()
@@ -286,7 +281,7 @@ class ParallelMapIterator(Transform):
             name, self._multiprocessing_context, self._use_threads, stacklevel=5
         )
         payload = for_worker(name, "transform", self._transform, context)
-        group = WorkerGroup(name, context)
+        group = WorkerGroup(name, context, epilogue=EPILOGUE)
         try:
             tasks = group.queue(sentinels=self._num_processes)
             results = group.queue()

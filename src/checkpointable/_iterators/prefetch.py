@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import pickle
-import queue
+import logging
 from typing import Any
 
+from .._runtime.channels import relay
+from .._runtime.context import check_context, for_worker, resolve_context, track
+from .._runtime.group import JOIN_SECONDS, WorkerGroup
+from .._runtime.messages import Kind
 from .._state import state_int
-from ._runtime import (
-    JOIN_SECONDS,
-    WorkerGroup,
-    check_context,
-    check_flag,
-    closed_error,
-    for_worker,
-    logger,
-    resolve_context,
-    track,
-)
-from ._workers import POLL_SECONDS, WorkerFailure, prefetch_worker, put
-from .base import CheckpointableIterator, Transform, require_positive
+from .base import CheckpointableIterator, Transform, check_flag, closed_error, require_positive
+from .workers import prefetch_worker
+
+logger = logging.getLogger("checkpointable")
 
 __all__ = ["PrefetchIterator"]
+
+#: What a death report adds: the iterator can go on.
+EPILOGUE = " The iterator keeps its last position, from which the next call restarts the workers."
 
 
 class PrefetchIterator(Transform):
@@ -173,14 +170,14 @@ class PrefetchIterator(Transform):
         except BaseException:  # a dead worker, or interrupted mid-message: restart next time
             self._stop()
             raise
-        if type(message) is tuple:
-            self._batch, self._marks = message
+        if message.kind is Kind.ITEMS and message.data:
+            self._batch, self._marks = message.data, message.state
             self._mark = 0
             self._mark_at = self._marks[0][0] if self._marks else -1
             return self.__next__()
         self._stop()
-        if isinstance(message, WorkerFailure):
-            message.reraise()
+        if message.failure is not None:
+            message.failure.reraise()
         self._exhausted = True
         raise StopIteration
 
@@ -197,7 +194,7 @@ class PrefetchIterator(Transform):
             source.setstate(self._source_state)
         self._positioned = False  # a thread moves it; a process reads a copy from here on
         payload = for_worker(name, "source_iterator", source, context)
-        group = WorkerGroup(name, context)
+        group = WorkerGroup(name, context, epilogue=EPILOGUE)
         try:
             in_main = context is not None and self._buffer_in_main_process
             # Two messages in flight at most: the worker gathers items into a batch meanwhile.
@@ -208,7 +205,7 @@ class PrefetchIterator(Transform):
             self._decode = context is not None
             if in_main:
                 local = group.queue(drain=True, local=True)  # bounded by the slots
-                group.start_thread(_fetch, (channel, local, group.stop), f"{name}-fetcher")
+                group.start_thread(relay, (channel, local, group.stop, _same), f"{name}-fetcher")
                 channel, self._decode = local, False
         except BaseException:
             group.shutdown()
@@ -269,16 +266,5 @@ class PrefetchIterator(Transform):
         }
 
 
-def _fetch(channel: Any, local: queue.Queue[Any], stop: Any) -> None:
-    """The fetcher thread of ``buffer_in_main_process``: worker's queue -> local buffer."""
-    while not stop.is_set():
-        try:
-            data = channel.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            continue
-        try:
-            message = pickle.loads(data)
-        except Exception as error:
-            message = WorkerFailure(error, "while unpickling an item of the PrefetchIterator")
-        if not put(local, message, stop, None) or type(message) is not tuple:
-            return
+def _same(message: Any) -> Any:
+    return message

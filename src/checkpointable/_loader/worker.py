@@ -2,31 +2,30 @@
 
 A worker seeds its RNGs as torch's workers do (``base_seed + worker_id`` for ``random`` and
 ``torch``, torch's seed sequence for numpy), sets the information ``get_worker_info()`` returns,
-runs ``worker_init_fn``, then serves messages from its own task queue:
+runs ``worker_init_fn`` and replies `Kind.READY` (with the failure of ``worker_init_fn``, if
+any), then serves the `Task` messages of its own task queue:
 
-- ``(EPOCH, generation, start)``: begin an epoch; `start` says which dataset state to load (map
-  style) or how to start each stream this worker reads (iterable style);
-- ``(TASK, generation, task_id, payload)``: produce one batch, from an index list (map style) or
-  from the stream numbered `payload` (iterable style); a task of an older generation (an epoch
-  the main process abandoned) is skipped;
+- a task that ``begin``s a generation: begin an epoch; its payload says which dataset state to
+  load (map style) or how to start each stream this worker reads (iterable style);
+- any other task: produce one batch, from an index list (map style) or from the stream
+  numbered by the payload (iterable style); a task of an older generation (an epoch the main
+  process abandoned) is skipped;
 - ``None``: exit.
 
-Each reply is pickled here, in the worker's main thread, so a batch that cannot be pickled is
-reported as an error instead of being lost in the queue's feeder thread (a hang). A reply is
-``(generation, task_id, worker_id, kind, data, state, exhausted)``: `kind` is `BATCH`, `END`
-(the stream has no batch left) or `ERROR` (`data` is then torch's ``ExceptionWrapper`` with the
-formatted traceback); `state` is the dataset's or stream's state when one is attached.
+Each `Reply` is pickled here, in the worker's main thread, so a batch that cannot be pickled is
+reported as an error instead of being lost in the queue's feeder thread (a hang). Its `kind` is
+`Kind.ITEMS` (a batch, or a failure: torch's ``ExceptionWrapper`` with the formatted traceback)
+or `Kind.END` (the stream has no batch left); its `state` is the dataset's or stream's state
+when one is attached.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
+import pickle
 import queue
 import random
 from dataclasses import dataclass
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch
@@ -34,17 +33,13 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data._utils import HAS_NUMPY
 from torch.utils.data._utils import worker as torch_worker
 
-from .._orphan import quiet_when_orphaned
+from .._runtime.channels import POLL_SECONDS
+from .._runtime.messages import Kind, Reply, Task, dumps
+from .._runtime.watch import ParentWatch, WorkerStop
 from .sharded import ShardedIterableDataset
 from .streams import Stream, fetch_map
 
-__all__ = ["BATCH", "END", "EPOCH", "ERROR", "IDLE_CHECK", "TASK", "WorkerSpec", "worker_loop"]
-
-TASK, EPOCH = 0, 1
-BATCH, END, ERROR = 0, 1, 2
-
-#: Seconds between checks that the parent process is still there, while a worker is idle.
-IDLE_CHECK = 1.0
+__all__ = ["WorkerSpec", "worker_loop"]
 
 
 @dataclass
@@ -75,12 +70,23 @@ class StreamStart:
 
 
 def worker_loop(
-    spec: WorkerSpec, worker_id: int, tasks: Any, results: Any, generation: Any
+    spec: WorkerSpec | bytes,
+    worker_id: int,
+    tasks: Any,
+    results: Any,
+    generation: Any,
+    watch: ParentWatch,
 ) -> None:
-    """The body of worker process `worker_id` (see the module's docstring)."""
+    """The body of worker process `worker_id` (see the module's docstring); `spec` arrives
+    pickled under spawn and forkserver."""
+    watch.attach(interrupt=True)
     # Ctrl-C reaches the whole process group: the main process reports it, the worker just exits.
-    with contextlib.suppress(KeyboardInterrupt):
-        _Worker(spec, worker_id, results).serve(tasks, generation)
+    with contextlib.suppress(KeyboardInterrupt, WorkerStop):
+        loaded: WorkerSpec = pickle.loads(spec) if isinstance(spec, bytes) else spec
+        worker = _Worker(loaded, worker_id, results)
+        worker.serve(tasks, generation, watch)
+    results.cancel_join_thread()  # the main process wants nothing more
+    watch.close()
 
 
 class _Worker:
@@ -89,7 +95,6 @@ class _Worker:
         self.worker_id = worker_id
         self.results = results
         self.where = f"in DataLoader worker process {worker_id}"
-        quiet_when_orphaned()
         torch.set_num_threads(1)
         seed = spec.base_seed + worker_id
         random.seed(seed)
@@ -102,36 +107,35 @@ class _Worker:
             id=worker_id, num_workers=spec.num_workers, seed=seed, dataset=spec.dataset
         )
         self.pending_error: ExceptionWrapper | None = None
+        failure = None
         try:
             if spec.worker_init_fn is not None:
                 spec.worker_init_fn(worker_id)
         except Exception:
-            self.pending_error = ExceptionWrapper(where=self.where)
+            failure = ExceptionWrapper(where=self.where)
         self.streams: dict[int, Stream] = {}
+        self._send(Reply(Kind.READY, worker=worker_id, failure=failure))
 
-    def serve(self, tasks: Any, generation: Any) -> None:
-        # The parent's end of a pipe closes when it dies (even before this worker got to run).
-        parent = multiprocessing.parent_process()
-        parent_pid = os.getppid()
+    def serve(self, tasks: Any, generation: Any, watch: ParentWatch) -> None:
         current = 0
         while True:
             try:
-                message = tasks.get(timeout=IDLE_CHECK)
+                task: Task | None = tasks.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if os.getppid() != parent_pid or (parent is not None and not parent.is_alive()):
+                if watch.gone():
                     return  # the main process is gone
                 continue
-            if message is None:
-                self.results.cancel_join_thread()  # the main process wants nothing more
+            if task is None:
                 return
-            if message[0] == EPOCH:
-                current = message[1]
-                self._begin(message[2])
+            if task.begin:
+                current = task.generation
+                self._begin(task.payload)
                 continue
-            _, task_generation, task_id, payload = message
-            if task_generation != current or task_generation < generation.value:
+            if task.generation != current or task.generation < generation.value:
                 continue  # a task of an epoch the main process abandoned
-            self._send(task_generation, task_id, self._run(payload))
+            reply = self._run(task.payload)
+            reply.task, reply.worker, reply.generation = task.task, self.worker_id, current
+            self._send(reply)
 
     def _begin(self, start: Any) -> None:
         """Begin an epoch: load the map-style dataset's state, or start this worker's streams."""
@@ -160,31 +164,33 @@ class _Worker:
         except Exception:
             self.pending_error = ExceptionWrapper(where=self.where)
 
-    def _run(self, payload: Any) -> tuple[int, Any, Any, bool]:
-        """Produce one task's reply: (kind, data, state, exhausted)."""
+    def _run(self, payload: Any) -> Reply:
+        """Produce one task's reply (its task, worker and generation are set by the caller)."""
         if self.pending_error is not None:
             error, self.pending_error = self.pending_error, None
-            return ERROR, error, None, False
+            return Reply(Kind.ITEMS, failure=error)
         spec = self.spec
         try:
             if spec.kind == "map":
                 batch = fetch_map(spec.dataset, payload, spec.auto_collation, spec.collate_fn)
                 state = spec.dataset.state_dict() if spec.dataset_stateful else None
-                return BATCH, batch, state, False
+                return Reply(Kind.ITEMS, data=batch, state=state)
             stream = self.streams[payload]
             try:
                 batch, state, exhausted = stream.next()
             except StopIteration:
-                return END, None, stream.final_state(), True
-            return BATCH, batch, state, exhausted
+                return Reply(Kind.END, state=stream.final_state(), exhausted=True)
+            return Reply(Kind.ITEMS, data=batch, state=state, exhausted=exhausted)
         except Exception:
-            return ERROR, ExceptionWrapper(where=self.where), None, False
+            return Reply(Kind.ITEMS, failure=ExceptionWrapper(where=self.where))
 
-    def _send(self, generation: int, task_id: int, reply: tuple[int, Any, Any, bool]) -> None:
-        head = (generation, task_id, self.worker_id)
+    def _send(self, reply: Reply) -> None:
         try:
-            payload = ForkingPickler.dumps((*head, *reply))
+            payload = dumps(reply)
         except Exception:
-            error = ExceptionWrapper(where=f"{self.where}, while pickling its batch for the queue")
-            payload = ForkingPickler.dumps((*head, ERROR, error, None, False))
-        self.results.put(bytes(payload))
+            reply.data, reply.state, reply.exhausted = None, None, False
+            reply.failure = ExceptionWrapper(
+                where=f"{self.where}, while pickling its batch for the queue"
+            )
+            payload = dumps(reply)
+        self.results.put(payload)

@@ -13,11 +13,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._runtime.messages import Kind, Reply
 from .indices import EpochIndices, IndexPlan
 from .main_epochs import record_sampler
 from .pool import WorkerPool
 from .state import LoaderState
-from .worker import END, ERROR
 
 __all__ = ["MapTasks", "StreamTasks", "WorkerEpoch"]
 
@@ -76,11 +76,11 @@ class MapTasks:
             worker = min(range(self._num_workers), key=load.__getitem__)
         return position, worker, task
 
-    def observe(self, message: tuple[Any, ...]) -> None:
+    def observe(self, reply: Reply) -> None:
         pass
 
-    def settle(self, message: tuple[Any, ...]) -> Any:
-        _, position, worker, kind, data, dataset_state, _ = message
+    def settle(self, reply: Reply) -> Any:
+        position, worker, dataset_state = reply.task, reply.worker, reply.state
         state = self._state
         before = state.batches
         state.deliver(position)
@@ -90,9 +90,9 @@ class MapTasks:
                 self._captured.pop(key, None)
         if dataset_state is not None and state.dataset_states is not None:
             state.dataset_states[worker] = {"state": dataset_state, "fresh": False}
-        if kind == ERROR:
-            data.reraise()
-        return data
+        if reply.failure is not None:
+            reply.failure.reraise()
+        return reply.data
 
 
 class StreamTasks:
@@ -123,21 +123,21 @@ class StreamTasks:
                 return task_id, self._owners[stream], stream
         return None
 
-    def observe(self, message: tuple[Any, ...]) -> None:
-        if message[3] == END or message[6]:
-            self._ended.add(self._stream_of[message[1]])
+    def observe(self, reply: Reply) -> None:
+        if reply.kind is Kind.END or reply.exhausted:
+            self._ended.add(self._stream_of[reply.task])
 
-    def settle(self, message: tuple[Any, ...]) -> Any:
-        _, task_id, _, kind, data, stream_state, exhausted = message
-        stream = self._stream_of.pop(task_id)
+    def settle(self, reply: Reply) -> Any:
+        stream_state, exhausted = reply.state, reply.exhausted
+        stream = self._stream_of.pop(reply.task)
         state = self._state
         entry = state.streams[stream]
         state.next_stream = (stream + 1) % len(state.streams)
-        if kind == ERROR:
-            data.reraise()
+        if reply.failure is not None:
+            reply.failure.reraise()
         if stream_state is not None:
             entry["state"], entry["fresh"], entry["replay"] = stream_state, False, 0
-        if kind == END:
+        if reply.kind is Kind.END:
             entry["ended"] = True
             return _SKIP
         if stream_state is None:
@@ -145,7 +145,7 @@ class StreamTasks:
         if exhausted:
             entry["ended"] = True
         state.batches += 1
-        return data
+        return reply.data
 
 
 class WorkerEpoch(Iterator[Any]):
@@ -177,7 +177,7 @@ class WorkerEpoch(Iterator[Any]):
         self._finish = finish
         self._generation = pool.generation
         self._order: deque[int] = deque()
-        self._arrived: dict[int, tuple[Any, ...]] = {}
+        self._arrived: dict[int, Reply] = {}
         self._load = [0] * pool.num_workers
         self._in_flight = 0
         self._done = False
@@ -202,11 +202,11 @@ class WorkerEpoch(Iterator[Any]):
             except BaseException:
                 self._done = True
                 raise
-            if message[0] != self._generation:
+            if message.generation != self._generation:
                 continue  # a reply to a task of an abandoned epoch
             self._tasks.observe(message)
             if self._in_order:
-                arrived[message[1]] = message
+                arrived[message.task] = message
             else:
                 batch = self._settle(message)
                 if batch is not _SKIP:
@@ -221,8 +221,8 @@ class WorkerEpoch(Iterator[Any]):
         if self._owns_pool:
             self._pool.shutdown()
 
-    def _settle(self, message: tuple[Any, ...]) -> Any:
-        self._load[message[2]] -= 1
+    def _settle(self, message: Reply) -> Any:
+        self._load[message.worker] -= 1
         self._in_flight -= 1
         try:
             return self._tasks.settle(message)

@@ -1,0 +1,107 @@
+"""Kill a consumer 0-10 ms after it starts the workers of a pipeline, many times over, then
+report the processes of ours still alive 5 s after the last kill.
+
+Usage: ``python orphans.py METHOD KIND TRIALS SEED``, with KIND ``prefetch`` (one worker) or
+``parallel_map`` (two workers). This process makes itself a child subreaper, so every orphan
+of a killed consumer becomes its child and can be found; it prints one JSON line:
+``{"trials": n, "left": [[pid, command], ...]}``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.iterators.workload import parallel_map_of, prefetch_of  # imported once, before forks
+
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_SECONDS = 5.0
+
+
+def consume(method: str, kind: str, ready: int) -> None:
+    """In a forked consumer: build the pipeline, say so, and start its workers."""
+    pipeline = prefetch_of(method) if kind == "prefetch" else parallel_map_of(method, processes=2)
+    os.write(ready, b"x")
+    next(pipeline)  # starts the workers; the kill comes meanwhile or soon after
+    time.sleep(60)
+
+
+def descendants(root: int) -> dict[int, str]:
+    """The live (not zombie) descendants of `root`, with their command lines."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            parents[int(entry.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                except OSError:
+                    command = b"?"
+                found[pid] = command.decode(errors="replace").strip()
+                frontier.append(pid)
+    return found
+
+
+def reap() -> None:
+    """Collect the exit status of every ended child (orphans are re-parented to us)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main() -> None:
+    method, kind, trials, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    chance = random.Random(seed)
+    for _ in range(trials):
+        ready, told = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready)
+            try:
+                consume(method, kind, told)
+            finally:
+                os._exit(0)
+        os.close(told)
+        os.read(ready, 1)
+        os.close(ready)
+        time.sleep(chance.uniform(0.0, 0.010))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        reap()
+    deadline = time.monotonic() + GRACE_SECONDS
+    left = descendants(os.getpid())
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        reap()
+        left = descendants(os.getpid())
+    print(json.dumps({"trials": trials, "left": sorted([pid, cmd] for pid, cmd in left.items())}))
+    for pid in left:  # leave nothing behind for the next test
+        os.kill(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Faults of the one worker runtime, under load and with real kills: no worker outlives its
+consumer, a killed loader worker is reported with torch's words every time, running out of file
+descriptors gets torch's hint."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import checkpointable
+from checkpointable.dataloader import StatefulDataLoader
+from tests._loader_data import Squares
+from tests.leaks import child_pids, eventually
+
+SRC = str(Path(checkpointable.__file__).resolve().parent.parent)
+ROOT = str(Path(__file__).resolve().parents[1])  # where the package `tests` is
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, ROOT])}
+
+
+@pytest.fixture
+def two_cpu_hogs() -> Iterator[None]:
+    """Keep two CPU-bound processes busy during the test, as other jobs on a shared machine."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", ["prefetch", "parallel_map"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method, kind):
+    script = str(Path(ROOT) / "tests" / "fault_scripts" / "orphans.py")
+    result = subprocess.run(
+        [sys.executable, script, method, kind, "100", str(random.randrange(2**31))],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["trials"] == 100
+    assert report["left"] == [], f"alive 5 s after their consumer was killed: {report['left']}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs, no_leaks):
+    chance = random.Random()
+    before = child_pids()
+    for trial in range(40):
+        loader = StatefulDataLoader(Squares(10_000), batch_size=4, num_workers=2)
+        batches = iter(loader)
+        next(batches)
+        victim = chance.randrange(2)
+        pid = batches._pool.pids[victim]  # type: ignore[attr-defined]
+        killer = threading.Timer(chance.uniform(0.0, 0.02), os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        pattern = (
+            rf"DataLoader worker \(pid {pid}\) is killed by signal: Killed\. It was worker "
+            rf"{victim}, killed by SIGKILL\."
+        )
+        with pytest.raises(RuntimeError, match=pattern):
+            for _ in batches:
+                pass
+        killer.join()
+        assert eventually(lambda: child_pids() <= before, 10), f"trial {trial}: workers left"
+        del batches, loader
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_running_out_of_file_descriptors_gets_torchs_hint():
+    script = textwrap.dedent(
+        """
+        import resource
+        import torch
+        from checkpointable.dataloader import StatefulDataLoader
+
+        class Tensors(torch.utils.data.Dataset):
+            def __len__(self):
+                return 100_000
+            def __getitem__(self, index):
+                return torch.full((8,), index)
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+        loader = StatefulDataLoader(Tensors(), batch_size=1, num_workers=2)
+        kept = []
+        try:
+            for batch in loader:
+                kept.append(batch)  # each kept batch holds a shared-memory file descriptor
+        except RuntimeError as error:
+            print(str(error))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=100
+    )
+    assert "Too many open files" in result.stdout, result.stderr[-3000:]
+    assert "ulimit -n" in result.stdout
+    assert "set_sharing_strategy('file_system')" in result.stdout
