@@ -9,7 +9,7 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench torture soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ $(BENCH_STAMP): pyproject.toml constraints.txt benchmarks/requirements.txt
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py --update-readme
+
+# The long proofs (docs/guarantees.md): 500 SIGKILLs across the configurations, a 30-minute soak.
+torture: $(STAMP)
+	$(BIN)/python -m checkpointable.testing.torture --kills 500
+
+soak: $(STAMP)
+	$(BIN)/python -m checkpointable.testing.soak --minutes 30
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

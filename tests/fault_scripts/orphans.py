@@ -4,23 +4,22 @@ report the processes of ours still alive 5 s after the last kill.
 Usage: ``python orphans.py METHOD KIND TRIALS SEED``, with KIND ``prefetch`` (one worker) or
 ``parallel_map`` (two workers). This process makes itself a child subreaper, so every orphan
 of a killed consumer becomes its child and can be found; it prints one JSON line:
-``{"trials": n, "left": [[pid, command], ...]}``.
+``{"trials": n, "left": [pid, ...]}``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import random
 import signal
 import sys
 import time
-from pathlib import Path
 
 from tests.iterators.workload import parallel_map_of, prefetch_of  # imported once, before forks
 
-PR_SET_CHILD_SUBREAPER = 36
+from checkpointable.testing._processes import become_subreaper, descendants, reap
+
 GRACE_SECONDS = 5.0
 
 
@@ -32,49 +31,10 @@ def consume(method: str, kind: str, ready: int) -> None:
     time.sleep(60)
 
 
-def descendants(root: int) -> dict[int, str]:
-    """The live (not zombie) descendants of `root`, with their command lines."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] not in ("Z", "X"):
-            parents[int(entry.name)] = int(fields[1])
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                try:
-                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                except OSError:
-                    command = b"?"
-                found[pid] = command.decode(errors="replace").strip()
-                frontier.append(pid)
-    return found
-
-
-def reap() -> None:
-    """Collect the exit status of every ended child (orphans are re-parented to us)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def main() -> None:
     method, kind, trials, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    if not become_subreaper():
+        raise SystemExit("cannot become a child subreaper: orphans could not be found")
     chance = random.Random(seed)
     for _ in range(trials):
         ready, told = os.pipe()
@@ -98,7 +58,7 @@ def main() -> None:
         time.sleep(0.05)
         reap()
         left = descendants(os.getpid())
-    print(json.dumps({"trials": trials, "left": sorted([pid, cmd] for pid, cmd in left.items())}))
+    print(json.dumps({"trials": trials, "left": sorted(left)}))
     for pid in left:  # leave nothing behind for the next test
         os.kill(pid, signal.SIGKILL)
 

@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ._state import check_plain
+from .._state import check_plain
 
 __all__ = ["assert_resumable", "items_equal"]
 
