@@ -11,6 +11,7 @@ format ``"version"``. The helpers here check a state before it is loaded and rai
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -167,7 +168,15 @@ def random_state_from_list(value: Any, owner: str = "state") -> tuple[Any, ...]:
             f"{owner}: 'random_state' must be [version, [internal ints], gauss_next] as written "
             f"by state_dict(), got {_describe(value)}"
         )
-    return (value[0], tuple(value[1]), value[2])
+    state = (value[0], tuple(value[1]), value[2])
+    try:  # what Random.setstate would refuse later, refused now
+        random.Random().setstate(state)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise IncompatibleStateError(
+            f"{owner}: 'random_state' is not a state of Python's random generator ({error}); "
+            "it was truncated or changed after state_dict() wrote it"
+        ) from None
+    return state
 
 
 def check_state(

@@ -14,8 +14,14 @@ import collections.abc
 from abc import abstractmethod
 from typing import Any, ClassVar
 
-from .._errors import ArgumentTypeError
-from .._state import STATE_VERSION, check_config, check_state, random_state_to_list
+from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._state import (
+    STATE_VERSION,
+    check_config,
+    check_state,
+    random_state_from_list,
+    random_state_to_list,
+)
 
 __all__ = [
     "CheckpointableIterator",
@@ -154,6 +160,7 @@ class Node(CheckpointableIterator):
         config = self._config()
         state = check_state(checkpoint, name, (*config, *self._POSITION_KEYS))
         check_config(name, state, **config)
+        _check_nested(name, state)
         self._restore(state)
 
     def _repr_args(self) -> dict[str, Any]:
@@ -162,6 +169,28 @@ class Node(CheckpointableIterator):
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
         return f"{type(self).__name__}({args})"
+
+
+def _check_nested(owner: str, state: dict[str, Any]) -> None:
+    """Check, before anything is restored, the parts of a position that other objects read:
+    a nested iterator's state must be a dict (None would restart it silently), and a random
+    generator's state must be one that ``random.Random.setstate`` takes."""
+    for key in ("source", "control"):
+        if key in state and not isinstance(state[key], dict):
+            raise IncompatibleStateError(
+                f"{owner}: the state's {key!r} must be the state of its {key} iterator (a "
+                f"dict), got {state[key]!r:.60}"
+            )
+    sources = state.get("sources")
+    if "sources" in state and (
+        not isinstance(sources, list) or not all(isinstance(item, dict) for item in sources)
+    ):
+        raise IncompatibleStateError(
+            f"{owner}: the state's 'sources' must be a list of iterator states (dicts), got "
+            f"{sources!r:.60}"
+        )
+    if state.get("random_state") is not None:  # None: the object draws nothing at random
+        random_state_from_list(state["random_state"], owner)
 
 
 class Transform(Node):
@@ -255,6 +284,20 @@ def require_positive(value: Any, owner: str, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{owner}: {name} must be a positive int, got {name}={value}")
     return value
+
+
+def skip_items(source: Any, count: int, offset: int, owner: str) -> None:
+    """Skip `count` items of `source`, the last `count` of the `offset` items a state says were
+    delivered since the source's saved position; a source that ends first was saved over other
+    data."""
+    for done in range(count):
+        try:
+            next(source)
+        except StopIteration:
+            raise IncompatibleStateError(
+                f"{owner}: the state is {offset} items past its source's saved position, but the "
+                f"source ends after {offset - count + done}; it was saved over other data"
+            ) from None
 
 
 def check_flag(owner: str, name: str, value: Any) -> bool:

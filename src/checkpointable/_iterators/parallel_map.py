@@ -12,7 +12,14 @@ from .._runtime.context import check_context, for_worker, resolve_context, track
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Task, WorkerFailure, dumps
 from .._state import state_int
-from .base import CheckpointableIterator, Transform, check_flag, closed_error, require_positive
+from .base import (
+    CheckpointableIterator,
+    Transform,
+    check_flag,
+    closed_error,
+    require_positive,
+    skip_items,
+)
 from .prefetch import EPILOGUE
 from .transforms import require_callable
 from .workers import map_worker
@@ -77,7 +84,9 @@ class ParallelMapIterator(Transform):
 
     State: ``{"source", "offset"}``: the source's state at the start of the current chunk and
     the number of its items already yielded; it does not depend on how far the workers ran
-    ahead. Restoring re-reads that chunk from the source (fewer than one chunk of reads) and
+    ahead. Restoring re-reads that chunk from the source (fewer than one chunk of reads; the
+    yielded items are re-read in ``setstate()`` itself, so a state that the source cannot reach
+    is refused there) and
     transforms only the items from `offset` on: no yielded item is transformed again. A state
     restores under any pool size, start method, or threads.
 
@@ -127,7 +136,8 @@ class ParallelMapIterator(Transform):
     _received: dict[int, tuple[list[Any], Any]]  # results that arrived before their turn
     _first_valid_task: int  # results of older tasks (before a restore) are dropped
     _started: bool  # whether the current chunk was read since the last restore or error
-    _positioned: bool  # whether the source is at _chunk_state
+    _positioned: bool  # whether the source is at _chunk_state (plus _skipped items)
+    _skipped = 0  # when positioned: the items the source is past _chunk_state
 
     def __init__(
         self,
@@ -188,11 +198,13 @@ class ParallelMapIterator(Transform):
         """Read the current chunk from the source, submitting only its items from `offset` on."""
         self._check_open()
         self._start_pool()
+        skipped = self._skipped  # items the source is past the chunk's start
         if not self._positioned:
             self._source_iterator.setstate(self._chunk_state)
+            skipped = 0
         self._positioned = False
         skip = self._offset
-        chunk = self._read(max(self._chunk_size, skip), skip)
+        chunk = self._read(max(self._chunk_size, skip), skip, skipped)
         if chunk.error is None and chunk.length < skip:
             raise IncompatibleStateError(
                 f"{type(self).__name__}: the state is at item {skip} of a chunk, but the source "
@@ -219,28 +231,29 @@ class ParallelMapIterator(Transform):
         self._chunk_state, self._offset = ahead.state, 0
         self._set_current(ahead)
 
-    def _read(self, count: int, skip: int) -> _Chunk:
-        """Read up to `count` items and submit those after the first `skip` as tasks.
+    def _read(self, count: int, skip: int, skipped: int = 0) -> _Chunk:
+        """Read up to `count` items and submit those after the first `skip` as tasks; the
+        source is already `skipped` (<= `skip`) items into the chunk.
 
         A source exception (or an unpicklable item) ends the chunk there; it is raised when
         the consumer reaches that position, as `MapIterator` would.
         """
         source = self._source_iterator
-        chunk = _Chunk(source.getstate())
+        chunk = _Chunk(self._chunk_state if skipped else source.getstate())
         items: list[Any] = []
         try:
-            items.extend(islice(source, count))
+            items.extend(islice(source, count - skipped))
         except Exception as error:
             chunk.error = error
         size = self._num_items_per_process
-        for start in range(skip, len(items), size):
+        for start in range(skip - skipped, len(items), size):
             try:
                 self._submit(items[start : start + size])
             except TypeError as error:
                 chunk.error = error
                 del items[start:]
                 break
-        chunk.length = len(items)
+        chunk.length = skipped + len(items)
         return chunk
 
     def _submit(self, items: list[Any]) -> None:
@@ -332,11 +345,14 @@ class ParallelMapIterator(Transform):
         source = self._source_iterator
         if state is None:
             source.setstate(None)
-            self._chunk_state, self._offset = source.getstate(), 0
+            self._chunk_state, self._offset, self._skipped = source.getstate(), 0, 0
         else:
-            offset = state_int(type(self).__name__, state, "offset")
+            name = type(self).__name__
+            offset = state_int(name, state, "offset")
             source.setstate(state["source"])
-            self._chunk_state, self._offset = state["source"], offset
+            # the bounded re-read, now: a state that the source cannot reach is refused here
+            skip_items(source, offset, offset, name)
+            self._chunk_state, self._offset, self._skipped = state["source"], offset, offset
         self._positioned = True
 
     def close(self) -> None:

@@ -10,7 +10,14 @@ from .._runtime.context import check_context, for_worker, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
 from .._state import state_int
-from .base import CheckpointableIterator, Transform, check_flag, closed_error, require_positive
+from .base import (
+    CheckpointableIterator,
+    Transform,
+    check_flag,
+    closed_error,
+    require_positive,
+    skip_items,
+)
 from .workers import prefetch_worker
 
 logger = logging.getLogger("checkpointable")
@@ -68,7 +75,8 @@ class PrefetchIterator(Transform):
     of `buffer_size` items and the number of items delivered since. The worker sends the
     source's state once per window, so ``getstate()`` costs nothing per item and does not depend
     on how far the worker ran ahead. Restoring restarts the worker from that source state and
-    skips `item_offset` items: a bounded replay of fewer than `buffer_size` items (of the
+    skips `item_offset` items, in ``setstate()`` itself (so a state that the source cannot reach
+    is refused there): a bounded replay of fewer than `buffer_size` items (of the
     `buffer_size` the state was saved with; a state restores under any buffer size, start
     method, or threads).
 
@@ -111,6 +119,7 @@ class PrefetchIterator(Transform):
 
     _source_state: dict[str, Any]  # position: the source's state at the current window's start
     _item_offset: int  # position: items delivered since
+    _skipped = 0  # when positioned: the items the source is past _source_state
 
     def __init__(
         self,
@@ -190,8 +199,10 @@ class PrefetchIterator(Transform):
             name, self._multiprocessing_context, self._use_threads, stacklevel=3
         )
         source = self._source_iterator
+        skipped = self._skipped  # items the source is past the window's start
         if not self._positioned:
             source.setstate(self._source_state)
+            skipped = 0
         self._positioned = False  # a thread moves it; a process reads a copy from here on
         payload = for_worker(name, "source_iterator", source, context)
         group = WorkerGroup(name, context, epilogue=EPILOGUE)
@@ -200,7 +211,8 @@ class PrefetchIterator(Transform):
             # Two messages in flight at most: the worker gathers items into a batch meanwhile.
             channel = group.queue(2, drain=True)
             slots = group.semaphore(self._buffer_size)
-            args = (payload, self._item_offset, self._buffer_size, channel, slots, group.stop)
+            skip = self._item_offset - skipped
+            args = (payload, skip, self._item_offset, self._buffer_size, channel, slots, group.stop)
             group.start(prefetch_worker, args)
             self._decode = context is not None
             if in_main:
@@ -242,10 +254,14 @@ class PrefetchIterator(Transform):
         if state is None:
             source.setstate(None)
             self._source_state, self._item_offset = source.getstate(), 0
+            self._skipped = 0
         else:
-            offset = state_int(type(self).__name__, state, "item_offset")
+            name = type(self).__name__
+            offset = state_int(name, state, "item_offset")
             source.setstate(state["source"])
-            self._source_state, self._item_offset = state["source"], offset
+            # the bounded replay, now: a state that the source cannot reach is refused here
+            skip_items(source, offset, offset, name)
+            self._source_state, self._item_offset, self._skipped = state["source"], offset, offset
         self._positioned = True
         self._exhausted = False
 

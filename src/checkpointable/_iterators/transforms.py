@@ -266,7 +266,13 @@ class WindowedIterator(Transform):
             self._source_iterator.setstate(None)
             self._index = 0
         else:
-            self._index = state_int(type(self).__name__, state, "index")
+            name = type(self).__name__
+            self._index = state_int(name, state, "index")
+            if self._index > self._width:  # a block has at most `width` windows
+                raise IncompatibleStateError(
+                    f"{name}: the state's 'index' {self._index} is beyond the {self._width} "
+                    "windows of a block"
+                )
             self._source_iterator.setstate(state["source"])
 
 

@@ -21,10 +21,10 @@ import queue
 import time
 from typing import Any
 
-from .._errors import IncompatibleStateError
 from .._runtime.channels import POLL_SECONDS, acquire, put
 from .._runtime.messages import Encoder, Kind, Reply, WorkerFailure, dumps
 from .._runtime.watch import ParentWatch, WorkerStop
+from .base import skip_items
 
 __all__ = ["map_worker", "prefetch_worker"]
 
@@ -95,6 +95,7 @@ class _Batcher:
 
 def prefetch_worker(
     source: Any,
+    skip: int,
     item_offset: int,
     buffer_size: int,
     channel: Any,
@@ -104,8 +105,8 @@ def prefetch_worker(
 ) -> None:
     """Run the source pipeline and queue its items (in batches, see `_Batcher`), then `END`.
 
-    `source` is the pipeline positioned at the start of the current window (or its pickle,
-    under spawn/forkserver); the worker skips `item_offset` items, then marks every
+    `source` is the pipeline `item_offset - skip` items after the start of the current window
+    (or its pickle, under spawn/forkserver); the worker skips `skip` items, then marks every
     `buffer_size`-th item with the source's state after it (the start of the next window). It
     takes one of the `buffer_size` `slots` before producing each item; the consumer gives them
     back as it serves the items. In a process it waits for `stop` before exiting, so that
@@ -119,7 +120,7 @@ def prefetch_worker(
     pipeline = None
     try:
         pipeline = pickle.loads(source) if isinstance(source, bytes) else source
-        _skip(pipeline, item_offset)
+        skip_items(pipeline, skip, item_offset, "PrefetchIterator")
         offset = item_offset
         check_at = 0.0  # when to look at `stop` next: every item would cost ~1 us
         while True:
@@ -153,17 +154,6 @@ def prefetch_worker(
     finally:
         if in_process:
             _finish_process(pipeline, channel, stop, watch)
-
-
-def _skip(pipeline: Any, count: int) -> None:
-    for done in range(count):
-        try:
-            next(pipeline)
-        except StopIteration:
-            raise IncompatibleStateError(
-                f"PrefetchIterator: the state is at item {count} of a window, but the source "
-                f"ended after {done} items; it was saved over other data"
-            ) from None
 
 
 def _finish_process(pipeline: Any, channel: Any, stop: Any, watch: ParentWatch | None) -> None:

@@ -205,6 +205,10 @@ class StatefulDataLoader(DataLoader[Any]):
                 sampler, number of shards, or (plain IterableDataset) number of workers.
         """
         self._state.load(state_dict)
+        if isinstance(self.dataset, ShardedIterableDataset):
+            for index, entry in enumerate(self._state.streams):
+                if not entry["fresh"]:
+                    self.dataset.check_shard_state(index, entry["state"])
         self._stop_epoch()
         if self._plan is not None and self._plan.kind == STATEFUL:
             # now, so that a set_epoch() the script calls before iter(loader) applies after it

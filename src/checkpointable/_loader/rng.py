@@ -36,4 +36,12 @@ def decode_generator_state(text: Any, owner: str = "StatefulDataLoader") -> torc
             f"{owner}: the state's 'generator_state' must be the base64 text written by "
             f"state_dict(), got {str(text)[:40]!r}"
         ) from None
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    state = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    try:  # what Generator.set_state would refuse later (a truncated state), refused now
+        torch.Generator().set_state(state)
+    except RuntimeError as error:
+        raise IncompatibleStateError(
+            f"{owner}: the state's 'generator_state' is not a state of torch's CPU generator "
+            f"({error}); it was truncated or changed after state_dict() wrote it"
+        ) from None
+    return state

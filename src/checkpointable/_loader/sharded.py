@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .._errors import ArgumentTypeError
+from .._errors import ArgumentTypeError, IncompatibleStateError
 from .indices import has_state
 
 __all__ = ["ShardedIterableDataset"]
@@ -78,6 +78,30 @@ class ShardedIterableDataset(IterableDataset[Any]):
                 "load_state_dict(), e.g. a checkpointable.iterators pipeline"
             )
         return shard
+
+    def check_shard_state(self, shard_index: int, state: Any) -> None:
+        """Load `state` into a fresh shard `shard_index`: a state the shard refuses is refused
+        when the loader's state is loaded, not when the shard is read.
+
+        Raises:
+            IncompatibleStateError: the shard refused it (naming the shard and the reason).
+        """
+        if not isinstance(state, dict):  # None would restart the shard silently
+            raise IncompatibleStateError(
+                f"ShardedIterableDataset: the state of shard {shard_index} must be the dict its "
+                f"state_dict() wrote, got {state!r:.60}"
+            )
+        shard = self.open_shard(shard_index)
+        try:
+            shard.load_state_dict(state)
+        except (TypeError, ValueError) as error:
+            raise IncompatibleStateError(
+                f"ShardedIterableDataset: the state of shard {shard_index} does not load: {error}"
+            ) from error
+        finally:
+            close = getattr(shard, "close", None)
+            if callable(close):
+                close()
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()

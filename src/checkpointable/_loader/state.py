@@ -14,6 +14,7 @@ from typing import Any
 
 from .._errors import IncompatibleStateError
 from .._state import STATE_VERSION, check_config, check_state, state_int
+from .rng import decode_generator_state
 
 __all__ = ["STATE_TYPE", "LoaderState"]
 
@@ -242,6 +243,8 @@ class LoaderState:
                     f"{_OWNER}: the state's {name!r} must be {kinds[0].__name__} or None, "
                     f"got {value!r:.60}"
                 )
+            if value is not None and kinds == (str,):
+                decode_generator_state(value, _OWNER)  # refused now, not at the next epoch
         dataset_states = self._load_workers(state)
         streams = self._load_streams(state)
         next_stream = state_int(_OWNER, state, "next_stream")
