@@ -121,6 +121,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         errors: ``"raise"`` (default) or ``"skip"``: leave out unreadable files, truncated
             tails and bad JSON lines, deterministically (the same rows after a resume), warning
             about each and counting them in `skipped`.
+        storage_options: ``fsspec`` options for URLs (``{"endpoint_url": ...}``, credentials).
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or value (named).
@@ -157,6 +158,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         world_size: int | None = None,
         drop_last: bool = False,
         errors: str = "raise",
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if format is not None and format not in FORMATS:
             raise ValueError(
@@ -177,7 +179,11 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         self.columns = list(columns) if columns is not None else None
         self.errors = errors
         self.block_rows = block_rows
-        refs = expand_files(files)
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise ArgumentTypeError(
+                f"{NAME}: storage_options must be a dict of fsspec options, got {storage_options!r}"
+            )
+        refs = expand_files(files, storage_options)
         kinds = [detect_format(ref.path, format) for ref in refs]
         skip = errors == "skip"
         indexes = [

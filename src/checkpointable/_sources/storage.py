@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._errors import ArgumentTypeError
@@ -26,6 +26,7 @@ class FileRef:
 
     path: str
     size: int
+    options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def remote(self) -> bool:
@@ -36,7 +37,7 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
+def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     try:
         import fsspec  # type: ignore[import-untyped]
     except ImportError as error:  # pragma: no cover - depends on the installation
@@ -44,12 +45,14 @@ def _filesystem(url: str) -> tuple[Any, str]:
             f"{OWNER}: reading {url!r} needs fsspec (and s3fs for s3://): "
             "pip install 'checkpointable[s3]'"
         ) from error
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
 
 
-def expand_files(files: Any) -> list[FileRef]:
+def expand_files(files: Any, options: dict[str, Any] | None = None) -> list[FileRef]:
     """The shard files named by `files` (a path, a glob, or a list of them), with their sizes.
+
+    `options` are ``fsspec`` storage options for URLs (credentials, ``endpoint_url``...).
 
     Raises:
         TypeError: `files` is not a str, a path or a list of them.
@@ -69,14 +72,14 @@ def expand_files(files: Any) -> list[FileRef]:
         raise ValueError(f"{OWNER}: files must name at least one file, got an empty list")
     found: list[FileRef] = []
     for pattern in patterns:
-        found.extend(_expand_one(pattern))
+        found.extend(_expand_one(pattern, options or {}))
     return found
 
 
-def _expand_one(pattern: str) -> list[FileRef]:
+def _expand_one(pattern: str, options: dict[str, Any]) -> list[FileRef]:
     magic = globlib.has_magic(pattern)
     if is_url(pattern):
-        fs, path = _filesystem(pattern)
+        fs, path = _filesystem(pattern, options)
         protocol = pattern.split("://", 1)[0]
         names = sorted(fs.glob(path)) if magic else [path]
         refs = []
@@ -87,7 +90,7 @@ def _expand_one(pattern: str) -> list[FileRef]:
                 raise FileNotFoundError(f"{OWNER}: no such file: {pattern!r}") from None
             if info.get("type") == "directory":
                 continue
-            refs.append(FileRef(f"{protocol}://{name}", int(info["size"])))
+            refs.append(FileRef(f"{protocol}://{name}", int(info["size"]), options))
     else:
         local = pattern.removeprefix("file://")
         names = sorted(globlib.glob(local, recursive=True)) if magic else [local]
@@ -106,7 +109,7 @@ def open_binary(ref: FileRef) -> IO[bytes]:
     """A seekable binary file object for `ref` (ranged reads on object storage)."""
     if not ref.remote:
         return open(ref.path, "rb")
-    fs, path = _filesystem(ref.path)
+    fs, path = _filesystem(ref.path, ref.options)
     handle: IO[bytes] = fs.open(path, "rb")
     return handle
 
@@ -117,6 +120,6 @@ def read_range(ref: FileRef, start: int, end: int) -> bytes:
         with open(ref.path, "rb") as handle:
             handle.seek(start)
             return handle.read(end - start)
-    fs, path = _filesystem(ref.path)
+    fs, path = _filesystem(ref.path, ref.options)
     data: bytes = fs.cat_file(path, start=start, end=end)
     return data
