@@ -23,6 +23,7 @@ def make_loader(
         rank=rank,
         seed=config["seed"],
         window=config["window"],
+        lanes=config.get("lanes", 1),
         block_rows=config["block_rows"],
         drop_last=config["drop_last"],
     )
@@ -86,6 +87,7 @@ def whole_batches(n_left: int, world: int, batch_size: int, fraction: float) -> 
     sizes=st.lists(st.integers(1, 9), min_size=1, max_size=4),
     block_rows=st.integers(1, 4),
     window=st.integers(1, 3),
+    lanes=st.integers(1, 5),
     seed=st.integers(0, 2**32),
     batch_size=st.integers(1, 3),
     worlds=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3)),
@@ -93,7 +95,16 @@ def whole_batches(n_left: int, world: int, batch_size: int, fraction: float) -> 
     drop_last=st.booleans(),
 )
 def test_every_row_once_over_n_then_m_then_p_ranks(
-    tmp_path_factory, sizes, block_rows, window, seed, batch_size, worlds, fractions, drop_last
+    tmp_path_factory,
+    sizes,
+    block_rows,
+    window,
+    lanes,
+    seed,
+    batch_size,
+    worlds,
+    fractions,
+    drop_last,
 ):
     folder = tmp_path_factory.mktemp("elastic")
     write_shards(folder, "jsonl", sizes)
@@ -101,6 +112,7 @@ def test_every_row_once_over_n_then_m_then_p_ranks(
     config = {
         "seed": seed,
         "window": window,
+        "lanes": lanes,
         "block_rows": block_rows,
         "drop_last": drop_last,
         "batch_size": batch_size,
@@ -157,3 +169,15 @@ def test_resume_at_the_epoch_end_starts_the_next_epoch(tmp_path):
         parts.append([row_id(r) for batch in resumed for r in batch])
         assert resumed.sampler.epoch == 1
     check_epoch(10, [parts], 3, False)
+
+
+def test_lanes_give_each_rank_its_own_blocks(tmp_path):
+    write_shards(tmp_path, "jsonl", [8, 8, 8, 8])  # 8 blocks of 4 rows
+    pattern = str(tmp_path / "*.jsonl")
+    config = {"seed": 4, "window": 2, "lanes": 4, "block_rows": 4, "drop_last": False}
+    parts, _ = run_phase(pattern, 2, {**config, "batch_size": 3}, None, None)
+    blocks = [{row // 4 for row in part} for part in parts]
+    assert not blocks[0] & blocks[1] and len(blocks[0]) == len(blocks[1]) == 4
+    assert sorted(parts[0] + parts[1]) == list(range(32))
+    lanes, _ = run_phase(pattern, 1, {**config, "lanes": 1, "batch_size": 3}, None, None)
+    assert sorted(lanes[0]) == list(range(32))

@@ -90,9 +90,10 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
     Order: global row ids number the rows of the files in list order (a glob is sorted). With
     ``shuffle=False`` an epoch reads them in that order. With ``shuffle=True`` each epoch
     permutes the blocks (Parquet row groups, `block_rows` lines of JSONL or samples of tar, a
-    whole compressed JSONL file) from ``(seed, epoch)``, and permutes the rows within each
-    window of `window` consecutive blocks of that sequence from ``(seed, epoch, window)``: a
-    pure function of ``(seed, epoch, position)``, with no buffer. The window bounds both the
+    whole compressed JSONL file) from ``(seed, epoch)``, deals them to `lanes` lanes, and
+    permutes the rows within each window of `window` consecutive blocks of a lane from
+    ``(seed, epoch, lane, window)``: a pure function of ``(seed, epoch, position)``, with no
+    buffer. The window bounds both the
     quality of the shuffle (rows mix only with rows of the same window) and the memory and
     read burst (each worker holds the blocks of one window).
 
@@ -114,6 +115,10 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         shuffle: shuffle per epoch (blocks, then rows within windows).
         seed: the seed of the order, the same on every rank.
         window: blocks per shuffle window (>= 1).
+        lanes: the shuffled blocks are dealt round-robin to `lanes` lanes, each shuffled in its
+            own windows, and the epoch interleaves the lanes row by row; when the world size
+            divides `lanes`, each rank reads only its own lanes, so no block is read by two
+            ranks (see docs/scaling.md). The default, 1, is one sequence.
         block_rows: lines per JSONL block and samples per tar block (>= 1).
         rank, world_size: this process's place; default from ``torch.distributed`` when it is
             initialised, else rank 0 of 1.
@@ -130,7 +135,8 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
 
     State (of ``dataset.sampler``, < 1 KB whatever the number of files and rows):
     ``{"version", "type": "ShardedSampler", "epoch", "dataset_length", "seed", "shuffle",
-    "drop_last", "window", "files": {"count", "names", "sizes"}, "progress", "position"}``.
+    "drop_last", "window", "lanes", "files": {"count", "names", "sizes"}, "progress",
+    "position"}``.
     Restoring sets ints; the first batch after it reads one block per worker (per window).
     The dataset itself has no state. Loading over other files raises `IncompatibleStateError`
     saying what changed.
@@ -153,6 +159,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         shuffle: bool = True,
         seed: int = 0,
         window: int = 16,
+        lanes: int = 1,
         block_rows: int = 1024,
         rank: int | None = None,
         world_size: int | None = None,
@@ -175,6 +182,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         require_bool(shuffle, NAME, "shuffle")
         require_seed(seed, NAME)
         require_int(window, NAME, "window", minimum=1)
+        require_int(lanes, NAME, "lanes", minimum=1)
         require_int(block_rows, NAME, "block_rows", minimum=1)
         self.columns = list(columns) if columns is not None else None
         self.errors = errors
@@ -200,7 +208,6 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         if self._length == 0:
             raise ValueError(f"{NAME}: the files hold no rows: {self.describe_files()}")
         self._cache: OrderedDict[int, list[Any]] = OrderedDict()
-        self._capacity = window + 1
         self._readers: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
@@ -208,7 +215,11 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         if not (dist.is_available() and dist.is_initialized()):  # one process: rank 0 of 1
             world_size = 1 if world_size is None else world_size
             rank = 0 if rank is None else rank
-        self.sampler = ShardedSampler(self, world_size, rank, shuffle, seed, drop_last, window)
+        self.sampler = ShardedSampler(
+            self, world_size, rank, shuffle, seed, drop_last, window, lanes
+        )
+        # a reader holds a window of each lane it reads (its rank's share of the lanes)
+        self._capacity = window * -(-lanes // self.sampler.num_replicas) + 1
 
     def __len__(self) -> int:
         return self._length

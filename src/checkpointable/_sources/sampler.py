@@ -36,16 +36,20 @@ class ShardedSampler(ResumableDistributedSampler):
         seed: int,
         drop_last: bool,
         window: int,
+        lanes: int,
     ) -> None:
         self._sharded = dataset
         self._window = window
+        self._lanes = lanes
         super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
 
     def _permutation(self, epoch: int) -> Any:
         if not self.shuffle:
             return None
         layout = self._sharded.layout
-        return WindowOrder(layout.block_rows, layout.block_first, self.seed, epoch, self._window)
+        return WindowOrder(
+            layout.block_rows, layout.block_first, self.seed, epoch, self._window, self._lanes
+        )
 
     def __iter__(self) -> Iterator[int]:
         if self._finished:  # a pass ran out: the next pass is the next epoch
@@ -58,6 +62,7 @@ class ShardedSampler(ResumableDistributedSampler):
         return {
             **super()._config(),
             "window": self._window,
+            "lanes": self._lanes,
             "files": {
                 "count": len(layout.names),
                 "names": layout.names_digest,
@@ -71,7 +76,7 @@ class ShardedSampler(ResumableDistributedSampler):
         Raises:
             IncompatibleStateError: another sampler's state, other files (the message says
                 whether their number, their names or their sizes / row counts changed), or
-                another seed, shuffle, window or drop_last.
+                another seed, shuffle, window, lanes or drop_last.
         """
         saved = state_dict.get("files") if isinstance(state_dict, dict) else None
         mine = self._config()["files"]
