@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,33 @@ def test_worker_pickles_without_live_readers(tmp_path):
     assert dataset[3]["id"] == 3
     copy = pickle.loads(pickle.dumps(dataset))
     assert copy[4]["id"] == 4 and Path(copy.layout.files[0].path).exists()
+
+
+@pytest.mark.parametrize("form", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_names_of_every_format(tmp_path, form):
+    folder = "d" * 60 + "/" + "e" * 50 if form != tarfile.USTAR_FORMAT else "dir/sub"
+    path = tmp_path / "long.tar"
+    with tarfile.open(path, "w", format=form) as archive:
+        for i in range(3):
+            for ext in ("json", "seg.txt"):
+                data = f"{i}-{ext}".encode()
+                info = tarfile.TarInfo(f"{folder}/k{i}.{ext}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        directory = tarfile.TarInfo("a-directory")
+        directory.type = tarfile.DIRTYPE
+        archive.addfile(directory)
+    rows = [ShardedDataset(str(path), shuffle=False, block_rows=2)[i] for i in range(3)]
+    assert rows[2] == {"__key__": f"{folder}/k2", "json": b"2-json", "seg.txt": b"2-seg.txt"}
+
+
+def test_truncated_tar_is_named_or_its_tail_skipped(tmp_path):
+    write_shards(tmp_path, "tar", [6])
+    path = tmp_path / "part-000.tar"
+    data = path.read_bytes()
+    path.write_bytes(data[: 512 * 14 + 100])  # inside the 8th member (sample 3)
+    with pytest.raises(ValueError, match=r"part-000\.tar is a corrupt tar file after 4 samples"):
+        ShardedDataset(str(path))
+    with pytest.warns(UserWarning, match="left out 1"):
+        dataset = ShardedDataset(str(path), shuffle=False, errors="skip", block_rows=2)
+    assert [row_id(dataset[i]) for i in range(len(dataset))] == [0, 1, 2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,7 @@ import torch.utils.data
 
 from .._errors import ArgumentTypeError
 from .._samplers.base import require_bool, require_int, require_seed
-from .formats import FORMATS, CorruptShardError, FileIndex, detect_format, index_file, parse_row
+from .formats import FORMATS, CorruptShardError, FileIndex, detect_format, index_file
 from .formats import read_block as read_file_block
 from .sampler import ShardedSampler
 from .storage import FileRef, expand_files
@@ -205,13 +206,14 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
                 f"{NAME}: left out {self.skipped} unreadable file(s) or tail(s)", stacklevel=2
             )
         self._length = int(self.layout.block_rows.sum())
+        self._starts: list[int] = self.layout.block_first.tolist()  # for bisect, per batch
         if self._length == 0:
             raise ValueError(f"{NAME}: the files hold no rows: {self.describe_files()}")
-        self._cache: OrderedDict[int, list[Any]] = OrderedDict()
+        self._cache: OrderedDict[int, Sequence[Any]] = OrderedDict()
         self._readers: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
-        self._pending: dict[int, Future[list[Any]]] = {}
+        self._pending: dict[int, Future[Sequence[Any]]] = {}
         if not (dist.is_available() and dist.is_initialized()):  # one process: rank 0 of 1
             world_size = 1 if world_size is None else world_size
             rank = 0 if rank is None else rank
@@ -230,10 +232,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         return f"[{shown}]"
 
     # ------------------------------------------------------------------ reading
-    def _block_of(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch.searchsorted(self.layout.block_first, rows, right=True) - 1
-
-    def _read(self, block: int) -> list[Any]:
+    def _read(self, block: int) -> Sequence[Any]:
         layout = self.layout
         number = layout.block_file[block]
         return read_file_block(
@@ -252,7 +251,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             self._pending = {}
         return self._pool
 
-    def _blocks(self, blocks: list[int]) -> dict[int, list[Any]]:
+    def _blocks(self, blocks: list[int]) -> dict[int, Sequence[Any]]:
         """The rows of `blocks`: cached, being prefetched, or read now (in parallel)."""
         found = {b: self._cache[b] for b in blocks if b in self._cache}
         missing = [b for b in blocks if b not in found]
@@ -283,16 +282,13 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         return found
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        rows = torch.tensor(indices, dtype=torch.int64)
-        blocks = self._block_of(rows)
-        wanted = sorted(set(blocks.tolist()))
-        data = self._blocks(wanted)
-        local = (rows - self.layout.block_first[blocks]).tolist()
+        starts = self._starts
+        blocks = [bisect_right(starts, index) - 1 for index in indices]
+        data = self._blocks(sorted(set(blocks)))
         out = []
-        for block, offset in zip(blocks.tolist(), local, strict=True):
-            row = data[block][offset]
+        for block, index in zip(blocks, indices, strict=True):
             try:
-                out.append(parse_row(row))
+                out.append(data[block][index - starts[block]])
             except CorruptShardError as error:
                 if self.errors != "skip":
                     raise
@@ -305,9 +301,8 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             raise ArgumentTypeError(f"{NAME}: an index must be an int, got {index!r}")
         if not 0 <= index < self._length:
             raise IndexError(f"{NAME}: index {index} is out of range for {self._length} rows")
-        block = int(self._block_of(torch.tensor([index]))[0])
-        row = self._blocks([block])[block][index - int(self.layout.block_first[block])]
-        return parse_row(row)
+        block = bisect_right(self._starts, index) - 1
+        return self._blocks([block])[block][index - self._starts[block]]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

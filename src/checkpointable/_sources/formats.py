@@ -14,13 +14,13 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .storage import FileRef, open_binary, read_range
 
-__all__ = ["FORMATS", "FileIndex", "detect_format", "index_file", "read_block"]
+__all__ = ["FORMATS", "FileIndex", "JsonBlock", "detect_format", "index_file", "read_block"]
 
 OWNER = "ShardedDataset"
 FORMATS = ("parquet", "jsonl", "tar")
@@ -78,8 +78,8 @@ def index_file(ref: FileRef, kind: str, block_rows: int, skip: bool) -> FileInde
 
 def read_block(
     ref: FileRef, kind: str, index: FileIndex, block: int, columns: list[str] | None, cache: dict
-) -> list[Any]:
-    """The rows of block `block` of `ref` (JSONL rows stay raw bytes until `parse_row`)."""
+) -> Sequence[Any]:
+    """The rows of block `block` of `ref`: a list, or a `JsonBlock` that parses on indexing."""
     if kind == "parquet":
         return _read_parquet(ref, block, columns, cache)
     if kind == "tar":
@@ -200,42 +200,47 @@ def _index_jsonl(ref: FileRef, block_rows: int, skip: bool) -> FileIndex:
     return index
 
 
-def _read_jsonl(ref: FileRef, index: FileIndex, block: int) -> list[Any]:
+def _read_jsonl(ref: FileRef, index: FileIndex, block: int) -> JsonBlock:
     rows = index.rows[block]
     if compression(ref.path) is not None:
-        lines = _lines(ref, skip=True, limit=rows)
-        return [JsonRow(ref.path, number, line) for _, number, line in lines]
+        found = list(_lines(ref, skip=True, limit=rows))
+        return JsonBlock(ref.path, [line for _, _, line in found], [n for _, n, _ in found])
     start = index.starts[block]
     end = index.starts[block + 1] if block + 1 < len(index.starts) else ref.size
-    data = read_range(ref, start, end)
-    out: list[Any] = []
-    number = index.lines[block]
-    for line in io.BytesIO(data):
-        if line.strip():
-            out.append(JsonRow(ref.path, number, line))
-        number += 1
-    return out[:rows]
+    lines = read_range(ref, start, end).split(b"\n")
+    first = index.lines[block]
+    head = lines[:rows]
+    if len(head) == rows and all(map(bytes.strip, head)):  # no blank line: numbers follow
+        return JsonBlock(ref.path, head, None, first)
+    kept = [(first + i, line) for i, line in enumerate(lines) if line.strip()][:rows]
+    return JsonBlock(ref.path, [line for _, line in kept], [n for n, _ in kept])
 
 
-@dataclass(frozen=True)
-class JsonRow:
-    """A JSONL line not parsed yet: parsed by the reader of the row, once."""
+class JsonBlock(Sequence[Any]):
+    """A block of JSONL lines, each parsed when its row is read (once per delivery).
 
-    path: str
-    line: int
-    text: bytes
+    `numbers` gives each line's 1-based line number in the file (None: consecutive from
+    `first`), for the error that names a bad line.
+    """
 
+    __slots__ = ("first", "lines", "numbers", "path")
 
-def parse_row(row: Any) -> Any:
-    """The row itself; a `JsonRow` is parsed here, with an error naming the file and line."""
-    if type(row) is not JsonRow:
-        return row
-    try:
-        return json.loads(row.text)
-    except ValueError as error:
-        raise CorruptShardError(
-            f"{OWNER}: {row.path}, line {row.line}: not valid JSON ({error})"
-        ) from error
+    def __init__(
+        self, path: str, lines: list[bytes], numbers: list[int] | None, first: int = 1
+    ) -> None:
+        self.path, self.lines, self.numbers, self.first = path, lines, numbers, first
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, offset: Any) -> Any:
+        try:
+            return json.loads(self.lines[offset])
+        except ValueError as error:
+            number = self.numbers[offset] if self.numbers is not None else self.first + offset
+            raise CorruptShardError(
+                f"{OWNER}: {self.path}, line {number}: not valid JSON ({error})"
+            ) from error
 
 
 # ---------------------------------------------------------------------------------- tar
@@ -246,25 +251,93 @@ def split_name(name: str) -> tuple[str, str]:
     return os.path.join(folder, stem) if folder else stem, ext if dot else ""
 
 
+_ZERO = bytes(512)
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def tar_members(handle: IO[bytes], size: int) -> Iterator[tuple[int, str, int, int]]:
+    """(offset of the member's first header, name, offset of its data, data size) of every
+    regular file of a tar, reading only headers (ustar, GNU long names, pax ``path``/``size``).
+
+    Raises:
+        tarfile.ReadError: a header is truncated or fails its checksum, or data is cut short.
+    """
+    offset, start = 0, None
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    while offset + 512 <= size:
+        handle.seek(offset)
+        header = handle.read(512)
+        if len(header) < 512:
+            raise tarfile.ReadError(f"truncated header at byte {offset}")
+        if header == _ZERO:
+            return
+        checksum = sum(header[:148]) + 256 + sum(header[156:])
+        stored = _octal(header[148:156])
+        if stored != checksum and stored != checksum - 256 * sum(b > 127 for b in header):
+            raise tarfile.ReadError(f"bad header checksum at byte {offset}")
+        start = offset if start is None else start
+        member = _octal(header[124:136])
+        kind = header[156:157]
+        data = offset + 512
+        if kind in (b"L", b"x", b"g"):
+            handle.seek(data)
+            body = handle.read(member)
+            if kind == b"L":
+                long_name = body.split(b"\0", 1)[0].decode()
+            elif kind == b"x":
+                pax = _pax_records(body)
+            offset = data + -(-member // 512) * 512
+            if kind == b"g":
+                start = None
+            continue
+        name = header[:100].split(b"\0", 1)[0].decode()
+        if header[257:262] == b"ustar" and header[345:346] != b"\0":
+            name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
+        name = pax.get("path", long_name or name)
+        member = int(pax["size"]) if "size" in pax else member
+        if data + member > size:
+            raise tarfile.ReadError(f"member {name!r} is truncated")
+        if kind in (b"0", b"\0", b"7"):
+            yield start, name, data, member
+        offset = data + -(-member // 512) * 512
+        start, long_name, pax = None, None, {}
+    if offset != size:  # a partial header, or the last member's padding cut short
+        raise tarfile.ReadError(f"the file ends inside the member or header at byte {offset}")
+
+
+def _pax_records(body: bytes) -> dict[str, str]:
+    records, position = {}, 0
+    while position < len(body) and body[position : position + 1] != b"\0":
+        length = int(body[position:].split(b" ", 1)[0])
+        record = body[position : position + length].split(b" ", 1)[1].rstrip(b"\n")
+        key, _, value = record.partition(b"=")
+        records[key.decode()] = value.decode()
+        position += length
+    return records
+
+
 def _index_tar(ref: FileRef, block_rows: int, skip: bool) -> FileIndex:
     index = FileIndex()
-    key, samples = None, 0
+    key, samples, sample_start = None, 0, 0
     try:
-        with open_binary(ref) as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
-            for info in archive:
-                if not info.isfile():
-                    continue
-                if info.offset_data + info.size > ref.size:
-                    raise tarfile.ReadError(f"member {info.name!r} is truncated")
-                name_key, _ = split_name(info.name)
+        with open_binary(ref) as handle:
+            for start, name, data, member in tar_members(handle, ref.size):
+                name_key, _ = split_name(name)
                 if name_key != key:
                     if samples % block_rows == 0:
-                        index.starts.append(info.offset)
+                        index.starts.append(start)
                         index.rows.append(0)
-                    key = name_key
+                    key, sample_start = name_key, start
                     samples += 1
                     index.rows[-1] += 1
-                index.end = info.offset_data + -(-info.size // 512) * 512
+                index.end = data + -(-member // 512) * 512
     except tarfile.TarError as error:
         if not skip:
             raise CorruptShardError(
@@ -272,7 +345,7 @@ def _index_tar(ref: FileRef, block_rows: int, skip: bool) -> FileIndex:
             ) from error
         if index.rows:  # the last sample may be incomplete: leave it out
             index.rows[-1] -= 1
-            index.end = _start_of_last_sample(ref, index)
+            index.end = sample_start
             if index.rows[-1] == 0:
                 index.rows.pop()
                 index.starts.pop()
@@ -280,43 +353,17 @@ def _index_tar(ref: FileRef, block_rows: int, skip: bool) -> FileIndex:
     return index
 
 
-def _start_of_last_sample(ref: FileRef, index: FileIndex) -> int:
-    """Where the incomplete last sample of a truncated tar begins (the block's end)."""
-    data = read_range(ref, index.starts[-1], ref.size)
-    seen = 0
-    position = index.starts[-1]
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        key = None
-        try:
-            for info in archive:
-                if not info.isfile():
-                    continue
-                name_key, _ = split_name(info.name)
-                if name_key != key:
-                    if seen == index.rows[-1]:
-                        return index.starts[-1] + info.offset
-                    key = name_key
-                    seen += 1
-        except tarfile.TarError:
-            pass
-    return position + len(data)
-
-
 def _read_tar(ref: FileRef, start: int, end: int, rows: int) -> list[Any]:
     data = read_range(ref, start, end)
     out: list[dict[str, Any]] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            for info in archive:
-                if not info.isfile():
-                    continue
-                key, ext = split_name(info.name)
-                if not out or out[-1]["__key__"] != key:
-                    if len(out) == rows:
-                        break
-                    out.append({"__key__": key})
-                member = archive.extractfile(info)
-                out[-1][ext] = member.read() if member is not None else b""
+        for _, name, offset, member in tar_members(io.BytesIO(data), len(data)):
+            key, ext = split_name(name)
+            if not out or out[-1]["__key__"] != key:
+                if len(out) == rows:
+                    break
+                out.append({"__key__": key})
+            out[-1][ext] = data[offset : offset + member]
     except tarfile.TarError as error:
         raise CorruptShardError(
             f"{OWNER}: {ref.path}: the tar member after sample {len(out)} of the block at byte "
