@@ -222,6 +222,12 @@ def test_errors_skip_is_deterministic_and_counted(tmp_path):
     with pytest.warns(UserWarning):
         again = ShardedDataset(pattern, shuffle=False, errors="skip")
         assert [row["id"] for row in again.__getitems__(list(range(len(again))))] == got
+    write_shards(tmp_path / "p", "parquet", [3, 4])
+    broken = tmp_path / "p" / "part-000.parquet"
+    broken.write_bytes(broken.read_bytes()[:-12])
+    with pytest.warns(UserWarning, match="left out 1"):
+        parquet = ShardedDataset(str(tmp_path / "p" / "*.parquet"), errors="skip")
+    assert len(parquet) == 4 and sorted(parquet[i]["id"] for i in range(4)) == [3, 4, 5, 6]
 
 
 def test_uneven_end_pads_or_drops_fewer_than_world_size(tmp_path):
