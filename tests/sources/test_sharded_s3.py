@@ -85,3 +85,14 @@ def test_s3_missing_object_is_named(bucket):
         ShardedDataset("s3://shards/nope.jsonl", storage_options=bucket)
     with pytest.raises(FileNotFoundError, match="matches no file"):
         ShardedDataset("s3://shards/jsonl/*.parquet", storage_options=bucket)
+
+
+def test_s3_next_block_is_prefetched_in_the_background(bucket):
+    dataset = ShardedDataset(
+        "s3://shards/jsonl/*.jsonl", shuffle=False, block_rows=2, storage_options=bucket
+    )
+    assert [row_id(row) for row in dataset.__getitems__([0, 1])] == [0, 1]
+    pending = dataset._pending[1]  # block 1 is being read by a thread while block 0 is used
+    assert [row_id(row) for row in pending.result()] == [2, 3]
+    assert [row_id(row) for row in dataset.__getitems__([2, 3])] == [2, 3]
+    assert 1 not in dataset._pending and 2 in dataset._pending
