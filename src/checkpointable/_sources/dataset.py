@@ -138,7 +138,9 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
     ``{"version", "type": "ShardedSampler", "epoch", "dataset_length", "seed", "shuffle",
     "drop_last", "window", "lanes", "files": {"count", "names", "sizes"}, "progress",
     "position"}``.
-    Restoring sets ints; the first batch after it reads one block per worker (per window).
+    Restoring sets ints; the first batch after it reads the blocks its rows fall in (one block
+    with ``shuffle=False`` or ``window=1``; with the window shuffle, at most a window of each
+    lane the rank reads), never the rows before the position.
     The dataset itself has no state. Loading over other files raises `IncompatibleStateError`
     saying what changed.
 
@@ -227,6 +229,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         return self._length
 
     def describe_files(self) -> str:
+        """The first file names (relative to their common folder) and the number of files."""
         names = self.layout.names
         shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
         return f"[{shown}]"
@@ -245,14 +248,20 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         )
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool_pid != os.getpid():  # not inherited over a fork
+        self._after_fork()
+        if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shard-read")
-            self._pool_pid = os.getpid()
-            self._pending = {}
         return self._pool
+
+    def _after_fork(self) -> None:
+        """Forget the threads and open files a forked copy inherited from its parent."""
+        if self._pool_pid != os.getpid():
+            self._pool, self._pending, self._readers = None, {}, {}
+            self._pool_pid = os.getpid()
 
     def _blocks(self, blocks: list[int]) -> dict[int, Sequence[Any]]:
         """The rows of `blocks`: cached, being prefetched, or read now (in parallel)."""
+        self._after_fork()
         found = {b: self._cache[b] for b in blocks if b in self._cache}
         missing = [b for b in blocks if b not in found]
         remote = any(ref.remote for ref in self.layout.files)

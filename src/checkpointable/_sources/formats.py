@@ -121,7 +121,8 @@ def _read_parquet(ref: FileRef, block: int, columns: list[str] | None, cache: di
     if reader is None:
         if len(cache) >= 16:
             cache.pop(next(iter(cache)))
-        reader = cache[ref.path] = pq.ParquetFile(open_binary(ref))
+        # a local path is opened by Arrow itself (positional reads: safe from several threads)
+        reader = cache[ref.path] = pq.ParquetFile(open_binary(ref) if ref.remote else ref.path)
     try:
         table = reader.read_row_group(block, columns=columns)
     except KeyError as error:
