@@ -290,3 +290,34 @@ def test_truncated_tar_is_named_or_its_tail_skipped(tmp_path):
     with pytest.warns(UserWarning, match="left out 1"):
         dataset = ShardedDataset(str(path), shuffle=False, errors="skip", block_rows=2)
     assert [row_id(dataset[i]) for i in range(len(dataset))] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path):
+    write_shards(tmp_path, "tar", SIZES)
+    pattern = str(tmp_path / "*.tar")
+
+    def loader(workers: int) -> StatefulDataLoader:
+        dataset = ShardedDataset(pattern, seed=8, window=2, block_rows=3)
+        extra = {"multiprocessing_context": "spawn", "persistent_workers": True} if workers else {}
+        return StatefulDataLoader(
+            dataset,
+            batch_size=4,
+            sampler=dataset.sampler,
+            collate_fn=list,
+            num_workers=workers,
+            **extra,
+        )
+
+    plain = loader(0)
+    epochs = [[ids(batch) for batch in plain] for _ in range(2)]
+    assert sorted(flat(epochs[1])) == list(range(TOTAL)) and epochs[0] != epochs[1]
+    spawned = loader(2)
+    first = [ids(batch) for batch in spawned]
+    iterator = iter(spawned)
+    head = [ids(next(iterator)) for _ in range(3)]
+    state = json.loads(json.dumps(spawned.state_dict()))
+    del iterator
+    resumed = loader(2)
+    resumed.load_state_dict(state)
+    assert [first, head + [ids(batch) for batch in resumed]] == epochs
