@@ -181,6 +181,10 @@ def test_bad_arguments(tmp_path):
         ShardedDataset(pattern, window=0)
     with pytest.raises(TypeError, match="columns must be a list"):
         ShardedDataset(pattern, columns="id")
+    with pytest.raises(ValueError, match="pass both rank and world_size, or neither"):
+        ShardedDataset(pattern, world_size=2)
+    with pytest.raises(ValueError, match="rank must be < world_size, got rank=2, world_size=2"):
+        ShardedDataset(pattern, world_size=2, rank=2)
     with pytest.raises(TypeError, match="files must be a path"):
         ShardedDataset(3)
     (tmp_path / "x.csv").write_text("a\n")

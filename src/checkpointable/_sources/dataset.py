@@ -72,6 +72,27 @@ class Layout:
         )
 
 
+def _placement(world_size: int | None, rank: int | None) -> tuple[int | None, int | None]:
+    """Check `world_size` and `rank`; both None: the process group's, or rank 0 of 1."""
+    if world_size is not None:
+        require_int(world_size, NAME, "world_size", minimum=1)
+    if rank is not None:
+        require_int(rank, NAME, "rank", minimum=0)
+    grouped = dist.is_available() and dist.is_initialized()
+    if world_size is None and rank is None:
+        return (None, None) if grouped else (1, 0)
+    if world_size is None or rank is None:
+        if grouped:
+            return world_size, rank
+        raise ValueError(
+            f"{NAME}: pass both rank and world_size, or neither (then they come from "
+            f"torch.distributed, or are rank 0 of 1); got {rank=}, {world_size=}"
+        )
+    if rank >= world_size:
+        raise ValueError(f"{NAME}: rank must be < world_size, got {rank=}, {world_size=}")
+    return world_size, rank
+
+
 def _digest(parts: list[str]) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
@@ -121,8 +142,8 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             divides `lanes`, each rank reads only its own lanes, so no block is read by two
             ranks (see docs/scaling.md). The default, 1, is one sequence.
         block_rows: lines per JSONL block and samples per tar block (>= 1).
-        rank, world_size: this process's place; default from ``torch.distributed`` when it is
-            initialised, else rank 0 of 1.
+        rank, world_size: this process's place; default (both left out) from
+            ``torch.distributed`` when it is initialised, else rank 0 of 1.
         drop_last: leave out the uneven tail of the epoch instead of padding it.
         errors: ``"raise"`` (default) or ``"skip"``: leave out unreadable files, truncated
             tails and bad JSON lines, deterministically (the same rows after a resume), warning
@@ -216,9 +237,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pending: dict[int, Future[Sequence[Any]]] = {}
-        if not (dist.is_available() and dist.is_initialized()):  # one process: rank 0 of 1
-            world_size = 1 if world_size is None else world_size
-            rank = 0 if rank is None else rank
+        world_size, rank = _placement(world_size, rank)
         self.sampler = ShardedSampler(
             self, world_size, rank, shuffle, seed, drop_last, window, lanes
         )
