@@ -237,6 +237,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pending: dict[int, Future[Sequence[Any]]] = {}
+        self._last_block: int | None = None  # the highest block of the last batch read
         world_size, rank = _placement(world_size, rank)
         self.sampler = ShardedSampler(
             self, world_size, rank, shuffle, seed, drop_last, window, lanes
@@ -298,10 +299,11 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             self._cache.move_to_end(block)
         while len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
-        if (
-            remote
-        ):  # overlap the next read with compute: the block after the last one, in file order
-            following = max(blocks) + 1
+        last, self._last_block = self._last_block, max(blocks)
+        if remote and (last is None or self._last_block - last in (0, 1)):
+            # reading in file order (shuffle=False, or inside a block): overlap the next read
+            # with compute by reading the block after the last one in the background
+            following = self._last_block + 1
             known = following in self._cache or following in self._pending
             if following < len(self.layout.block_file) and not known:
                 self._pending[following] = self._executor().submit(self._read, following)
