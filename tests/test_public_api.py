@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "checkpointable.datasets",
     "checkpointable.iterators",
     "checkpointable.samplers",
+    "checkpointable.sources",
     "checkpointable.stream",
 ]
 

@@ -2,7 +2,8 @@
 
 Every public name is available here; the seed-shaped modules are ``checkpointable.iterators``
 (infinibatch), ``checkpointable.samplers`` (helios), ``checkpointable.dataloader`` (torchdata),
-``checkpointable.stream`` (zero), plus ``checkpointable.datasets`` and ``checkpointable.testing``.
+``checkpointable.stream`` (zero), plus ``checkpointable.datasets``, ``checkpointable.sources``
+(shard files) and ``checkpointable.testing``.
 """
 
 import importlib
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts
         ResumableSequentialSampler,
         create_sampler,
     )
+    from .sources import ShardedDataset
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
@@ -66,6 +68,7 @@ _LAZY = {
         ],
         "samplers",
     ),
+    "ShardedDataset": "sources",
     "ShardedIterableDataset": "dataloader",
     "StatefulDataLoader": "dataloader",
     "Stream": "stream",
@@ -117,6 +120,7 @@ __all__ = [
     "ResumableSequentialSampler",
     "SamplingRandomMapIterator",
     "SelectManyIterator",
+    "ShardedDataset",
     "ShardedIterableDataset",
     "Stateful",
     "StatefulDataLoader",

@@ -13,7 +13,8 @@ the rest of the uninterrupted epoch; with any ``M`` every position ``< n`` is de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -133,8 +134,16 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         total = _segment_length(n - first, replicas, self.drop_last)
         own = first + self.rank  # canonical position of this rank's first sample
         real = min(total, max(0, -(-(n - own) // replicas)))  # those before the padding
-        seed = self.seed if self.shuffle else None
-        return _rank_chunks(cursor, n, seed, self._epoch, own, replicas, start, real, total)
+        permutation = partial(self._permutation, self._epoch)
+        return _rank_chunks(cursor, n, permutation, own, replicas, start, real, total)
+
+    def _permutation(self, epoch: int) -> Any:
+        """The epoch's order: ``None`` for ``range(n)``, else a 1-D integer tensor (or an object
+        that slices like one, ``order[begin:end:step].tolist()`` and ``int(order[i])``)."""
+        if not self.shuffle:
+            return None
+        shuffle = generator(self.seed, epoch, "ResumableDistributedSampler")
+        return torch.randperm(self._length, generator=shuffle)
 
     @property
     def position(self) -> int:
@@ -185,8 +194,7 @@ def _segment_length(remaining: int, replicas: int, drop_last: bool) -> int:
 def _rank_chunks(
     cursor: Cursor,
     n: int,
-    seed: int | None,
-    epoch: int,
+    permutation: Callable[[], Any],
     own: int,
     replicas: int,
     start: int,
@@ -196,14 +204,12 @@ def _rank_chunks(
     """This rank's samples ``j`` in ``[start, total)``: canonical positions ``own + j * replicas``.
 
     The first `real` lie inside the order; the rest (at most one) are padding, ``perm[c % n]``.
+    ``permutation()`` makes the order (see `ResumableDistributedSampler._permutation`) at the
+    first ``next``.
     """
     if start >= total:
         return
-    if seed is None:
-        perm = None
-    else:
-        shuffle = generator(seed, epoch, "ResumableDistributedSampler")
-        perm = torch.randperm(n, generator=shuffle)
+    perm = permutation()
     for low in range(start, real, CHUNK):
         high = min(low + CHUNK, real)
         begin, end = own + low * replicas, own + (high - 1) * replicas + 1

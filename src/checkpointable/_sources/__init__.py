@@ -1,0 +1,1 @@
+"""Shard files as datasets: formats, storage, the window order and `ShardedDataset`."""

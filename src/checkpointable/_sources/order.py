@@ -1,0 +1,176 @@
+"""An epoch's shuffled order of rows: permuted blocks dealt to lanes, rows shuffled in windows.
+
+The order is a pure function of ``(seed, epoch, position)``; nothing of it is ever stored:
+
+1. the blocks (row groups, JSONL blocks, tar blocks of every file) are permuted with
+   ``randperm(num_blocks)`` seeded ``seed + epoch`` (the samplers' rule, `generator`);
+2. block ``k`` of that sequence joins lane ``k % lanes``;
+3. consecutive blocks of a lane form windows of `window` blocks, and the rows of window ``w`` of
+   lane ``l`` are permuted with ``randperm(rows_in_window)`` seeded from
+   ``(seed, epoch, l, w)``;
+4. the lanes are interleaved row by row: round ``t`` takes row ``t`` of every lane that has
+   one, the lanes ordered by decreasing length (ties by lane number).
+
+Position ``c`` of the epoch is the ``c``-th row of that interleaving. While every lane still has
+rows (all of the epoch but a tail shorter than one block per lane), position ``c`` lies in lane
+``c % lanes``: so when the world size times the workers divides `lanes`, each rank (and worker)
+reads its own lanes only and every block is read once. With ``lanes=1`` it is one sequence.
+
+`WindowOrder` slices like the 1-D tensor that ``ResumableDistributedSampler`` deals out over the
+ranks (``order[a:b:step]`` and ``int(order[i])``), so the distributed arithmetic (``progress``,
+N -> M ranks, padding) is the sampler's, not a copy. Slicing costs one ``randperm`` per window
+touched (cached), and memory stays at a few windows' rows. The trade-off of `window`: a larger
+window mixes rows from more blocks (a better shuffle) and makes each reader hold and read more
+blocks at a time (memory `window` blocks per reader, and a burst of reads per window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from .._samplers.base import generator
+
+__all__ = ["WindowOrder"]
+
+
+def window_seed(seed: int, epoch: int, lane: int, window: int) -> int:
+    """A 63-bit seed for window `window` of lane `lane` in `epoch` (blake2b of the four)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{lane}:{window}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class _Lane:
+    """One lane's blocks in order, their rows, and its windows."""
+
+    def __init__(self, rows: torch.Tensor, first: torch.Tensor, window: int) -> None:
+        self.lengths = rows
+        self.first = first  # first global row of each of the lane's blocks
+        self.ends = torch.cumsum(rows, 0)
+        count = len(rows)
+        last = torch.arange(min(window - 1, count), count, window)
+        if count % window:
+            last = torch.cat([last, torch.tensor([count - 1])])
+        self.window_ends = self.ends[last]
+        self.window_starts = torch.cat([torch.zeros(1, dtype=rows.dtype), self.window_ends[:-1]])
+
+
+class WindowOrder:
+    """The shuffled order of one epoch, computed lane by lane and window by window on demand.
+
+    Args:
+        block_rows: rows per block, in file order (int64 tensor).
+        block_first: the global row id of each block's first row (int64 tensor).
+        seed, epoch: seed the order.
+        window: blocks per window (>= 1).
+        lanes: the number of lanes (>= 1).
+    """
+
+    def __init__(
+        self,
+        block_rows: torch.Tensor,
+        block_first: torch.Tensor,
+        seed: int,
+        epoch: int,
+        window: int,
+        lanes: int = 1,
+    ) -> None:
+        self._seed, self._epoch, self._window = seed, epoch, window
+        blocks = torch.randperm(len(block_rows), generator=generator(seed, epoch, "ShardedDataset"))
+        self._rows = block_rows[blocks]
+        self._first = block_first[blocks]
+        self._lanes = lanes
+        lane_rows = torch.zeros(lanes, dtype=torch.int64)
+        lane_rows.index_add_(0, torch.arange(len(blocks)) % lanes, self._rows)
+        # rounds visit the lanes by decreasing length; the alive lanes are a prefix of this
+        self._by_length = torch.sort(lane_rows, descending=True, stable=True).indices
+        lengths = lane_rows[self._by_length]
+        ascending = torch.flip(lengths, [0])
+        # segment k: rounds in [s_{k-1}, s_k) of the ascending lengths, with lanes - k alive
+        before = torch.cat([torch.zeros(1, dtype=torch.int64), ascending[:-1]])
+        alive = lanes - torch.arange(lanes)
+        self._seg_round = before
+        self._seg_alive = alive
+        grown = (ascending - before) * alive
+        self._seg_end = torch.cumsum(grown, 0)
+        self._seg_start = self._seg_end - grown
+        self._length = int(lane_rows.sum())
+        self._lane_cache: dict[int, _Lane] = {}
+        self._perm_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _lane(self, lane: int) -> _Lane:
+        found = self._lane_cache.get(lane)
+        if found is None:
+            found = _Lane(
+                self._rows[lane :: self._lanes], self._first[lane :: self._lanes], self._window
+            )
+            if len(self._lane_cache) >= 64:
+                self._lane_cache.pop(next(iter(self._lane_cache)))
+            self._lane_cache[lane] = found
+        return found
+
+    def _window_perm(self, lane: int, w: int, size: int) -> torch.Tensor:
+        perm = self._perm_cache.get((lane, w))
+        if perm is None:
+            seeded = torch.Generator().manual_seed(window_seed(self._seed, self._epoch, lane, w))
+            perm = torch.randperm(size, generator=seeded)
+            if len(self._perm_cache) >= 4:
+                self._perm_cache.pop(next(iter(self._perm_cache)))
+            self._perm_cache[(lane, w)] = perm
+        return perm
+
+    def _lane_positions(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lane, row number in the lane) of each position of the interleaving."""
+        segment = torch.searchsorted(self._seg_end, positions, right=True)
+        offset = positions - self._seg_start[segment]
+        alive = self._seg_alive[segment]
+        rounds = self._seg_round[segment] + torch.div(offset, alive, rounding_mode="floor")
+        return self._by_length[offset % alive], rounds
+
+    def _take_in_lane(self, lane: int, index: torch.Tensor) -> torch.Tensor:
+        """Global row ids of rows `index` (ascending) of lane `lane`."""
+        info = self._lane(lane)
+        windows = torch.searchsorted(info.window_ends, index, right=True)
+        out = torch.empty_like(index)
+        done = 0
+        values, counts = torch.unique_consecutive(windows, return_counts=True)
+        for w_tensor, count in zip(values.tolist(), counts.tolist(), strict=True):
+            w = int(w_tensor)
+            start = info.window_starts[w]
+            size = int(info.window_ends[w] - start)
+            part = index[done : done + count]
+            local = self._window_perm(lane, w, size)[part - start]
+            low = w * self._window
+            high = min(low + self._window, len(info.lengths))
+            lengths = info.lengths[low:high]
+            ends = torch.cumsum(lengths, 0)
+            block = torch.searchsorted(ends, local, right=True)
+            out[done : done + count] = info.first[low:high][block] + local - (ends - lengths)[block]
+            done += count
+        return out
+
+    def take(self, positions: torch.Tensor) -> torch.Tensor:
+        """The global row ids at ascending `positions` of the epoch's order."""
+        lanes, index = self._lane_positions(positions)
+        if self._lanes == 1:
+            return self._take_in_lane(0, index)
+        out = torch.empty_like(positions)
+        order = torch.sort(lanes, stable=True).indices  # per lane, positions stay ascending
+        values, counts = torch.unique_consecutive(lanes[order], return_counts=True)
+        done = 0
+        for lane, count in zip(values.tolist(), counts.tolist(), strict=True):
+            where = order[done : done + count]
+            out[where] = self._take_in_lane(lane, index[where])
+            done += count
+        return out
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._length)
+            return self.take(torch.arange(start, stop, step, dtype=torch.int64))
+        return int(self.take(torch.tensor([int(key)], dtype=torch.int64))[0])

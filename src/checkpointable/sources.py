@@ -1,0 +1,10 @@
+"""Datasets over the files users already have: Parquet, JSONL and WebDataset tar shards.
+
+`ShardedDataset` reads local files or ``fsspec`` URLs (``s3://`` with the
+``checkpointable[s3]`` extra), shuffles them without a buffer in the state, and resumes exactly
+on any number of ranks and loader workers through its ``sampler``.
+"""
+
+from ._sources.dataset import ShardedDataset
+
+__all__ = ["ShardedDataset"]
