@@ -6,9 +6,11 @@ under ``spawn``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -155,22 +157,13 @@ def _pipeline_steps(pipeline: Any, epochs_done: int) -> Iterator[tuple[list[int]
 
 
 class _Ranks:
-    """`size` ranks that consume in lockstep, each a loader over an elastic distributed
-    sampler; its state is rank 0's, which every rank of another world size loads."""
+    """`size` ranks that consume in lockstep, each a loader made by ``make(rank, size)`` over
+    an elastic distributed sampler; its state is rank 0's, which every rank of another world
+    size loads."""
 
-    def __init__(self, size: int) -> None:
-        from ..dataloader import StatefulDataLoader
-        from ..samplers import ResumableDistributedSampler
-
-        dataset = Ids(240)
-        self.samplers = [
-            ResumableDistributedSampler(dataset, size, rank, shuffle=True, seed=SEED, batch_size=4)
-            for rank in range(size)
-        ]
-        self.loaders = [
-            StatefulDataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=list)
-            for sampler in self.samplers
-        ]
+    def __init__(self, make: Callable[[int, int], Any], size: int) -> None:
+        self.loaders = [make(rank, size) for rank in range(size)]
+        self.samplers = [loader.sampler for loader in self.loaders]
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = self.loaders[0].state_dict()
@@ -204,6 +197,51 @@ def _rank_steps(ranks: _Ranks, epochs_done: int) -> Iterator[tuple[list[int], bo
     return ranks.steps(epochs_done)
 
 
+def _rank_loader(rank: int, size: int) -> Any:
+    from ..dataloader import StatefulDataLoader
+    from ..samplers import ResumableDistributedSampler
+
+    dataset = Ids(240)
+    sampler = ResumableDistributedSampler(
+        dataset, size, rank, shuffle=True, seed=SEED, batch_size=4
+    )
+    return StatefulDataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=list)
+
+
+#: Where the cases that read files keep them (set by the harness before it forks children).
+FOLDER: Path | None = None
+
+
+def _shards() -> list[str]:
+    """JSONL shards of 4 x 60 rows {"id": i} in `FOLDER` (written once)."""
+    if FOLDER is None:
+        raise RuntimeError("the torture harness sets FOLDER before the cases that read files")
+    paths = []
+    for shard in range(4):
+        path = FOLDER / f"shard-{shard}.jsonl"
+        if not path.exists():
+            rows = "".join(json.dumps({"id": shard * 60 + i}) + "\n" for i in range(60))
+            path.write_text(rows)
+        paths.append(str(path))
+    return paths
+
+
+def _source_loader(rank: int, size: int) -> Any:
+    from ..dataloader import StatefulDataLoader
+    from ..sources import ShardedDataset
+
+    dataset = ShardedDataset(
+        _shards(), seed=SEED, window=2, block_rows=16, rank=rank, world_size=size
+    )
+    return StatefulDataLoader(
+        dataset, batch_size=4, sampler=dataset.sampler, collate_fn=_row_ids, num_workers=1
+    )
+
+
+def _row_ids(rows: list[dict[str, Any]]) -> list[int]:
+    return [int(row["id"]) for row in rows]
+
+
 CASES: dict[str, Case] = {
     case.name: case
     for case in [
@@ -226,6 +264,21 @@ CASES: dict[str, Case] = {
         ),
         Case("pipeline prefetch+parallel_map", (2, 3), _pipeline, _pipeline_steps),
         Case("stream over loader", (0, 2), _stream, _stream_steps),
-        Case("elastic ranks 2<->3", (2, 3), _Ranks, _rank_steps, ordered=False, padding=2),
+        Case(
+            "elastic ranks 2<->3",
+            (2, 3),
+            partial(_Ranks, _rank_loader),
+            _rank_steps,
+            ordered=False,
+            padding=2,
+        ),
+        Case(
+            "sources ShardedDataset ranks 2<->3",
+            (2, 3),
+            partial(_Ranks, _source_loader),
+            _rank_steps,
+            ordered=False,
+            padding=2,
+        ),
     ]
 }

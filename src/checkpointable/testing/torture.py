@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import _torture_cases
 from ._processes import (
     become_subreaper,
     descendants,
@@ -109,6 +110,7 @@ def torture(
     total_share = sum(case.share for case in chosen)
     results = []
     with tempfile.TemporaryDirectory(prefix="checkpointable-torture-") as work:
+        _torture_cases.FOLDER = Path(work)
         for number, case in enumerate(chosen):
             target = max(1, round(kills * case.share / total_share))
             folder = Path(work) / str(number)
