@@ -418,10 +418,10 @@ def test_repr_shows_the_configuration():
 
 # ---------------------------------------------------------------------------- registry
 def test_the_three_samplers_are_registered_and_created_by_name():
-    assert list(SAMPLER_REGISTRY) == [
-        "ResumableDistributedSampler",
+    assert list(SAMPLER_REGISTRY.keys()) == [
         "ResumableRandomSampler",
         "ResumableSequentialSampler",
+        "ResumableDistributedSampler",
     ]
     sampler = create_sampler("ResumableDistributedSampler", range(6), num_replicas=2, rank=1)
     assert isinstance(sampler, ResumableDistributedSampler)
