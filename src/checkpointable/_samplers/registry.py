@@ -19,7 +19,8 @@ class Registry:
     Registering a second object under a name already taken raises `ArgumentValueError` (a
     ``ValueError``, and the ``AssertionError`` helios raised); `get` on an unknown name raises
     ``KeyError`` listing the registered names. As helios' registry: ``name in registry``,
-    `keys` (a view, in registration order), iteration over ``(name, object)`` pairs and ``str(registry)`` (its name).
+    `keys` (a view, in registration order), iteration over ``(name, object)`` pairs and
+    ``str(registry)`` (its name).
 
     Args:
         name: what the registry holds, used in messages (e.g. ``"sampler"``).
