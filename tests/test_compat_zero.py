@@ -7,6 +7,8 @@ import itertools
 import math
 import re
 
+import pytest
+
 from checkpointable import Stream
 from checkpointable.iterators import NativeCheckpointableIterator
 
@@ -65,3 +67,12 @@ def test_a_loaded_state_still_continues_the_saved_epoch():
     resumed.load_state_dict(stream.state_dict())
     seen = [(resumed.epoch, list(e)) for e in resumed.epochs(3, 4, None)]
     assert seen == [(1, [2, 3]), (2, [4, 5, 6, 7]), (3, [8, 9])]
+
+
+def test_the_earlier_keyword_progress_bar_options_is_an_alias():
+    out = io.StringIO()
+    for epoch in Stream(range(2)).epochs(1, progress_bar_options={"file": out, **COUNTS}):
+        list(epoch)
+    assert "2/2" in out.getvalue()
+    with pytest.raises(TypeError, match="progress_bar_options is another name of progress_bar_"):
+        Stream(range(2)).epochs(1, progress_bar_config={}, progress_bar_options={})
