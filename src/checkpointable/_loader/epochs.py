@@ -81,7 +81,7 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
         else:  # the dataset's own state was loaded by _load_main_process_states
             stream.start(dataset, loader._dataset_stateful, None, False, replay)
     loader._reader.streams = streams
-    return MainStreamEpoch(state, streams, pin, finish)
+    return MainStreamEpoch(state, streams, pin, finish, length_check(loader))
 
 
 def worker_epoch(
@@ -108,13 +108,40 @@ def worker_epoch(
         capture = indices.plan.kind == STATEFUL
         tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
     elif loader._kind == "sharded":
-        tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
+        owners = [s % workers for s in range(len(state.streams))]
+        tasks = StreamTasks(state, owners, length_check(loader))
     else:
-        tasks = StreamTasks(state, list(range(workers)))
+        tasks = StreamTasks(state, list(range(workers)), length_check(loader))
     finish = partial(finish_epoch, state, plan, None if persistent else pool)
     window = loader.prefetch_factor * workers
     epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
     return epoch, pool
+
+
+def length_check(loader: Any) -> Callable[[int], None] | None:
+    """torch's check that an iterable-style dataset yields no more batches than ``len(loader)``
+    said, when it was asked (None otherwise): called with the batches delivered so far."""
+    reported = loader._IterableDataset_len_called
+    if loader._kind == "map" or reported is None:
+        return None
+    return partial(_warn_if_longer, loader.dataset, reported, loader.num_workers)
+
+
+def _warn_if_longer(dataset: Any, reported: int, num_workers: int, fetched: int) -> None:
+    if fetched <= reported:
+        return
+    message = (  # torch's words, which users grep their logs for
+        f"Length of IterableDataset {dataset} was reported to be {reported}"
+        f"(when accessing len(dataloader)), but {fetched} samples have been fetched. "
+    )
+    if num_workers > 0:
+        message += (
+            "For multiprocessing data-loading, this could be caused by not properly configuring "
+            "the IterableDataset replica at each worker. Please see "
+            "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for "
+            "examples."
+        )
+    warnings.warn(message, stacklevel=4)
 
 
 def worker_spec(loader: Any) -> WorkerSpec:
@@ -134,7 +161,7 @@ def worker_spec(loader: Any) -> WorkerSpec:
         worker_init_fn=loader.worker_init_fn,
         base_seed=base_seed,
         num_workers=loader.num_workers,
-        snapshot_every=loader.snapshot_every_n_steps,
+        snapshot_every=loader.snapshot_every_n_steps or 0,
         dataset_stateful=loader._dataset_stateful,
     )
 

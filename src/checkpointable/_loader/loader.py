@@ -6,7 +6,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -30,7 +30,10 @@ __all__ = ["StatefulDataLoader"]
 _TORCH_HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
 
 
-class StatefulDataLoader(DataLoader[Any]):
+T_co = TypeVar("T_co", covariant=True)
+
+
+class StatefulDataLoader(DataLoader[T_co]):
     """torch's ``DataLoader`` with ``state_dict()`` / ``load_state_dict()``: resumes exactly.
 
     It accepts exactly ``torch.utils.data.DataLoader``'s arguments, checked by torch with its
@@ -78,11 +81,13 @@ class StatefulDataLoader(DataLoader[Any]):
             delivered beyond it).
         snapshot_every_n_steps: attach an iterable-style dataset's (or shard's) state to every
             n-th batch of each worker (or shard) instead of every batch, for large states; a
-            restore then re-reads at most n-1 batches per worker (or shard). An int >= 1.
+            restore then re-reads at most n-1 batches per worker (or shard). 0 or None (as
+            torchdata) take no periodic snapshot: a restore re-reads every batch a worker (or
+            shard) delivered in the epoch.
 
     Raises:
-        ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 1.
-        TypeError: `snapshot_every_n_steps` is not an int.
+        ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 0.
+        TypeError: `snapshot_every_n_steps` is not an int or None.
 
     State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
     "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
@@ -120,16 +125,17 @@ class StatefulDataLoader(DataLoader[Any]):
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
-        snapshot_every_n_steps: int = 1,
+        snapshot_every_n_steps: int | None = 1,
     ) -> None:
-        if isinstance(snapshot_every_n_steps, bool) or not isinstance(snapshot_every_n_steps, int):
+        every = snapshot_every_n_steps
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)):
             raise ArgumentTypeError(
-                f"StatefulDataLoader: snapshot_every_n_steps must be an int, got "
-                f"{snapshot_every_n_steps!r} ({type(snapshot_every_n_steps).__name__})"
+                f"StatefulDataLoader: snapshot_every_n_steps must be an int or None, got "
+                f"{every!r} ({type(every).__name__})"
             )
-        if snapshot_every_n_steps < 1:
+        if every is not None and every < 0:
             raise ValueError(
-                f"StatefulDataLoader: snapshot_every_n_steps must be >= 1, got "
+                f"StatefulDataLoader: snapshot_every_n_steps must be >= 0 or None, got "
                 f"{snapshot_every_n_steps=}"
             )
         extra = {"in_order": in_order} if _TORCH_HAS_IN_ORDER else {}
@@ -222,7 +228,7 @@ class StatefulDataLoader(DataLoader[Any]):
             self._pool.shutdown()
             self._pool = None
 
-    def __enter__(self) -> StatefulDataLoader:
+    def __enter__(self) -> StatefulDataLoader[T_co]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

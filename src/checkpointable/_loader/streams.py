@@ -32,7 +32,8 @@ class Stream:
         batch_size: items per batch, or None to yield items one by one (no auto-collation).
         drop_last: drop a last batch shorter than `batch_size`.
         collate_fn: the loader's ``collate_fn``.
-        snapshot_every: attach the source's state to every n-th batch (and to the last one).
+        snapshot_every: attach the source's state to every n-th batch (and to the last one);
+            0 or None: to the last one only.
     """
 
     def __init__(
@@ -40,12 +41,12 @@ class Stream:
         batch_size: int | None,
         drop_last: bool,
         collate_fn: Callable[..., Any],
-        snapshot_every: int,
+        snapshot_every: int | None,
     ) -> None:
         self._batch_size = batch_size
         self._drop_last = drop_last
         self._collate_fn = collate_fn
-        self._snapshot_every = snapshot_every
+        self._snapshot_every = snapshot_every or 0
         self.source: Any = None
         self.stateful = False
         self._iterator: Iterator[Any] = iter(())
@@ -103,7 +104,8 @@ class Stream:
         batch = self._collate_fn(data)
         self._count += 1
         state = None
-        if self.stateful and (exhausted or self._count % self._snapshot_every == 0):
+        every = self._snapshot_every
+        if self.stateful and (exhausted or (every and self._count % every == 0)):
             state = self.source.state_dict()
             self._count = 0
             self._final_sent = exhausted

@@ -103,8 +103,14 @@ class StreamTasks:
     keeps, per stream, its state at the last snapshot and the batches delivered since.
     """
 
-    def __init__(self, state: LoaderState, owners: list[int]) -> None:
+    def __init__(
+        self,
+        state: LoaderState,
+        owners: list[int],
+        check_length: Callable[[int], None] | None = None,
+    ) -> None:
         self._state = state
+        self._check_length = check_length
         self._owners = owners  # stream -> worker
         self._cycle = state.next_stream
         self._ended = {i for i, entry in enumerate(state.streams) if entry["ended"]}
@@ -145,6 +151,8 @@ class StreamTasks:
         if exhausted:
             entry["ended"] = True
         state.batches += 1
+        if self._check_length is not None:
+            self._check_length(state.batches)
         return data
 
 
