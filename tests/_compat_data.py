@@ -41,17 +41,21 @@ class RandomWalkIterator:
 
 
 class StatefulIteratorDataset(IterableDataset[Any]):
-    """The dataset has no state; the iterator its ``__iter__`` returns has one."""
+    """The dataset has no state; the iterator its ``__iter__`` returns has one.
 
-    def __init__(self, n: int) -> None:
+    With `random_seed`, each iterator draws its seed from the OS: only its saved state can bring
+    its data back (a fast-forward of a new iterator gives other data).
+    """
+
+    def __init__(self, n: int, random_seed: bool = False) -> None:
         self.n = n
+        self.random_seed = random_seed
         self.iter_calls = 0
 
     def __iter__(self) -> RandomWalkIterator:
         self.iter_calls += 1
         worker, workers = _share()
-        # A seed that differs at each iter(): only the iterator's state can bring the data back.
-        seed = int.from_bytes(os.urandom(4), "little")
+        seed = int.from_bytes(os.urandom(4), "little") if self.random_seed else 17 + worker
         return RandomWalkIterator(self.n + worker, seed)
 
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from checkpointable import IncompatibleStateError
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
 from tests._compat_data import (
@@ -52,16 +53,27 @@ def test_a_stateful_iterator_is_saved_and_restored_with_two_workers(persistent: 
     assert_resumable(partial(iterator_loader, 2, persistent), epochs=2, positions=[1, 3, 5])
 
 
-def test_the_restored_iterator_is_not_fast_forwarded():
-    loader = iterator_loader(0, False)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, False), (2, True)])
+def test_the_restored_iterator_is_not_fast_forwarded(num_workers: int, persistent: bool):
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            StatefulIteratorDataset(5, random_seed=True),
+            batch_size=2,
+            num_workers=num_workers,
+            persistent_workers=persistent,
+        )
+
+    loader = make()
     batches = iter(loader)
     next(batches), next(batches)
     state = json.loads(json.dumps(loader.state_dict()))
     rest = list(batches)
-    resumed = iterator_loader(0, False)
+    resumed = make()
     resumed.load_state_dict(state)
     assert items_equal(list(resumed), rest)
-    assert resumed.dataset.iter_calls == 1  # no iterator was built and read again
+    if num_workers == 0:
+        assert resumed.dataset.iter_calls == 1  # one new iterator, its state loaded
 
 
 # ------------------------------------------------- 2. the loaded dataset state sticks
@@ -135,3 +147,13 @@ def test_an_iterable_dataset_longer_than_its_len_warns_as_torch(num_workers: int
     ours = length_warnings(StatefulDataLoader, num_workers)
     assert ours == length_warnings(DataLoader, num_workers)
     assert len(ours) == 2 and "was reported to be 3" in ours[0]
+
+
+def test_a_state_of_the_previous_format_version_is_refused_clearly():
+    loader = StatefulDataLoader(StatefulPartitioned(5), batch_size=2)
+    state = loader.state_dict()
+    old = {**state, "version": 1}
+    for entry in old["streams"]:
+        del entry["iterator_state"]
+    with pytest.raises(IncompatibleStateError, match="format version 1, this release"):
+        StatefulDataLoader(StatefulPartitioned(5), batch_size=2).load_state_dict(old)

@@ -269,7 +269,7 @@ def test_distributed_start_iter_setter_is_heliosish():
 def test_state_is_plain_ints_and_names_the_configuration():
     state = ResumableRandomSampler(range(4), seed=2).state_dict()
     assert state == {
-        "version": 1,
+        "version": 2,
         "type": "ResumableRandomSampler",
         "epoch": 0,
         "dataset_length": 4,
@@ -278,7 +278,7 @@ def test_state_is_plain_ints_and_names_the_configuration():
     }
     state = ResumableDistributedSampler(range(4), 2, 1, drop_last=True).state_dict()
     assert state == {
-        "version": 1,
+        "version": 2,
         "type": "ResumableDistributedSampler",
         "epoch": 0,
         "dataset_length": 4,

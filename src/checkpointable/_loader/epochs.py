@@ -51,6 +51,10 @@ def load_main_process_states(loader: Any) -> None:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
             loader.dataset.load_state_dict(entries[0]["state"])
+    if loader.num_workers == 0 and loader._kind == "iterable" and state.in_epoch:
+        entry = state.streams[0]
+        if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Stream
+            loader._reader.loaded = state.snapshot(0)
 
 
 def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
@@ -67,6 +71,7 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
         return MainMapEpoch(state, indices, fetch, finish, capture)
     streams = []
     dataset: Any = loader.dataset
+    loaded, loader._reader.loaded = loader._reader.loaded, None
     for index, entry in enumerate(state.streams):
         stream = Stream(
             loader.batch_size, loader.drop_last, loader.collate_fn, loader.snapshot_every_n_steps
@@ -77,9 +82,9 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
             continue
         if loader._kind == "sharded":
             load = continuing and not entry["fresh"]
-            stream.start(dataset.open_shard(index), True, entry["state"], load, replay)
-        else:  # the dataset's own state was loaded by _load_main_process_states
-            stream.start(dataset, loader._dataset_stateful, None, False, replay)
+            stream.start(dataset.open_shard(index), True, state.snapshot(index), load, replay)
+        else:  # continuing a loaded epoch: the snapshot kept by load_main_process_states
+            stream.start(dataset, loader._dataset_stateful, loaded, loaded is not None, replay)
     loader._reader.streams = streams
     return MainStreamEpoch(state, streams, pin, finish, length_check(loader))
 
@@ -179,7 +184,7 @@ def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
         # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
         load = not entry["fresh"] and (new_pool or loader._kind == "sharded")
         replay = entry["replay"] if continuing else 0
-        how = StreamStart(entry["state"], load, replay, entry["ended"])
+        how = StreamStart(state.snapshot(index), load, replay, entry["ended"])
         starts[index % workers][index] = how
     return starts
 
@@ -204,6 +209,8 @@ class Reader:
         )
         self.pending = False  # a loaded state waits for the next iter(): report it as loaded
         self.streams: list[Stream] | None = None
+        #: Without workers: the loaded snapshot the next epoch's stream starts from.
+        self.loaded: dict[str, Any] | None = None
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
 
@@ -221,15 +228,17 @@ class Reader:
             state.generator_state = encode_generator_state(sampler_generator)
         if not self.main_process:
             return
-        if self.kind == "sharded":
-            for entry, stream in zip(state.streams, self.streams or (), strict=False):
-                if stream.source is not None:
-                    entry["state"], entry["fresh"], entry["replay"] = stream.capture(), False, 0
-        elif self.stateful:
-            entry = state.dataset_states[0] if state.dataset_states else state.streams[0]
-            entry["state"], entry["fresh"] = self.dataset.state_dict(), False
-            if self.kind == "iterable":
-                entry["replay"] = 0
+        if self.kind == "map":
+            if self.stateful and state.dataset_states:
+                state.dataset_states[0] = {"state": self.dataset.state_dict(), "fresh": False}
+            return
+        started = [s for s in self.streams or () if s.source is not None]
+        if self.kind == "iterable" and not started and self.stateful:  # before the first iter()
+            state.take_snapshot(0, {"state": self.dataset.state_dict(), "iterator_state": None})
+        for index, stream in enumerate(self.streams or ()):
+            snapshot = stream.capture() if stream.source is not None else None
+            if snapshot is not None:
+                state.take_snapshot(index, snapshot)
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:

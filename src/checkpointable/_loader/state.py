@@ -42,7 +42,7 @@ _POSITION_KEYS = (
 )
 _SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
-_STREAM_KEYS = ("state", "fresh", "replay", "ended")
+_STREAM_KEYS = ("state", "iterator_state", "fresh", "replay", "ended")
 
 
 class _Pending:
@@ -104,7 +104,21 @@ class LoaderState:
 
     def fresh_streams(self, count: int) -> list[dict[str, Any]]:
         state = PENDING if self._stream_stateful else None
-        return [{"state": state, "fresh": True, "replay": 0, "ended": False} for _ in range(count)]
+        return [
+            {"state": state, "iterator_state": None, "fresh": True, "replay": 0, "ended": False}
+            for _ in range(count)
+        ]
+
+    def take_snapshot(self, index: int, snapshot: dict[str, Any]) -> None:
+        """Stream `index` delivered a batch with this snapshot (see `streams.Stream`)."""
+        entry = self.streams[index]
+        entry["state"], entry["iterator_state"] = snapshot["state"], snapshot["iterator_state"]
+        entry["fresh"], entry["replay"] = False, 0
+
+    def snapshot(self, index: int) -> dict[str, Any]:
+        """Stream `index`'s saved snapshot, to start it from."""
+        entry = self.streams[index]
+        return {"state": entry["state"], "iterator_state": entry["iterator_state"]}
 
     def start_epoch(self, carry: bool) -> None:
         """Begin a fresh epoch; `carry` keeps the workers' states (persistent workers)."""
@@ -119,10 +133,11 @@ class LoaderState:
             if self.dataset_states is not None:
                 self.dataset_states = self.fresh_workers()
             self.streams = self.fresh_streams(len(self.streams))
-        else:
+        else:  # a persistent worker's dataset copy lives on; its iterator is a new one
             for entry in self.streams:
                 entry["replay"] = 0
                 entry["ended"] = False
+                entry["iterator_state"] = None
 
     def end_epoch(self) -> None:
         self.in_epoch = False

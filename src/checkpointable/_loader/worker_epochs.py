@@ -142,7 +142,7 @@ class StreamTasks:
         if kind == ERROR:
             data.reraise()
         if stream_state is not None:
-            entry["state"], entry["fresh"], entry["replay"] = stream_state, False, 0
+            state.take_snapshot(stream, stream_state)
         if kind == END:
             entry["ended"] = True
             return _SKIP
