@@ -24,6 +24,7 @@ from checkpointable import IncompatibleStateError
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
 from tests._compat_data import (
+    Noisy,
     Overlong,
     ResettingIter,
     SelfIterating,
@@ -157,3 +158,59 @@ def test_a_state_of_the_previous_format_version_is_refused_clearly():
         del entry["iterator_state"]
     with pytest.raises(IncompatibleStateError, match="format version 1, this release"):
         StatefulDataLoader(StatefulPartitioned(5), batch_size=2).load_state_dict(old)
+
+
+# ------------------------------------- 3. and 4. states at epoch boundaries fix the seeds
+
+
+def shuffled(num_workers: int, persistent: bool, dataset: Any = None) -> StatefulDataLoader:
+    return StatefulDataLoader(
+        list(range(10)) if dataset is None else dataset,
+        batch_size=3,
+        shuffle=True,
+        num_workers=num_workers,
+        persistent_workers=persistent,
+    )
+
+
+def as_lists(batches: Any) -> list[Any]:
+    return [b.tolist() if isinstance(b, torch.Tensor) else [x.tolist() for x in b] for b in batches]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("after_stop", [False, True])
+@pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, False), (2, True)])
+def test_an_end_of_epoch_state_fixes_the_next_shuffle(
+    num_workers: int, persistent: bool, after_stop: bool
+):
+    torch.manual_seed(0)
+    loader = shuffled(num_workers, persistent)
+    batches = iter(loader)
+    for _ in range(4):  # the whole epoch: 4 batches
+        next(batches)
+    if after_stop:
+        assert list(batches) == []
+    state = json.loads(json.dumps(loader.state_dict()))
+    torch.rand(5)  # the training step uses the global RNG before the next epoch
+    list(batches)
+    expected = as_lists(loader)
+    torch.manual_seed(99)  # a fresh process: another global RNG
+    resumed = shuffled(num_workers, persistent)
+    resumed.load_state_dict(state)
+    if not after_stop:
+        assert list(resumed) == []  # the rest of the saved epoch
+    assert as_lists(resumed) == expected
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_state_before_the_first_iter_fixes_the_workers_base_seed(persistent: bool):
+    torch.manual_seed(0)
+    loader = shuffled(2, persistent, Noisy())
+    state = json.loads(json.dumps(loader.state_dict()))
+    torch.rand(5)
+    expected = as_lists(loader)
+    torch.manual_seed(99)
+    resumed = shuffled(2, persistent, Noisy())
+    resumed.load_state_dict(state)
+    assert as_lists(resumed) == expected

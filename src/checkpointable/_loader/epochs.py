@@ -211,12 +211,18 @@ class Reader:
         self.streams: list[Stream] | None = None
         #: Without workers: the loaded snapshot the next epoch's stream starts from.
         self.loaded: dict[str, Any] | None = None
+        #: A weak reference to the loader's method that says, at an epoch boundary, which of
+        #: the next epoch's seeds come from the global RNG (see `draw_next_seeds`).
+        self.boundary_draws: Callable[[], Callable[[], tuple[bool, bool] | None] | None] | None = (
+            None
+        )
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
 
     def __call__(self) -> None:
         if self.pending:
             return
+        self.draw_next_seeds()
         state, plan = self.state, self.plan
         sampler_generator = plan.generator if plan is not None else None
         loader_generator = self.loader_generator
@@ -239,6 +245,28 @@ class Reader:
             snapshot = stream.capture() if stream.source is not None else None
             if snapshot is not None:
                 state.take_snapshot(index, snapshot)
+
+
+    def draw_next_seeds(self) -> None:
+        """At an epoch boundary (before the first ``iter()``, after an epoch's last batch),
+        draw from the global RNG now the seeds that the next ``iter()`` would draw from it (the
+        workers' base seed, then a ``RandomSampler``'s seed, in torch's order), so that the
+        state written now fixes the next epoch as torchdata's does; the next ``iter()`` uses
+        them instead of drawing. Drawn once per boundary."""
+        state = self.state
+        method = self.boundary_draws() if self.boundary_draws is not None else None
+        draws = method() if method is not None else None
+        if state.next_seeds is not None or draws is None or not any(draws):
+            return
+        base, sampler = draws
+        state.next_seeds = {
+            "base_seed": _global_seed() if base else None,
+            "sampler_seed": _global_seed() if sampler else None,
+        }
+
+
+def _global_seed() -> int:
+    return int(torch.empty((), dtype=torch.int64).random_().item())
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:

@@ -20,7 +20,7 @@ from .epochs import (
     main_epoch,
     worker_epoch,
 )
-from .indices import STATEFUL, EpochIndices, IndexPlan, has_state
+from .indices import RANDOM, STATEFUL, EpochIndices, IndexPlan, has_state
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
 from .state import LoaderState
@@ -192,6 +192,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         self._reader.main_process = num_workers == 0
         self._reader.loader_generator = generator
         self._state.refresh = self._reader
+        self._reader.boundary_draws = weakref.WeakMethod(self._boundary_draws)
         if self._plan is not None and self._plan.kind == STATEFUL:
             self._state.sampler_state = self._plan.capture()
         self._pool: WorkerPool | None = None  # persistent workers
@@ -254,10 +255,13 @@ class StatefulDataLoader(DataLoader[T_co]):
             load_main_process_states(self)
         continuing = resume and state.in_epoch
         pool_alive = self._pool is not None and self._pool.alive
+        seeds: dict[str, int | None] = {}
         if not continuing:
             if state.in_epoch:  # the previous epoch was abandoned
                 state.end_epoch()
             state.start_epoch(carry=self.persistent_workers and workers > 0)
+            seeds, state.next_seeds = state.next_seeds or {}, None
+            state.seed = seeds.get("sampler_seed")
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
             # A stateful sampler's state is the one from after the last delivered task's draw.
@@ -274,8 +278,13 @@ class StatefulDataLoader(DataLoader[T_co]):
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None
             if not (reused or kept):
-                state.base_seed = int(
-                    torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+                drawn = seeds.get("base_seed")
+                state.base_seed = (
+                    drawn
+                    if drawn is not None
+                    else int(
+                        torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+                    )
                 )
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
@@ -286,6 +295,24 @@ class StatefulDataLoader(DataLoader[T_co]):
             self._pool = pool if self.persistent_workers else None
         self._epoch = weakref.ref(epoch)
         return epoch
+
+    def _boundary_draws(self) -> tuple[bool, bool] | None:
+        """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
+        ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
+        state, plan = self._state, self._plan
+        if state.in_epoch:
+            if plan is None:
+                return None
+            try:
+                batches = len(self)  # the epoch's batches, as torch counts them
+            except TypeError:  # a sampler without len(): its end is known only when reached
+                return None
+            if state.batches + len(state.beyond) < batches:
+                return None
+        kept = self.persistent_workers and self.num_workers > 0 and state.base_seed is not None
+        base = self.generator is None and not kept
+        sampler = plan is not None and plan.kind == RANDOM and plan.sampler.generator is None
+        return base, sampler
 
     def _stop_epoch(self) -> None:
         epoch = self._epoch() if self._epoch is not None else None

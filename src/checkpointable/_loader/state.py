@@ -35,6 +35,7 @@ _POSITION_KEYS = (
     "delivered_beyond",
     "sampler_position",
     "base_seed",
+    "next_seeds",
     "loader_generator_state",
     "dataset_states",
     "streams",
@@ -86,6 +87,9 @@ class LoaderState:
         # The epoch's index lists ran out while the tasks up to the watermark were drawn.
         self.sampler_exhausted = False
         self.base_seed: int | None = None
+        #: The next epoch's seeds, drawn from the global RNG when a state was written at an
+        #: epoch boundary: {"base_seed", "sampler_seed"} (each None when not drawn), or None.
+        self.next_seeds: dict[str, int | None] | None = None
         self.loader_generator_state: str | None = None
         self._num_entries = num_entries
         self._stream_stateful = stream_stateful
@@ -174,6 +178,7 @@ class LoaderState:
                 "exhausted": self.sampler_exhausted,
             },
             "base_seed": self.base_seed,
+            "next_seeds": None if self.next_seeds is None else dict(self.next_seeds),
             "loader_generator_state": self.loader_generator_state,
             "dataset_states": None
             if states is None
@@ -257,6 +262,16 @@ class LoaderState:
                     f"{_OWNER}: the state's {name!r} must be {kinds[0].__name__} or None, "
                     f"got {value!r:.60}"
                 )
+        next_seeds = state["next_seeds"]
+        if next_seeds is not None and (
+            not isinstance(next_seeds, dict)
+            or set(next_seeds) != {"base_seed", "sampler_seed"}
+            or any(v is not None and type(v) is not int for v in next_seeds.values())
+        ):
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state's 'next_seeds' must be None or a dict of 'base_seed' and "
+                f"'sampler_seed' (ints or None), got {next_seeds!r:.80}"
+            )
         dataset_states = self._load_workers(state)
         streams = self._load_streams(state)
         next_stream = state_int(_OWNER, state, "next_stream")
@@ -270,6 +285,7 @@ class LoaderState:
         self.sampler_state = position["sampler_state"]
         self.sampler_exhausted = _bool(position, "exhausted")
         self.base_seed = base_seed
+        self.next_seeds = None if next_seeds is None else dict(next_seeds)
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
 
