@@ -132,7 +132,7 @@ class Noisy(Dataset[Any]):
 
 
 class SlowFirstWorker(IterableDataset[Any]):
-    """Worker 0 sleeps before each of its items; worker 1 is fast."""
+    """Worker 0 sleeps before its first item; worker 1 is fast."""
 
     def __init__(self, n: int, delay: float) -> None:
         self.n, self.delay = n, delay
@@ -140,7 +140,7 @@ class SlowFirstWorker(IterableDataset[Any]):
     def __iter__(self) -> Any:
         worker, workers = _share()
         for item in range(worker, self.n, workers):
-            if worker == 0:
+            if worker == 0 and item == 0:
                 time.sleep(self.delay)
             yield item
 

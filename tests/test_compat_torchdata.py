@@ -25,6 +25,8 @@ from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
 from tests._compat_data import (
     Noisy,
+    SlowFirstItem,
+    SlowFirstWorker,
     Overlong,
     ResettingIter,
     SelfIterating,
@@ -214,3 +216,37 @@ def test_a_state_before_the_first_iter_fixes_the_workers_base_seed(persistent: b
     resumed = shuffled(2, persistent, Noisy())
     resumed.load_state_dict(state)
     assert as_lists(resumed) == expected
+
+
+# --------------------------------------------------------------- 12. in_order=False
+
+
+def out_of_order(dataset: Any) -> StatefulDataLoader:
+    return StatefulDataLoader(dataset, batch_size=2, num_workers=2, in_order=False)
+
+
+@pytest.mark.timeout(120)
+def test_out_of_order_a_slow_worker_never_holds_back_the_others_and_the_state_is_exact():
+    loader = out_of_order(SlowFirstWorker(40, 3.0))  # worker 0 sleeps 3 s, worker 1 never
+    batches = iter(loader)
+    first = [next(batches).tolist() for _ in range(8)]
+    assert first == [[i, i + 2] for i in range(1, 32, 4)]  # worker 1's, while worker 0 sleeps
+    state = loader.state_dict()
+    rest = [b.tolist() for b in batches]
+    assert sorted(rest) == sorted([[i, i + 2] for i in range(0, 40, 4)] + [[33, 35], [37, 39]])
+    resumed = out_of_order(SlowFirstWorker(40, 0.0))
+    resumed.load_state_dict(state)
+    assert sorted(b.tolist() for b in resumed) == sorted(rest)
+
+
+@pytest.mark.timeout(120)
+def test_out_of_order_map_style_delivers_the_ready_batches_first():
+    loader = StatefulDataLoader(SlowFirstItem(24, 3.0), batch_size=1, num_workers=2, in_order=False)
+    batches = iter(loader)
+    first = [int(next(batches)) for _ in range(12)]
+    assert 0 not in first
+    state = loader.state_dict()
+    rest = sorted(int(b) for b in batches)
+    resumed = StatefulDataLoader(SlowFirstItem(24, 0.0), batch_size=1, num_workers=2, in_order=False)
+    resumed.load_state_dict(state)
+    assert sorted(int(b) for b in resumed) == rest

@@ -112,11 +112,11 @@ def worker_epoch(
     if indices is not None:
         capture = indices.plan.kind == STATEFUL
         tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
-    elif loader._kind == "sharded":
-        owners = [s % workers for s in range(len(state.streams))]
-        tasks = StreamTasks(state, owners, length_check(loader))
     else:
-        tasks = StreamTasks(state, list(range(workers)), length_check(loader))
+        count = len(state.streams)
+        owners = [s % workers for s in range(count)] if loader._kind == "sharded" else None
+        cap = None if loader.in_order else loader.prefetch_factor
+        tasks = StreamTasks(state, owners or list(range(workers)), length_check(loader), cap)
     finish = partial(finish_epoch, state, plan, None if persistent else pool)
     window = loader.prefetch_factor * workers
     epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
