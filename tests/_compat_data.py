@@ -158,3 +158,10 @@ class SlowFirstItem(Dataset[Any]):
         if index == 0:
             time.sleep(self.delay)
         return index
+
+
+def shuffled_pipe(n: int) -> Any:
+    """An IterDataPipe that shuffles, sharded over the workers as torch's DataLoader shards it."""
+    from torch.utils.data.datapipes.iter import IterableWrapper
+
+    return IterableWrapper(range(n)).shuffle().sharding_filter()

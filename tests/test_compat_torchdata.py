@@ -31,6 +31,7 @@ from tests._compat_data import (
     ResettingIter,
     SelfIterating,
     StatefulIteratorDataset,
+    shuffled_pipe,
 )
 from tests._loader_data import StatefulPartitioned
 
@@ -250,3 +251,45 @@ def test_out_of_order_map_style_delivers_the_ready_batches_first():
     resumed = StatefulDataLoader(SlowFirstItem(24, 0.0), batch_size=1, num_workers=2, in_order=False)
     resumed.load_state_dict(state)
     assert sorted(int(b) for b in resumed) == rest
+
+
+# ------------------------------------------------- 11. IterDataPipe shuffles, shared seed
+
+
+def pipe_epochs(cls: Any, num_workers: int, persistent: bool) -> tuple[list[Any], Any]:
+    torch.manual_seed(7)
+    loader = cls(
+        shuffled_pipe(12),
+        batch_size=3,
+        num_workers=num_workers,
+        persistent_workers=persistent,
+    )
+    epochs = [[b.tolist() for b in loader] for _ in range(3)]
+    return epochs, torch.get_rng_state()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, True), (2, False)])
+def test_iterdatapipe_shuffles_get_torchs_shared_seed(num_workers: int, persistent: bool):
+    ours, our_rng = pipe_epochs(StatefulDataLoader, num_workers, persistent)
+    theirs, their_rng = pipe_epochs(DataLoader, num_workers, persistent)
+    assert ours == theirs
+    assert len({json.dumps(e) for e in ours}) == 3  # each epoch its own shuffle
+    assert torch.equal(our_rng, their_rng)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_resumed_iterdatapipe_epoch_keeps_its_shuffle(num_workers: int):
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(shuffled_pipe(12), batch_size=3, num_workers=num_workers)
+
+    loader = make()
+    batches = iter(loader)
+    next(batches)
+    state = json.loads(json.dumps(loader.state_dict()))
+    rest = [b.tolist() for b in batches]
+    torch.manual_seed(123)
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == rest

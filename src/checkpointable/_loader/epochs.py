@@ -84,7 +84,8 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
             load = continuing and not entry["fresh"]
             stream.start(dataset.open_shard(index), True, state.snapshot(index), load, replay)
         else:  # continuing a loaded epoch: the snapshot kept by load_main_process_states
-            stream.start(dataset, loader._dataset_stateful, loaded, loaded is not None, replay)
+            start = {**(loaded or {}), "shared_seed": state.shared_seed}
+            stream.start(dataset, loader._dataset_stateful, start, loaded is not None, replay)
     loader._reader.streams = streams
     return MainStreamEpoch(state, streams, pin, finish, length_check(loader))
 

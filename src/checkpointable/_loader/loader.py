@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
 
 from .._errors import ArgumentTypeError, ArgumentValueError
 from .epochs import (
@@ -274,6 +274,11 @@ class StatefulDataLoader(DataLoader[T_co]):
             )
             if stateful and not continuing:  # the new pass's state, its iterator taken
                 state.sampler_state = plan.capture()
+        if isinstance(self.dataset, IterDataPipe) and not continuing:
+            # torch's shared seed for the pipe's shuffles: drawn first, at every iter()
+            state.shared_seed = int(
+                torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+            )
         if not continuing:
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None
@@ -288,6 +293,11 @@ class StatefulDataLoader(DataLoader[T_co]):
                 )
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
+        if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
+            # torch's new worker iterator draws a second shared seed (its first _reset) that
+            # its workers never use: drawn too, so that the RNG moves as with torch
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if workers == 0:
             epoch: Any = main_epoch(self, indices, continuing)
         else:
@@ -300,6 +310,8 @@ class StatefulDataLoader(DataLoader[T_co]):
         """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
         ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
         state, plan = self._state, self._plan
+        if isinstance(self.dataset, IterDataPipe):
+            return None  # its shared seed is drawn before the base seed, at iter()
         if state.in_epoch:
             if plan is None:
                 return None

@@ -35,6 +35,7 @@ _POSITION_KEYS = (
     "delivered_beyond",
     "sampler_position",
     "base_seed",
+    "shared_seed",
     "next_seeds",
     "loader_generator_state",
     "dataset_states",
@@ -87,6 +88,7 @@ class LoaderState:
         # The epoch's index lists ran out while the tasks up to the watermark were drawn.
         self.sampler_exhausted = False
         self.base_seed: int | None = None
+        self.shared_seed: int | None = None  # an IterDataPipe's seed for this epoch's shuffles
         #: The next epoch's seeds, drawn from the global RNG when a state was written at an
         #: epoch boundary: {"base_seed", "sampler_seed"} (each None when not drawn), or None.
         self.next_seeds: dict[str, int | None] | None = None
@@ -120,9 +122,13 @@ class LoaderState:
         entry["fresh"], entry["replay"] = False, 0
 
     def snapshot(self, index: int) -> dict[str, Any]:
-        """Stream `index`'s saved snapshot, to start it from."""
+        """What stream `index` starts from: its saved snapshot and the epoch's shared seed."""
         entry = self.streams[index]
-        return {"state": entry["state"], "iterator_state": entry["iterator_state"]}
+        return {
+            "state": entry["state"],
+            "iterator_state": entry["iterator_state"],
+            "shared_seed": self.shared_seed,
+        }
 
     def start_epoch(self, carry: bool) -> None:
         """Begin a fresh epoch; `carry` keeps the workers' states (persistent workers)."""
@@ -178,6 +184,7 @@ class LoaderState:
                 "exhausted": self.sampler_exhausted,
             },
             "base_seed": self.base_seed,
+            "shared_seed": self.shared_seed,
             "next_seeds": None if self.next_seeds is None else dict(self.next_seeds),
             "loader_generator_state": self.loader_generator_state,
             "dataset_states": None
@@ -255,6 +262,7 @@ class LoaderState:
             ("seed", seed, (int,)),
             ("generator_state", generator_state, (str,)),
             ("base_seed", base_seed, (int,)),
+            ("shared_seed", state["shared_seed"], (int,)),
             ("loader_generator_state", loader_generator_state, (str,)),
         ):
             if value is not None and type(value) not in kinds:
@@ -285,6 +293,7 @@ class LoaderState:
         self.sampler_state = position["sampler_state"]
         self.sampler_exhausted = _bool(position, "exhausted")
         self.base_seed = base_seed
+        self.shared_seed = state["shared_seed"]
         self.next_seeds = None if next_seeds is None else dict(next_seeds)
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream

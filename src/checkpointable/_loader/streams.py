@@ -8,6 +8,7 @@ a snapshot to a batch when one is due.
 A snapshot is ``{"state": ..., "iterator_state": ...}``: the source's own ``state_dict()``
 (None when it has none) and, as torchdata saves it, the ``state_dict()`` of the iterator that
 ``iter(source)`` returned when that iterator is another object with a state (None otherwise).
+What a stream starts from is a snapshot, plus ``"shared_seed"`` for an ``IterDataPipe``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from torch.utils.data import IterDataPipe, get_worker_info
+from torch.utils.data.graph_settings import apply_random_seed, apply_sharding
+
 from .indices import has_state
 
-__all__ = ["Stream", "fetch_map"]
+__all__ = ["Stream", "fetch_map", "prepare_datapipe"]
+
+
+def prepare_datapipe(datapipe: Any, shared_seed: int | None) -> None:
+    """What torch's DataLoader does to an ``IterDataPipe`` before iterating it: shard it over the
+    workers (and ranks), and seed its random pipes (shuffles) from the epoch's shared seed, so
+    that every worker shuffles alike and each epoch differently, as with torch."""
+    info = get_worker_info()
+    world, rank = (
+        (dist.get_world_size(), dist.get_rank())
+        if dist.is_available() and dist.is_initialized()
+        else (1, 0)
+    )
+    if info is None:
+        apply_sharding(datapipe, world, rank)
+    else:
+        apply_sharding(datapipe, info.num_workers * world, info.id * world + rank)
+    if shared_seed is not None:
+        rng = torch.Generator()
+        rng.manual_seed(shared_seed)
+        apply_random_seed(datapipe, rng)
 
 
 def fetch_map(dataset: Any, task: Any, auto_collation: bool, collate_fn: Callable[..., Any]) -> Any:
@@ -82,6 +108,8 @@ class Stream:
         """
         self.source = source
         saved = snapshot if isinstance(snapshot, dict) else {}
+        if isinstance(source, IterDataPipe):
+            prepare_datapipe(source, saved.get("shared_seed"))
         load_source = load and stateful and "state" in saved
         if load_source:
             source.load_state_dict(saved["state"])
