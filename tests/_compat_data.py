@@ -54,7 +54,7 @@ class StatefulIteratorDataset(IterableDataset[Any]):
 
     def __iter__(self) -> RandomWalkIterator:
         self.iter_calls += 1
-        worker, workers = _share()
+        worker, _ = _share()
         seed = int.from_bytes(os.urandom(4), "little") if self.random_seed else 17 + worker
         return RandomWalkIterator(self.n + worker, seed)
 

@@ -9,9 +9,6 @@ length warning), 11 (IterDataPipe shared seed), 12 (in_order=False).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import warnings
 from functools import partial
 from typing import Any
@@ -25,11 +22,11 @@ from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
 from tests._compat_data import (
     Noisy,
-    SlowFirstItem,
-    SlowFirstWorker,
     Overlong,
     ResettingIter,
     SelfIterating,
+    SlowFirstItem,
+    SlowFirstWorker,
     StatefulIteratorDataset,
     shuffled_pipe,
 )
@@ -248,7 +245,9 @@ def test_out_of_order_map_style_delivers_the_ready_batches_first():
     assert 0 not in first
     state = loader.state_dict()
     rest = sorted(int(b) for b in batches)
-    resumed = StatefulDataLoader(SlowFirstItem(24, 0.0), batch_size=1, num_workers=2, in_order=False)
+    resumed = StatefulDataLoader(
+        SlowFirstItem(24, 0.0), batch_size=1, num_workers=2, in_order=False
+    )
     resumed.load_state_dict(state)
     assert sorted(int(b) for b in resumed) == rest
 
@@ -293,3 +292,78 @@ def test_a_resumed_iterdatapipe_epoch_keeps_its_shuffle(num_workers: int):
     resumed = make()
     resumed.load_state_dict(state)
     assert [b.tolist() for b in resumed] == rest
+
+
+# ------------------------------------------------------------------ 7. the sampler module
+
+
+def test_the_sampler_module_draws_torchs_order():
+    from torch.utils.data import BatchSampler as TorchBatch
+    from torch.utils.data import DistributedSampler
+    from torch.utils.data import RandomSampler as TorchRandom
+
+    from checkpointable.dataloader import sampler
+
+    def run(make: Any) -> tuple[list[Any], torch.Tensor]:
+        torch.manual_seed(3)
+        generator = torch.Generator()
+        generator.manual_seed(4)
+        out = [list(s) for s in make(generator) for _ in range(2)]
+        return out, generator.get_state()
+
+    for replacement, num_samples in ((False, None), (False, 23), (True, 40)):
+        for with_generator in (False, True):
+
+            def ours(g: Any, r=replacement, k=num_samples, w=with_generator) -> Any:
+                return [sampler.RandomSampler(range(10), r, k, g if w else None)]
+
+            def theirs(g: Any, r=replacement, k=num_samples, w=with_generator) -> Any:
+                return [TorchRandom(range(10), r, k, g if w else None)]
+
+            assert run(ours)[0] == run(theirs)[0]
+            assert torch.equal(run(ours)[1], run(theirs)[1])
+    ours_b = sampler.BatchSampler(sampler.RandomSampler(range(10)), 3, False)
+    torch.manual_seed(5)
+    got = list(ours_b)
+    torch.manual_seed(5)
+    assert got == list(TorchBatch(TorchRandom(range(10)), 3, False))
+    for rank in (0, 1):
+        mine = sampler.StatefulDistributedSampler(range(11), 2, rank, seed=3)
+        torch_one = DistributedSampler(range(11), 2, rank, seed=3)
+        mine.set_epoch(2), torch_one.set_epoch(2)
+        assert list(mine) == list(torch_one)
+
+
+def with_generator() -> Any:
+    from checkpointable.dataloader import sampler
+
+    generator = torch.Generator()
+    generator.manual_seed(11)
+    return sampler.RandomSampler(range(9), generator=generator)
+
+
+def test_the_stateful_samplers_resume_exactly():
+    from checkpointable.dataloader import sampler
+
+    assert_resumable(with_generator, epochs=3)
+    assert_resumable(lambda: sampler.BatchSampler(with_generator(), 2, False), epochs=3)
+    assert_resumable(lambda: sampler.BatchSampler(range(7), 3, True), epochs=2)
+    assert_resumable(lambda: sampler.StatefulDistributedSampler(range(9), 2, 1), epochs=1)
+    # Without a generator the pass's seed is drawn at its first index, as torch's: states from
+    # then on hold it (a state before that leaves the draw to the global RNG, as torch does).
+    assert_resumable(lambda: sampler.RandomSampler(range(9)), epochs=1, positions=range(1, 10))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_loader_resumes_over_the_stateful_samplers(num_workers: int):
+    from checkpointable.dataloader import sampler
+
+    def make() -> StatefulDataLoader:
+        return StatefulDataLoader(
+            list(range(9)),
+            batch_sampler=sampler.BatchSampler(with_generator(), 2, False),
+            num_workers=num_workers,
+        )
+
+    assert_resumable(make, epochs=2, positions=[0, 2, 5, 6])

@@ -38,7 +38,8 @@ def test_a_named_file_shows_the_bar_even_when_it_is_not_a_terminal():
 
 def test_a_new_loop_after_an_abandoned_one_starts_full_epochs_as_in_zero():
     stream = Stream(range(3))
-    for _ in zip(enumerate(stream.epochs(math.inf, progress_bar_config=None)), range(1000)):
+    epochs = enumerate(stream.epochs(math.inf, progress_bar_config=None))
+    for _ in zip(epochs, range(1000), strict=False):
         pass  # never consumes an epoch
     sizes = []
     for epoch in itertools.islice(stream.epochs(math.inf, math.inf, None), 3):

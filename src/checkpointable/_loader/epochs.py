@@ -247,7 +247,6 @@ class Reader:
             if snapshot is not None:
                 state.take_snapshot(index, snapshot)
 
-
     def draw_next_seeds(self) -> None:
         """At an epoch boundary (before the first ``iter()``, after an epoch's last batch),
         draw from the global RNG now the seeds that the next ``iter()`` would draw from it (the

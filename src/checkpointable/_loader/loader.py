@@ -6,10 +6,11 @@ import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
+from typing_extensions import TypeVar
 
 from .._errors import ArgumentTypeError, ArgumentValueError
 from .epochs import (
@@ -30,7 +31,8 @@ __all__ = ["StatefulDataLoader"]
 _TORCH_HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
 
 
-T_co = TypeVar("T_co", covariant=True)
+# The batch type, as torch's DataLoader[T]; Any when the dataset does not say (a list, ...).
+T_co = TypeVar("T_co", covariant=True, default=Any)
 
 
 class StatefulDataLoader(DataLoader[T_co]):
@@ -283,14 +285,13 @@ class StatefulDataLoader(DataLoader[T_co]):
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None
             if not (reused or kept):
-                drawn = seeds.get("base_seed")
-                state.base_seed = (
-                    drawn
-                    if drawn is not None
-                    else int(
-                        torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+                base_seed = seeds.get("base_seed")
+                if base_seed is None:
+                    generator = self.generator
+                    base_seed = int(
+                        torch.empty((), dtype=torch.int64).random_(generator=generator).item()
                     )
-                )
+                state.base_seed = base_seed
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
         new_pool = workers > 0 and not (self.persistent_workers and pool_alive)

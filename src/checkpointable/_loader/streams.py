@@ -87,9 +87,7 @@ class Stream:
         self.ended = True
         self._final_sent = False
 
-    def start(
-        self, source: Any, stateful: bool, snapshot: Any, load: bool, replay: int
-    ) -> None:
+    def start(self, source: Any, stateful: bool, snapshot: Any, load: bool, replay: int) -> None:
         """Begin an epoch: iterate `source`, load `snapshot` when `load`, skip `replay` batches.
 
         The source's state is loaded before ``iter(source)`` (an ``__iter__`` that reads it sees
@@ -118,7 +116,7 @@ class Stream:
             source.load_state_dict(saved["state"])
         own = iterator is not source and has_state(iterator)
         if load and own and saved.get("iterator_state") is not None:
-            iterator.load_state_dict(saved["iterator_state"])  # type: ignore[attr-defined]
+            iterator.load_state_dict(saved["iterator_state"])
         self._source_stateful, self._iterator_stateful = stateful, own
         self.stateful = stateful or own
         self.ended = False
