@@ -64,15 +64,24 @@ class StatefulDataLoader(DataLoader[T_co]):
       exactly but those states are dropped with a warning (workers start freshly seeded).
     - ``IterableDataset`` with ``state_dict``: each worker copy's state rides along with its
       batches (every ``snapshot_every_n_steps``-th batch; a restore then re-reads at most n-1
-      batches per worker); the state loads only with the same ``num_workers``. Without
-      ``state_dict`` each worker copy is fast-forwarded: its delivered batches are read again and
-      discarded.
+      batches per worker); the state loads only with the same ``num_workers``. When
+      ``iter(dataset)`` returns an iterator with its own ``state_dict`` (as torchdata), that
+      iterator's state rides along too and is loaded into the new iterator. The dataset's state
+      is loaded before ``iter(dataset)`` and again after it, so a dataset that is its own
+      iterator, or resets its fields in ``__iter__``, keeps it. With no ``state_dict`` at all,
+      each worker copy is fast-forwarded: its delivered batches are read again and discarded.
+    - an ``IterDataPipe``: sharded over workers and ranks, its shuffles seeded from torch's
+      per-epoch shared seed (kept in the state), as torch's ``DataLoader`` does.
     - `ShardedIterableDataset`: each shard's state after its last delivered batch and the
       round-robin position; the loader decides the order, so the state loads with any
       ``num_workers`` and continues exactly.
 
     Without a dataset ``state_dict``, random augmentations drawn from the workers' global RNGs are
     not reproduced after a resume (fresh workers are seeded again from the saved base seed).
+    A state written at an epoch boundary (before the first ``iter()``, or after an epoch's last
+    batch) fixes the next epoch: the seeds its ``iter()`` would draw from the global RNG (the
+    workers' base seed, a ``RandomSampler``'s seed) are drawn when the state is written and
+    used by that ``iter()``, here and after a resume, as torchdata's state fixes them.
 
     Args:
         dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
