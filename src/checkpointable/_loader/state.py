@@ -185,7 +185,8 @@ class LoaderState:
             },
             "base_seed": self.base_seed,
             "shared_seed": self.shared_seed,
-            "next_seeds": None if self.next_seeds is None else dict(self.next_seeds),
+            # always both keys (None: not drawn), so that the layout never changes
+            "next_seeds": dict(self.next_seeds or {"base_seed": None, "sampler_seed": None}),
             "loader_generator_state": self.loader_generator_state,
             "dataset_states": None
             if states is None
@@ -271,13 +272,13 @@ class LoaderState:
                     f"got {value!r:.60}"
                 )
         next_seeds = state["next_seeds"]
-        if next_seeds is not None and (
+        if (
             not isinstance(next_seeds, dict)
             or set(next_seeds) != {"base_seed", "sampler_seed"}
             or any(v is not None and type(v) is not int for v in next_seeds.values())
         ):
             raise IncompatibleStateError(
-                f"{_OWNER}: the state's 'next_seeds' must be None or a dict of 'base_seed' and "
+                f"{_OWNER}: the state's 'next_seeds' must be a dict of 'base_seed' and "
                 f"'sampler_seed' (ints or None), got {next_seeds!r:.80}"
             )
         dataset_states = self._load_workers(state)
@@ -294,7 +295,8 @@ class LoaderState:
         self.sampler_exhausted = _bool(position, "exhausted")
         self.base_seed = base_seed
         self.shared_seed = state["shared_seed"]
-        self.next_seeds = None if next_seeds is None else dict(next_seeds)
+        drawn = any(value is not None for value in next_seeds.values())
+        self.next_seeds = dict(next_seeds) if drawn else None
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
 
