@@ -232,9 +232,9 @@ def test_torchs_argument_checks_and_messages_are_kept():
 
 
 def test_our_own_arguments_are_checked():
-    with pytest.raises(ValueError, match=r"snapshot_every_n_steps must be >= 1, got snapshot_ev"):
-        StatefulDataLoader(range(3), snapshot_every_n_steps=0)
-    with pytest.raises(TypeError, match=r"snapshot_every_n_steps must be an int, got '2'"):
+    with pytest.raises(ValueError, match=r"snapshot_every_n_steps must be >= 0 or None, got snap"):
+        StatefulDataLoader(range(3), snapshot_every_n_steps=-1)
+    with pytest.raises(TypeError, match=r"snapshot_every_n_steps must be an int or None, got '2'"):
         StatefulDataLoader(range(3), snapshot_every_n_steps="2")  # type: ignore[arg-type]
     loader = StatefulDataLoader(range(3), timeout=1.0)
     with pytest.raises(ArgumentValueError, match=r"timeout=1.0 needs num_workers > 0"):

@@ -84,7 +84,7 @@ def test_prints_every_field_of_a_state(tmp_path, capsys, make, kind, where):
     torch.save({"model": {"w": torch.zeros(2)}, "data": state}, path)
     assert inspect_main(str(path)) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"data: {kind} (version 1, ")
+    assert out.startswith(f"data: {kind} (version 2, ")
     assert (f"\n  where: {where}\n" in out) if where else "where:" not in out
     for key, value in leaves(state):
         if key == "random_state":
@@ -126,7 +126,7 @@ def test_command_line_entry_point(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "<root>: FixedBatchIterator (version 1" in done.stdout
+    assert "<root>: FixedBatchIterator (version 2" in done.stdout
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"{broken json"])

@@ -398,7 +398,7 @@ def test_bad_n_items(value: Any, error: type[Exception], message: str):
         ((2, -3), ValueError, "epoch_size must be an int >= 1, got epoch_size=-3"),
         ((2, 2.5), ArgumentValueError, "got the float epoch_size=2.5"),
         ((2, [3]), TypeError, r"epoch_size must be an int or float\('inf'\)"),
-        ((2, None, [1]), TypeError, "progress_bar_options must be a dict"),
+        ((2, None, [1]), TypeError, "progress_bar_config must be a dict"),
     ],
 )
 def test_bad_epochs_arguments(args: tuple[Any, ...], error: type[Exception], message: str):
@@ -412,7 +412,7 @@ def test_bad_progress_bar_arguments():
     stream = Stream(range(3))
     with pytest.raises(TypeError, match=r"progress_bar must be True, False or None.*'yes'"):
         stream.epochs(1, progress_bar="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="progress_bar=True asks for a bar but progress_bar_opt"):
-        stream.epochs(1, progress_bar_options=None, progress_bar=True)
+    with pytest.raises(ValueError, match="progress_bar=True asks for a bar but progress_bar_con"):
+        stream.epochs(1, progress_bar_config=None, progress_bar=True)
     with pytest.raises(ValueError, match="disable=True; give only one of them"):
-        stream.epochs(1, progress_bar_options={"disable": True}, progress_bar=True)
+        stream.epochs(1, progress_bar_config={"disable": True}, progress_bar=True)

@@ -35,7 +35,7 @@ def shown(output: str) -> list[tuple[int, str]]:
 
 def test_one_bar_counts_every_item_of_the_loop():
     out = io.StringIO()
-    run(Stream(range(4)), 3, progress_bar=True, progress_bar_options={"file": out, **COUNTS})
+    run(Stream(range(4)), 3, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     values = shown(out.getvalue())
     assert values[0] == (0, "12") and values[-1] == (12, "12")
     assert sorted({n for n, _ in values}) == list(range(13))
@@ -44,7 +44,7 @@ def test_one_bar_counts_every_item_of_the_loop():
 
 def test_custom_epoch_size_sets_the_total():
     out = io.StringIO()
-    run(Stream(range(4)), 2, 5, progress_bar=True, progress_bar_options={"file": out, **COUNTS})
+    run(Stream(range(4)), 2, 5, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     assert shown(out.getvalue())[-1] == (10, "10")
 
 
@@ -56,7 +56,7 @@ def test_after_a_resume_the_bar_starts_at_the_restored_iteration(stop_at: int):
     resumed = Stream(make())
     resumed.load_state_dict(stream.state_dict())
     out = io.StringIO()
-    run(resumed, 3, progress_bar=True, progress_bar_options={"file": out, **COUNTS})
+    run(resumed, 3, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     values = shown(out.getvalue())
     assert values[0] == (stop_at, "12")
     assert values[-1] == (12, "12")
@@ -69,7 +69,7 @@ def test_the_total_follows_a_resumed_epoch_of_another_size():
     resumed = Stream(SamplerLoader(10, 1))
     resumed.load_state_dict(stream.state_dict())
     out = io.StringIO()
-    run(resumed, 3, 2, progress_bar=True, progress_bar_options={"file": out, **COUNTS})
+    run(resumed, 3, 2, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     assert shown(out.getvalue())[0] == (1, str(1 + 3 + 2 * 2))
     assert shown(out.getvalue())[-1] == (8, "8")
 
@@ -77,7 +77,7 @@ def test_the_total_follows_a_resumed_epoch_of_another_size():
 def test_the_total_follows_set_loader():
     out = io.StringIO()
     stream = Stream(range(2))
-    for epoch in stream.epochs(3, progress_bar=True, progress_bar_options={"file": out, **COUNTS}):
+    for epoch in stream.epochs(3, progress_bar=True, progress_bar_config={"file": out, **COUNTS}):
         list(epoch)
         if stream.epoch == 1:
             stream.set_loader(range(5))
@@ -87,14 +87,14 @@ def test_the_total_follows_set_loader():
 def test_an_endless_loop_has_no_total():
     out = io.StringIO()
     options = {"file": out, "bar_format": "{n_fmt}/{total_fmt}", "mininterval": 0}
-    run(Stream(range(3)), float("inf"), progress_bar=True, progress_bar_options=options, stop_at=5)
+    run(Stream(range(3)), float("inf"), progress_bar=True, progress_bar_config=options, stop_at=5)
     assert re.findall(r"\d+/\S", out.getvalue())[-1] == "5/?"
 
 
 def test_tqdm_options_pass_through():
     out = io.StringIO()
     options = {"file": out, "desc": "train", "unit": "batch", "total": 99, "mininterval": 0}
-    run(Stream(range(2)), 1, progress_bar=True, progress_bar_options=options)
+    run(Stream(range(2)), 1, progress_bar=True, progress_bar_config=options)
     assert "train:" in out.getvalue() and "2/99" in out.getvalue() and "batch/s" in out.getvalue()
 
 
@@ -102,23 +102,22 @@ def test_tqdm_options_pass_through():
     "kwargs",
     [
         {"progress_bar": False},
-        {"progress_bar_options": None},
-        {},  # auto: the output is not a terminal
-        {"progress_bar_options": {"disable": True}},
+        {"progress_bar_config": None},
+        {"progress_bar_config": {"disable": True}},
     ],
 )
 def test_nothing_is_written_when_disabled(kwargs: dict[str, Any]):
     out = io.StringIO()
-    options = kwargs.pop("progress_bar_options", {})
+    options = kwargs.pop("progress_bar_config", {})
     if options is not None:
         options = {**options, "file": out}
-    run(Stream(range(3)), 2, progress_bar_options=options, **kwargs)
+    run(Stream(range(3)), 2, progress_bar_config=options, **kwargs)
     assert out.getvalue() == ""
 
 
 def test_auto_shows_the_bar_on_a_terminal():
     out = Terminal()
-    run(Stream(range(3)), 2, progress_bar_options={"file": out, **COUNTS})
+    run(Stream(range(3)), 2, progress_bar_config={"file": out, **COUNTS})
     assert shown(out.getvalue())[-1] == (6, "6")
 
 
@@ -132,7 +131,7 @@ def test_default_bar_writes_to_stderr_only_when_asked(capsys: pytest.CaptureFixt
 def test_leaving_the_loop_closes_the_bar():
     out = io.StringIO()
     stream = Stream(range(3))
-    run(stream, 5, progress_bar=True, progress_bar_options={"file": out, **COUNTS}, stop_at=4)
+    run(stream, 5, progress_bar=True, progress_bar_config={"file": out, **COUNTS}, stop_at=4)
     assert shown(out.getvalue())[-1] == (4, "15")
     assert out.getvalue().endswith("\n")
     stream.next()  # no bar any more: nothing printed
@@ -142,9 +141,10 @@ def test_leaving_the_loop_closes_the_bar():
 def test_a_new_loop_closes_the_bar_of_an_unfinished_one():
     first, second = io.StringIO(), io.StringIO()
     stream = Stream(range(3))
-    loop = stream.epochs(2, progress_bar=True, progress_bar_options={"file": first, **COUNTS})
+    loop = stream.epochs(2, progress_bar=True, progress_bar_config={"file": first, **COUNTS})
     next(next(loop))
-    run(stream, 3, progress_bar=True, progress_bar_options={"file": second, **COUNTS})
+    run(stream, 3, progress_bar=True, progress_bar_config={"file": second, **COUNTS})
     assert first.getvalue().endswith("\n") and shown(first.getvalue())[-1] == (1, "6")
-    assert shown(second.getvalue())[0] == (1, "9") and shown(second.getvalue())[-1] == (9, "9")
+    # As in zero, the new loop starts a new epoch: epochs 2 and 3 of 3 items after the first.
+    assert shown(second.getvalue())[0] == (1, "7") and shown(second.getvalue())[-1] == (7, "7")
     loop.close()  # the first loop's end leaves the second bar alone

@@ -189,7 +189,7 @@ def test_state_layout():
     next(epoch), next(epoch)
     assert stream.state_dict() == {
         "type": "Stream",
-        "version": 1,
+        "version": 2,
         "epoch": 1,
         "iteration": 2,
         "in_epoch": True,

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Version of the state format written by this release; stored under ``"version"``.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_SET = frozenset(_SCALARS)

@@ -121,6 +121,7 @@ class Stream:
         self._bar: LoopBar | None = None  # the progress bar of the running epochs() loop
         self._from_new_pass = False  # the last next() took the first item of an iter(loader)
         self._epoch_aligned = False  # the epoch in progress began with a pass of the loader
+        self._epoch_restored = False  # the epoch in progress came from load_state_dict
 
     @property
     def epoch(self) -> int:
@@ -285,9 +286,10 @@ class Stream:
         self,
         max_epoch: int | float,
         epoch_size: int | float | None = None,
-        progress_bar_options: Mapping[str, Any] | None = _DEFAULT_BAR_OPTIONS,
+        progress_bar_config: Mapping[str, Any] | None = _DEFAULT_BAR_OPTIONS,
         *,
         progress_bar: bool | None = None,
+        progress_bar_options: Mapping[str, Any] | None = _DEFAULT_BAR_OPTIONS,
     ) -> Iterator[Iterator[Any]]:
         """Iterate over epochs, each an iterator over its items; the whole loop has one bar.
 
@@ -297,7 +299,8 @@ class Stream:
         - after `load_state_dict` with a state saved in the middle of an epoch, the first epoch
           is the rest of that epoch (same `epoch`, the items it still had to serve), so a
           resumed loop continues exactly; an epoch left with ``break`` ends when the loop moves
-          to the next epoch;
+          to the next epoch, and within one process a new `epochs` loop always starts a new
+          epoch, as in zero (an epoch that an earlier loop left unfinished is over);
         - the loop ends early when the data is over (an iterator loader ran out of items);
         - a tqdm progress bar counts the items of the whole loop, starts at `iteration` (so
           after a resume it shows the restored position) and has for total the items still to
@@ -309,16 +312,20 @@ class Stream:
             epoch_size: items per epoch: an int >= 1, ``float('inf')``, or None for
                 ``len(self.loader)`` (taken at the start of each epoch, so it follows
                 `set_loader`).
-            progress_bar_options: keyword arguments for ``tqdm`` (``file``, ``desc``,
-                ``mininterval``, ...); ``initial`` and ``total`` are computed unless given.
-                None turns the bar off, as in the seed.
+            progress_bar_config: keyword arguments for ``tqdm`` (``file``, ``desc``,
+                ``mininterval``, ...), zero's name; ``initial`` and ``total`` are computed
+                unless given. None turns the bar off, as in the seed.
             progress_bar: True shows the bar wherever it writes, False turns it off, None
-                (default) shows it only when its output (``file``, default ``sys.stderr``) is a
-                terminal, so logs redirected to files stay clean (pass True in a notebook).
+                (default) shows it in a ``file`` named by `progress_bar_config` (as zero does)
+                and on ``sys.stderr`` only when it is a terminal, so logs redirected to files
+                stay clean (pass True in a notebook).
+            progress_bar_options: another name of `progress_bar_config` (the keyword of
+                earlier versions of this package); give only one of the two.
 
         Raises:
-            TypeError: `max_epoch` or `epoch_size` is not an int or ``float('inf')``, or a
-                progress bar argument has the wrong type.
+            TypeError: `max_epoch` or `epoch_size` is not an int or ``float('inf')``, a
+                progress bar argument has the wrong type, or both `progress_bar_config` and
+                `progress_bar_options` are given.
             ArgumentValueError: `max_epoch` < 0, `epoch_size` < 1, or either a finite float.
             ValueError: `epoch_size` is None and the loader has no ``len()``; contradictory
                 progress bar arguments.
@@ -335,7 +342,14 @@ class Stream:
         size = None if epoch_size is None else check_count(epoch_size, owner, "epoch_size", 1)
         if epoch_size is None:
             loader_len(self._loader, owner, "epoch_size")
-        options = bar_options(progress_bar, progress_bar_options, owner)
+        if progress_bar_options is not _DEFAULT_BAR_OPTIONS:
+            if progress_bar_config is not _DEFAULT_BAR_OPTIONS:
+                raise TypeError(
+                    f"{owner}: progress_bar_options is another name of progress_bar_config; "
+                    "give only one of them"
+                )
+            progress_bar_config = progress_bar_options
+        options = bar_options(progress_bar, progress_bar_config, owner)
         return self._run_epochs(epochs_limit, epoch_size is None, size, options)
 
     def _run_epochs(
@@ -347,9 +361,13 @@ class Stream:
     ) -> Iterator[Iterator[Any]]:
         limit = math.inf if max_epoch is None else max_epoch
         bar = None
+        restored, self._epoch_restored = self._epoch_restored, False
         try:
-            if self._epoch_start is not None and self._epoch > limit:
-                self._epoch_start = None  # resumed with a smaller max_epoch
+            if self._epoch_start is not None and (not restored or self._epoch > limit):
+                # Only a loop that follows load_state_dict continues the epoch in progress
+                # (unless resumed with a smaller max_epoch): within one process, a new loop
+                # starts a new epoch, as zero's does.
+                self._epoch_start = None
             if options is not None:
                 self._stop_bar()  # the bar of an earlier loop that was left unfinished
                 total = self._total(limit, size_from_loader, size)
@@ -444,6 +462,7 @@ class Stream:
         self._epoch, self._iteration = position.epoch, position.iteration
         self._epoch_start, self._epoch_size = position.epoch_start, position.epoch_size
         self._epoch_aligned = position.epoch_aligned
+        self._epoch_restored = position.epoch_start is not None
         self._epoch_id += 1  # epochs of an earlier loop stop
 
     def __repr__(self) -> str:

@@ -260,7 +260,7 @@ def test_source_state_is_small_and_plain():
     next(it)
     state: dict[str, Any] = it.state_dict()
     assert state == {
-        "version": 1,
+        "version": 2,
         "type": "RandomAccessSourceIterator",
         "num_items": 10**9,
         "seed": 1,

@@ -194,7 +194,9 @@ class WindowedIterator(Transform):
 
     State: ``{"source", "index"}``: the source's position at the start of the current block of
     ``2 * width`` items and the index of the next window in it. Restoring re-reads at most
-    ``2 * width - 1`` items.
+    ``2 * width - 1`` items. Once the source has fewer than `width` items left, `next` raises
+    `StopIteration` at every call (as infinibatch's), and so does an iterator restored from a
+    state taken there.
 
     >>> from checkpointable.iterators import NativeCheckpointableIterator
     >>> list(WindowedIterator(NativeCheckpointableIterator([1, 2, 3, 4, 5]), width=3))
@@ -237,8 +239,9 @@ class WindowedIterator(Transform):
             self._fifo = self._fifo[self._last + 1 :]
             self._fifo_state = self._next_state
             self._index = 0
-        if len(self._fifo) < width:
+        if len(self._fifo) < width:  # the end: no window, now and at every later call
             self._exhausted = True
+            self._last = -1
             raise StopIteration
         self._next_state = snapshot(source)
         self._fifo.extend(islice(source, width))

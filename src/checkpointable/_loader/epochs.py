@@ -51,6 +51,10 @@ def load_main_process_states(loader: Any) -> None:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
             loader.dataset.load_state_dict(entries[0]["state"])
+    if loader.num_workers == 0 and loader._kind == "iterable" and state.in_epoch:
+        entry = state.streams[0]
+        if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Stream
+            loader._reader.loaded = state.snapshot(0)
 
 
 def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
@@ -67,6 +71,7 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
         return MainMapEpoch(state, indices, fetch, finish, capture)
     streams = []
     dataset: Any = loader.dataset
+    loaded, loader._reader.loaded = loader._reader.loaded, None
     for index, entry in enumerate(state.streams):
         stream = Stream(
             loader.batch_size, loader.drop_last, loader.collate_fn, loader.snapshot_every_n_steps
@@ -77,11 +82,12 @@ def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> A
             continue
         if loader._kind == "sharded":
             load = continuing and not entry["fresh"]
-            stream.start(dataset.open_shard(index), True, entry["state"], load, replay)
-        else:  # the dataset's own state was loaded by _load_main_process_states
-            stream.start(dataset, loader._dataset_stateful, None, False, replay)
+            stream.start(dataset.open_shard(index), True, state.snapshot(index), load, replay)
+        else:  # continuing a loaded epoch: the snapshot kept by load_main_process_states
+            start = {**(loaded or {}), "shared_seed": state.shared_seed}
+            stream.start(dataset, loader._dataset_stateful, start, loaded is not None, replay)
     loader._reader.streams = streams
-    return MainStreamEpoch(state, streams, pin, finish)
+    return MainStreamEpoch(state, streams, pin, finish, length_check(loader))
 
 
 def worker_epoch(
@@ -107,14 +113,41 @@ def worker_epoch(
     if indices is not None:
         capture = indices.plan.kind == STATEFUL
         tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
-    elif loader._kind == "sharded":
-        tasks = StreamTasks(state, [s % workers for s in range(len(state.streams))])
     else:
-        tasks = StreamTasks(state, list(range(workers)))
+        count = len(state.streams)
+        owners = [s % workers for s in range(count)] if loader._kind == "sharded" else None
+        cap = None if loader.in_order else loader.prefetch_factor
+        tasks = StreamTasks(state, owners or list(range(workers)), length_check(loader), cap)
     finish = partial(finish_epoch, state, plan, None if persistent else pool)
     window = loader.prefetch_factor * workers
     epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
     return epoch, pool
+
+
+def length_check(loader: Any) -> Callable[[int], None] | None:
+    """torch's check that an iterable-style dataset yields no more batches than ``len(loader)``
+    said, when it was asked (None otherwise): called with the batches delivered so far."""
+    reported = loader._IterableDataset_len_called
+    if loader._kind == "map" or reported is None:
+        return None
+    return partial(_warn_if_longer, loader.dataset, reported, loader.num_workers)
+
+
+def _warn_if_longer(dataset: Any, reported: int, num_workers: int, fetched: int) -> None:
+    if fetched <= reported:
+        return
+    message = (  # torch's words, which users grep their logs for
+        f"Length of IterableDataset {dataset} was reported to be {reported}"
+        f"(when accessing len(dataloader)), but {fetched} samples have been fetched. "
+    )
+    if num_workers > 0:
+        message += (
+            "For multiprocessing data-loading, this could be caused by not properly configuring "
+            "the IterableDataset replica at each worker. Please see "
+            "https://pytorch.org/docs/stable/data.html#torch.utils.data.IterableDataset for "
+            "examples."
+        )
+    warnings.warn(message, stacklevel=4)
 
 
 def worker_spec(loader: Any) -> WorkerSpec:
@@ -134,7 +167,7 @@ def worker_spec(loader: Any) -> WorkerSpec:
         worker_init_fn=loader.worker_init_fn,
         base_seed=base_seed,
         num_workers=loader.num_workers,
-        snapshot_every=loader.snapshot_every_n_steps,
+        snapshot_every=loader.snapshot_every_n_steps or 0,
         dataset_stateful=loader._dataset_stateful,
     )
 
@@ -152,7 +185,7 @@ def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
         # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
         load = not entry["fresh"] and (new_pool or loader._kind == "sharded")
         replay = entry["replay"] if continuing else 0
-        how = StreamStart(entry["state"], load, replay, entry["ended"])
+        how = StreamStart(state.snapshot(index), load, replay, entry["ended"])
         starts[index % workers][index] = how
     return starts
 
@@ -177,12 +210,20 @@ class Reader:
         )
         self.pending = False  # a loaded state waits for the next iter(): report it as loaded
         self.streams: list[Stream] | None = None
+        #: Without workers: the loaded snapshot the next epoch's stream starts from.
+        self.loaded: dict[str, Any] | None = None
+        #: A weak reference to the loader's method that says, at an epoch boundary, which of
+        #: the next epoch's seeds come from the global RNG (see `draw_next_seeds`).
+        self.boundary_draws: Callable[[], Callable[[], tuple[bool, bool] | None] | None] | None = (
+            None
+        )
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
 
     def __call__(self) -> None:
         if self.pending:
             return
+        self.draw_next_seeds()
         state, plan = self.state, self.plan
         sampler_generator = plan.generator if plan is not None else None
         loader_generator = self.loader_generator
@@ -194,15 +235,38 @@ class Reader:
             state.generator_state = encode_generator_state(sampler_generator)
         if not self.main_process:
             return
-        if self.kind == "sharded":
-            for entry, stream in zip(state.streams, self.streams or (), strict=False):
-                if stream.source is not None:
-                    entry["state"], entry["fresh"], entry["replay"] = stream.capture(), False, 0
-        elif self.stateful:
-            entry = state.dataset_states[0] if state.dataset_states else state.streams[0]
-            entry["state"], entry["fresh"] = self.dataset.state_dict(), False
-            if self.kind == "iterable":
-                entry["replay"] = 0
+        if self.kind == "map":
+            if self.stateful and state.dataset_states:
+                state.dataset_states[0] = {"state": self.dataset.state_dict(), "fresh": False}
+            return
+        started = [s for s in self.streams or () if s.source is not None]
+        if self.kind == "iterable" and not started and self.stateful:  # before the first iter()
+            state.take_snapshot(0, {"state": self.dataset.state_dict(), "iterator_state": None})
+        for index, stream in enumerate(self.streams or ()):
+            snapshot = stream.capture() if stream.source is not None else None
+            if snapshot is not None:
+                state.take_snapshot(index, snapshot)
+
+    def draw_next_seeds(self) -> None:
+        """At an epoch boundary (before the first ``iter()``, after an epoch's last batch),
+        draw from the global RNG now the seeds that the next ``iter()`` would draw from it (the
+        workers' base seed, then a ``RandomSampler``'s seed, in torch's order), so that the
+        state written now fixes the next epoch as torchdata's does; the next ``iter()`` uses
+        them instead of drawing. Drawn once per boundary."""
+        state = self.state
+        method = self.boundary_draws() if self.boundary_draws is not None else None
+        draws = method() if method is not None else None
+        if state.next_seeds is not None or draws is None or not any(draws):
+            return
+        base, sampler = draws
+        state.next_seeds = {
+            "base_seed": _global_seed() if base else None,
+            "sampler_seed": _global_seed() if sampler else None,
+        }
+
+
+def _global_seed() -> int:
+    return int(torch.empty((), dtype=torch.int64).random_().item())
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:

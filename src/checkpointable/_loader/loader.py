@@ -9,9 +9,10 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
+from typing_extensions import TypeVar
 
-from .._errors import ArgumentTypeError, ArgumentValueError
+from .._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
 from .epochs import (
     Reader,
     dataset_length,
@@ -20,7 +21,7 @@ from .epochs import (
     main_epoch,
     worker_epoch,
 )
-from .indices import STATEFUL, EpochIndices, IndexPlan, has_state
+from .indices import RANDOM, STATEFUL, EpochIndices, IndexPlan, has_state
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
 from .state import LoaderState
@@ -30,7 +31,11 @@ __all__ = ["StatefulDataLoader"]
 _TORCH_HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
 
 
-class StatefulDataLoader(DataLoader[Any]):
+# The batch type, as torch's DataLoader[T]; Any when the dataset does not say (a list, ...).
+T_co = TypeVar("T_co", covariant=True, default=Any)
+
+
+class StatefulDataLoader(DataLoader[T_co]):
     """torch's ``DataLoader`` with ``state_dict()`` / ``load_state_dict()``: resumes exactly.
 
     It accepts exactly ``torch.utils.data.DataLoader``'s arguments, checked by torch with its
@@ -59,15 +64,24 @@ class StatefulDataLoader(DataLoader[Any]):
       exactly but those states are dropped with a warning (workers start freshly seeded).
     - ``IterableDataset`` with ``state_dict``: each worker copy's state rides along with its
       batches (every ``snapshot_every_n_steps``-th batch; a restore then re-reads at most n-1
-      batches per worker); the state loads only with the same ``num_workers``. Without
-      ``state_dict`` each worker copy is fast-forwarded: its delivered batches are read again and
-      discarded.
+      batches per worker); the state loads only with the same ``num_workers``. When
+      ``iter(dataset)`` returns an iterator with its own ``state_dict`` (as torchdata), that
+      iterator's state rides along too and is loaded into the new iterator. The dataset's state
+      is loaded before ``iter(dataset)`` and again after it, so a dataset that is its own
+      iterator, or resets its fields in ``__iter__``, keeps it. With no ``state_dict`` at all,
+      each worker copy is fast-forwarded: its delivered batches are read again and discarded.
+    - an ``IterDataPipe``: sharded over workers and ranks, its shuffles seeded from torch's
+      per-epoch shared seed (kept in the state), as torch's ``DataLoader`` does.
     - `ShardedIterableDataset`: each shard's state after its last delivered batch and the
       round-robin position; the loader decides the order, so the state loads with any
       ``num_workers`` and continues exactly.
 
     Without a dataset ``state_dict``, random augmentations drawn from the workers' global RNGs are
     not reproduced after a resume (fresh workers are seeded again from the saved base seed).
+    A state written at an epoch boundary (before the first ``iter()``, or after an epoch's last
+    batch) fixes the next epoch: the seeds its ``iter()`` would draw from the global RNG (the
+    workers' base seed, a ``RandomSampler``'s seed) are drawn when the state is written and
+    used by that ``iter()``, here and after a resume, as torchdata's state fixes them.
 
     Args:
         dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
@@ -78,11 +92,13 @@ class StatefulDataLoader(DataLoader[Any]):
             delivered beyond it).
         snapshot_every_n_steps: attach an iterable-style dataset's (or shard's) state to every
             n-th batch of each worker (or shard) instead of every batch, for large states; a
-            restore then re-reads at most n-1 batches per worker (or shard). An int >= 1.
+            restore then re-reads at most n-1 batches per worker (or shard). 0 or None (as
+            torchdata) take no periodic snapshot: a restore re-reads every batch a worker (or
+            shard) delivered in the epoch.
 
     Raises:
-        ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 1.
-        TypeError: `snapshot_every_n_steps` is not an int.
+        ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 0.
+        TypeError: `snapshot_every_n_steps` is not an int or None.
 
     State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
     "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
@@ -120,16 +136,17 @@ class StatefulDataLoader(DataLoader[Any]):
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
-        snapshot_every_n_steps: int = 1,
+        snapshot_every_n_steps: int | None = 1,
     ) -> None:
-        if isinstance(snapshot_every_n_steps, bool) or not isinstance(snapshot_every_n_steps, int):
+        every = snapshot_every_n_steps
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)):
             raise ArgumentTypeError(
-                f"StatefulDataLoader: snapshot_every_n_steps must be an int, got "
-                f"{snapshot_every_n_steps!r} ({type(snapshot_every_n_steps).__name__})"
+                f"StatefulDataLoader: snapshot_every_n_steps must be an int or None, got "
+                f"{every!r} ({type(every).__name__})"
             )
-        if snapshot_every_n_steps < 1:
+        if every is not None and every < 0:
             raise ValueError(
-                f"StatefulDataLoader: snapshot_every_n_steps must be >= 1, got "
+                f"StatefulDataLoader: snapshot_every_n_steps must be >= 0 or None, got "
                 f"{snapshot_every_n_steps=}"
             )
         extra = {"in_order": in_order} if _TORCH_HAS_IN_ORDER else {}
@@ -186,6 +203,7 @@ class StatefulDataLoader(DataLoader[Any]):
         self._reader.main_process = num_workers == 0
         self._reader.loader_generator = generator
         self._state.refresh = self._reader
+        self._reader.boundary_draws = weakref.WeakMethod(self._boundary_draws)
         if self._plan is not None and self._plan.kind == STATEFUL:
             self._state.sampler_state = self._plan.capture()
         self._pool: WorkerPool | None = None  # persistent workers
@@ -204,11 +222,13 @@ class StatefulDataLoader(DataLoader[Any]):
                 version, or was saved for another dataset kind, dataset length, batch size,
                 sampler, number of shards, or (plain IterableDataset) number of workers.
         """
+        previous = self._state.to_dict()
         self._state.load(state_dict)
-        if isinstance(self.dataset, ShardedIterableDataset):
-            for index, entry in enumerate(self._state.streams):
-                if not entry["fresh"]:
-                    self.dataset.check_shard_state(index, entry["state"])
+        try:
+            self._check_loaded()
+        except BaseException:
+            self._state.load(previous)  # a refused state leaves the loader as it was
+            raise
         self._stop_epoch()
         if self._plan is not None and self._plan.kind == STATEFUL:
             # now, so that a set_epoch() the script calls before iter(loader) applies after it
@@ -219,6 +239,25 @@ class StatefulDataLoader(DataLoader[Any]):
         self._resume = True
         self._reader.pending = True
 
+    def _check_loaded(self) -> None:
+        """Refuse now what the next ``iter()`` would refuse: a shard state that its shard does
+        not take, a batch position beyond an epoch whose batches the position counts."""
+        state = self._state
+        if isinstance(self.dataset, ShardedIterableDataset):
+            for index, entry in enumerate(state.streams):
+                if not entry["fresh"]:
+                    self.dataset.check_shard_state(index, entry["state"])
+        if self._plan is not None and self._plan.kind != STATEFUL:
+            try:
+                total = len(self)
+            except TypeError:  # a sampler without a length
+                return
+            if state.batches > total:
+                raise IncompatibleStateError(
+                    f"StatefulDataLoader: the state is at batch {state.batches} of its epoch, but "
+                    f"an epoch of this loader has {total} batches"
+                )
+
     def close(self) -> None:
         """Stop the worker processes now (they are also stopped when the loader is collected)."""
         self._stop_epoch()
@@ -226,7 +265,7 @@ class StatefulDataLoader(DataLoader[Any]):
             self._pool.shutdown()
             self._pool = None
 
-    def __enter__(self) -> StatefulDataLoader:
+    def __enter__(self) -> StatefulDataLoader[T_co]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -252,10 +291,13 @@ class StatefulDataLoader(DataLoader[Any]):
             load_main_process_states(self)
         continuing = resume and state.in_epoch
         pool_alive = self._pool is not None and self._pool.alive
+        seeds: dict[str, int | None] = {}
         if not continuing:
             if state.in_epoch:  # the previous epoch was abandoned
                 state.end_epoch()
             state.start_epoch(carry=self.persistent_workers and workers > 0)
+            seeds, state.next_seeds = state.next_seeds or {}, None
+            state.seed = seeds.get("sampler_seed")
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
             # A stateful sampler's state is the one from after the last delivered task's draw.
@@ -268,15 +310,29 @@ class StatefulDataLoader(DataLoader[Any]):
             )
             if stateful and not continuing:  # the new pass's state, its iterator taken
                 state.sampler_state = plan.capture()
+        if isinstance(self.dataset, IterDataPipe) and not continuing:
+            # torch's shared seed for the pipe's shuffles: drawn first, at every iter()
+            state.shared_seed = int(
+                torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
+            )
         if not continuing:
             reused = self.persistent_workers and pool_alive
             kept = self.persistent_workers and resume and state.base_seed is not None
             if not (reused or kept):
-                state.base_seed = int(
-                    torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
-                )
+                base_seed = seeds.get("base_seed")
+                if base_seed is None:
+                    generator = self.generator
+                    base_seed = int(
+                        torch.empty((), dtype=torch.int64).random_(generator=generator).item()
+                    )
+                state.base_seed = base_seed
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
+        if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
+            # torch's new worker iterator draws a second shared seed (its first _reset) that
+            # its workers never use: drawn too, so that the RNG moves as with torch
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if workers == 0:
             epoch: Any = main_epoch(self, indices, continuing)
         else:
@@ -284,6 +340,26 @@ class StatefulDataLoader(DataLoader[Any]):
             self._pool = pool if self.persistent_workers else None
         self._epoch = weakref.ref(epoch)
         return epoch
+
+    def _boundary_draws(self) -> tuple[bool, bool] | None:
+        """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
+        ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
+        state, plan = self._state, self._plan
+        if isinstance(self.dataset, IterDataPipe):
+            return None  # its shared seed is drawn before the base seed, at iter()
+        if state.in_epoch:
+            if plan is None:
+                return None
+            try:
+                batches = len(self)  # the epoch's batches, as torch counts them
+            except TypeError:  # a sampler without len(): its end is known only when reached
+                return None
+            if state.batches + len(state.beyond) < batches:
+                return None
+        kept = self.persistent_workers and self.num_workers > 0 and state.base_seed is not None
+        base = self.generator is None and not kept
+        sampler = plan is not None and plan.kind == RANDOM and plan.sampler.generator is None
+        return base, sampler
 
     def _stop_epoch(self) -> None:
         epoch = self._epoch() if self._epoch is not None else None

@@ -111,6 +111,8 @@ class MainStreamEpoch(_MainEpoch):
         streams: the started streams (one per shard, or one over the dataset).
         pin: pins a batch (or returns it as is).
         finish: called once when the epoch ends.
+        check_length: called with the number of batches delivered in the epoch after each
+            (torch's warning when an iterable dataset is longer than it said), or None.
     """
 
     def __init__(
@@ -119,10 +121,12 @@ class MainStreamEpoch(_MainEpoch):
         streams: list[Stream],
         pin: Callable[[Any], Any],
         finish: Callable[[], None],
+        check_length: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(state, finish)
         self.streams = streams
         self._pin = pin
+        self._check_length = check_length
 
     def __next__(self) -> Any:
         if self._done:
@@ -146,6 +150,8 @@ class MainStreamEpoch(_MainEpoch):
             if not stream.stateful:
                 entry["replay"] += 1
             state.batches += 1
+            if self._check_length is not None:
+                self._check_length(state.batches)
             return self._pin(batch)
         self._end()
         raise StopIteration

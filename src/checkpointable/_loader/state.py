@@ -36,6 +36,8 @@ _POSITION_KEYS = (
     "delivered_beyond",
     "sampler_position",
     "base_seed",
+    "shared_seed",
+    "next_seeds",
     "loader_generator_state",
     "dataset_states",
     "streams",
@@ -43,7 +45,7 @@ _POSITION_KEYS = (
 )
 _SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
-_STREAM_KEYS = ("state", "fresh", "replay", "ended")
+_STREAM_KEYS = ("state", "iterator_state", "fresh", "replay", "ended")
 
 
 class _Pending:
@@ -87,6 +89,10 @@ class LoaderState:
         # The epoch's index lists ran out while the tasks up to the watermark were drawn.
         self.sampler_exhausted = False
         self.base_seed: int | None = None
+        self.shared_seed: int | None = None  # an IterDataPipe's seed for this epoch's shuffles
+        #: The next epoch's seeds, drawn from the global RNG when a state was written at an
+        #: epoch boundary: {"base_seed", "sampler_seed"} (each None when not drawn), or None.
+        self.next_seeds: dict[str, int | None] | None = None
         self.loader_generator_state: str | None = None
         self._num_entries = num_entries
         self._stream_stateful = stream_stateful
@@ -105,7 +111,25 @@ class LoaderState:
 
     def fresh_streams(self, count: int) -> list[dict[str, Any]]:
         state = PENDING if self._stream_stateful else None
-        return [{"state": state, "fresh": True, "replay": 0, "ended": False} for _ in range(count)]
+        return [
+            {"state": state, "iterator_state": None, "fresh": True, "replay": 0, "ended": False}
+            for _ in range(count)
+        ]
+
+    def take_snapshot(self, index: int, snapshot: dict[str, Any]) -> None:
+        """Stream `index` delivered a batch with this snapshot (see `streams.Stream`)."""
+        entry = self.streams[index]
+        entry["state"], entry["iterator_state"] = snapshot["state"], snapshot["iterator_state"]
+        entry["fresh"], entry["replay"] = False, 0
+
+    def snapshot(self, index: int) -> dict[str, Any]:
+        """What stream `index` starts from: its saved snapshot and the epoch's shared seed."""
+        entry = self.streams[index]
+        return {
+            "state": entry["state"],
+            "iterator_state": entry["iterator_state"],
+            "shared_seed": self.shared_seed,
+        }
 
     def start_epoch(self, carry: bool) -> None:
         """Begin a fresh epoch; `carry` keeps the workers' states (persistent workers)."""
@@ -120,10 +144,11 @@ class LoaderState:
             if self.dataset_states is not None:
                 self.dataset_states = self.fresh_workers()
             self.streams = self.fresh_streams(len(self.streams))
-        else:
+        else:  # a persistent worker's dataset copy lives on; its iterator is a new one
             for entry in self.streams:
                 entry["replay"] = 0
                 entry["ended"] = False
+                entry["iterator_state"] = None
 
     def end_epoch(self) -> None:
         self.in_epoch = False
@@ -160,6 +185,9 @@ class LoaderState:
                 "exhausted": self.sampler_exhausted,
             },
             "base_seed": self.base_seed,
+            "shared_seed": self.shared_seed,
+            # always both keys (None: not drawn), so that the layout never changes
+            "next_seeds": dict(self.next_seeds or {"base_seed": None, "sampler_seed": None}),
             "loader_generator_state": self.loader_generator_state,
             "dataset_states": None
             if states is None
@@ -236,6 +264,7 @@ class LoaderState:
             ("seed", seed, (int,)),
             ("generator_state", generator_state, (str,)),
             ("base_seed", base_seed, (int,)),
+            ("shared_seed", state["shared_seed"], (int,)),
             ("loader_generator_state", loader_generator_state, (str,)),
         ):
             if value is not None and type(value) not in kinds:
@@ -245,6 +274,16 @@ class LoaderState:
                 )
             if value is not None and kinds == (str,):
                 decode_generator_state(value, _OWNER)  # refused now, not at the next epoch
+        next_seeds = state["next_seeds"]
+        if (
+            not isinstance(next_seeds, dict)
+            or set(next_seeds) != {"base_seed", "sampler_seed"}
+            or any(v is not None and type(v) is not int for v in next_seeds.values())
+        ):
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state's 'next_seeds' must be a dict of 'base_seed' and "
+                f"'sampler_seed' (ints or None), got {next_seeds!r:.80}"
+            )
         dataset_states = self._load_workers(state)
         streams = self._load_streams(state)
         next_stream = state_int(_OWNER, state, "next_stream")
@@ -258,6 +297,9 @@ class LoaderState:
         self.sampler_state = position["sampler_state"]
         self.sampler_exhausted = _bool(position, "exhausted")
         self.base_seed = base_seed
+        self.shared_seed = state["shared_seed"]
+        drawn = any(value is not None for value in next_seeds.values())
+        self.next_seeds = dict(next_seeds) if drawn else None
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
 

@@ -98,13 +98,25 @@ class MapTasks:
 class StreamTasks:
     """Iterable style: each task asks a stream (a worker's dataset copy, or a shard) for a batch.
 
-    Streams are asked round-robin, skipping those known to be exhausted; the delivered sequence is
-    the round-robin over the streams that still have batches, whatever the timing. The state
-    keeps, per stream, its state at the last snapshot and the batches delivered since.
+    Streams are asked round-robin, skipping those known to be exhausted; in order, the delivered
+    sequence is the round-robin over the streams that still have batches, whatever the timing.
+    Out of order (`per_worker` given), a stream is skipped while its worker already has
+    `per_worker` tasks, as torch limits each worker to ``prefetch_factor`` tasks: a slow worker
+    then never takes the whole window, and the others keep delivering. The state keeps, per
+    stream, its state at the last snapshot and the batches delivered since, exact either way (a
+    stream's batches arrive in the order its worker made them).
     """
 
-    def __init__(self, state: LoaderState, owners: list[int]) -> None:
+    def __init__(
+        self,
+        state: LoaderState,
+        owners: list[int],
+        check_length: Callable[[int], None] | None = None,
+        per_worker: int | None = None,
+    ) -> None:
         self._state = state
+        self._check_length = check_length
+        self._per_worker = per_worker
         self._owners = owners  # stream -> worker
         self._cycle = state.next_stream
         self._ended = {i for i, entry in enumerate(state.streams) if entry["ended"]}
@@ -116,11 +128,13 @@ class StreamTasks:
         for _ in range(count):
             stream = self._cycle
             self._cycle = (stream + 1) % count
-            if stream not in self._ended:
+            worker = self._owners[stream]
+            busy = self._per_worker is not None and load[worker] >= self._per_worker
+            if stream not in self._ended and not busy:
                 task_id = self._next_id
                 self._next_id += 1
                 self._stream_of[task_id] = stream
-                return task_id, self._owners[stream], stream
+                return task_id, worker, stream
         return None
 
     def observe(self, reply: Reply) -> None:
@@ -136,7 +150,7 @@ class StreamTasks:
         if reply.failure is not None:
             reply.failure.reraise()
         if stream_state is not None:
-            entry["state"], entry["fresh"], entry["replay"] = stream_state, False, 0
+            state.take_snapshot(stream, stream_state)
         if reply.kind is Kind.END:
             entry["ended"] = True
             return _SKIP
@@ -145,6 +159,8 @@ class StreamTasks:
         if exhausted:
             entry["ended"] = True
         state.batches += 1
+        if self._check_length is not None:
+            self._check_length(state.batches)
         return reply.data
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 from typing import Any, TypeVar
 
 from .._errors import ArgumentValueError
@@ -18,7 +18,9 @@ class Registry:
     ``register`` works as a decorator and as a plain call, and returns what it registered.
     Registering a second object under a name already taken raises `ArgumentValueError` (a
     ``ValueError``, and the ``AssertionError`` helios raised); `get` on an unknown name raises
-    ``KeyError`` listing the registered names.
+    ``KeyError`` listing the registered names. As helios' registry: ``name in registry``,
+    `keys` (a view, in registration order), iteration over ``(name, object)`` pairs and
+    ``str(registry)`` (its name).
 
     Args:
         name: what the registry holds, used in messages (e.g. ``"sampler"``).
@@ -27,8 +29,10 @@ class Registry:
     >>> @registry.register
     ... class Flip:
     ...     pass
-    >>> registry.get("Flip") is Flip, "Flip" in registry, list(registry)
-    (True, True, ['Flip'])
+    >>> registry.get("Flip") is Flip, "Flip" in registry, list(registry.keys()), str(registry)
+    (True, True, ['Flip'], 'transform')
+    >>> list(registry) == [("Flip", Flip)]
+    True
     >>> registry.get("Flop")
     Traceback (most recent call last):
     ...
@@ -98,14 +102,22 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._objects
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._objects))
+    def keys(self) -> KeysView[str]:
+        """The registered names, in registration order (a live view, as helios')."""
+        return self._objects.keys()
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        """The ``(name, object)`` pairs, in registration order (helios iterates over items)."""
+        return iter(self._objects.items())
 
     def __len__(self) -> int:
         return len(self._objects)
 
+    def __str__(self) -> str:
+        return self._name
+
     def __repr__(self) -> str:
-        return f"Registry({self._name!r}, names={sorted(self._objects)})"
+        return f"Registry({self._name!r}, names={list(self._objects)})"
 
 
 #: Global registry of the samplers; the three samplers of this package are registered.

@@ -10,13 +10,14 @@ __all__ = ["LoopBar", "bar_options", "loop_total"]
 
 
 def bar_options(
-    progress_bar: bool | None, progress_bar_options: Mapping[str, Any] | None, owner: str
+    progress_bar: bool | None, progress_bar_config: Mapping[str, Any] | None, owner: str
 ) -> dict[str, Any] | None:
     """Check the two progress bar arguments; return tqdm's keyword arguments, or None for no bar.
 
-    `progress_bar`: True always shows the bar, False never, None (auto) shows it only when the
-    bar's output (``file``, by default ``sys.stderr``) is a terminal. `progress_bar_options`:
-    keyword arguments of ``tqdm``, or None for no bar (the seed's way to turn it off).
+    `progress_bar`: True always shows the bar, False never, None (auto) shows it in a ``file``
+    named by the options (as zero does), and on ``sys.stderr`` only when it is a terminal.
+    `progress_bar_config`: keyword arguments of ``tqdm``, or None for no bar (the seed's way
+    to turn it off).
     """
     if progress_bar is not None and not isinstance(progress_bar, bool):
         raise TypeError(
@@ -25,30 +26,32 @@ def bar_options(
         )
     if progress_bar is False:
         return None
-    if progress_bar_options is None:
+    if progress_bar_config is None:
         if progress_bar:
             raise ValueError(
-                f"{owner}: progress_bar=True asks for a bar but progress_bar_options=None asks "
-                "for none; pass progress_bar_options={} or a dict of tqdm options"
+                f"{owner}: progress_bar=True asks for a bar but progress_bar_config=None asks "
+                "for none; pass progress_bar_config={} or a dict of tqdm options"
             )
         return None
-    if not isinstance(progress_bar_options, Mapping):
+    if not isinstance(progress_bar_config, Mapping):
         raise TypeError(
-            f"{owner}: progress_bar_options must be a dict of tqdm keyword arguments or None, "
-            f"got {type(progress_bar_options).__name__}"
+            f"{owner}: progress_bar_config must be a dict of tqdm keyword arguments or None, "
+            f"got {type(progress_bar_config).__name__}"
         )
-    options = dict(progress_bar_options)
+    options = dict(progress_bar_config)
     if progress_bar is True:
         if options.get("disable", False):
             raise ValueError(
-                f"{owner}: progress_bar=True asks for a bar but progress_bar_options has "
+                f"{owner}: progress_bar=True asks for a bar but progress_bar_config has "
                 f"disable={options['disable']!r}; give only one of them"
             )
         options["disable"] = False
     elif options.get("disable") is True:
         return None
+    elif "file" in options:
+        options.setdefault("disable", False)  # a file the caller named: shown, as in zero
     else:
-        options.setdefault("disable", None)  # tqdm's auto: nothing unless file is a terminal
+        options.setdefault("disable", None)  # tqdm's auto: nothing unless stderr is a terminal
     return options
 
 

@@ -6,8 +6,8 @@ makes an iterable-style dataset of checkpointable shards, whose loader state loa
 ``num_workers``.
 """
 
-from ._loader.loader import StatefulDataLoader
-from ._loader.sharded import ShardedIterableDataset
-from ._state import Stateful
+from .._loader.loader import StatefulDataLoader
+from .._loader.sharded import ShardedIterableDataset
+from .._state import Stateful
 
 __all__ = ["ShardedIterableDataset", "Stateful", "StatefulDataLoader"]
