@@ -9,7 +9,7 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest bench torture soak clean
+.PHONY: demo test lint typecheck pytest bench torture soak fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,12 +41,16 @@ $(BENCH_STAMP): pyproject.toml constraints.txt benchmarks/requirements.txt
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py --update-readme
 
-# The long proofs (docs/guarantees.md): 500 SIGKILLs across the configurations, a 30-minute soak.
+# The long proofs (docs/guarantees.md): 500 SIGKILLs across the configurations, a 30-minute
+# soak, 1000 mutated states per stateful class.
 torture: $(STAMP)
 	$(BIN)/python -m checkpointable.testing.torture --kills 500
 
 soak: $(STAMP)
 	$(BIN)/python -m checkpointable.testing.soak --minutes 30
+
+fuzz: $(STAMP)
+	CHECKPOINTABLE_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_state_fuzz.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache
