@@ -55,6 +55,22 @@ def test_a_failing_worker_init_fn_is_reported(no_leaks):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_failing_worker_init_fn_is_raised_by_iter_as_torchdata(persistent, no_leaks):
+    loader = StatefulDataLoader(
+        Squares(8),
+        batch_size=2,
+        num_workers=2,
+        worker_init_fn=failing_init,
+        persistent_workers=persistent,
+    )
+    pattern = r"(?s)Caught RuntimeError in DataLoader worker process 0\..*worker 0 cannot start"
+    with pytest.raises(RuntimeError, match=pattern):
+        iter(loader)  # not at the first next()
+    del loader
+
+
+@pytest.mark.timeout(60)
 def test_a_batch_that_cannot_be_pickled_is_an_error_not_a_hang(no_leaks):
     loader = StatefulDataLoader(
         Squares(8), batch_size=2, num_workers=1, collate_fn=unpicklable_collate
