@@ -114,3 +114,25 @@ def test_running_out_of_file_descriptors_gets_torchs_hint():
     assert "Too many open files" in result.stdout, result.stderr[-3000:]
     assert "ulimit -n" in result.stdout
     assert "set_sharing_strategy('file_system')" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks):
+    # A pickle of a tensor hands its shared memory over once: two workers reading one pickle
+    # failed with EOFError in the second one.
+    torch = pytest.importorskip("torch")
+    from functools import partial
+
+    from checkpointable.iterators import NativeCheckpointableIterator, ParallelMapIterator
+    from tests.iterators.workload import add_tensor_sum
+
+    dataset = torch.utils.data.TensorDataset(torch.arange(12))
+    loader = StatefulDataLoader(
+        dataset, batch_size=3, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert [int(x) for (batch,) in loader for x in batch] == list(range(12))
+    transform = partial(add_tensor_sum, torch.ones(3))
+    source = NativeCheckpointableIterator(list(range(6)))
+    with ParallelMapIterator(source, transform, 2, 1, multiprocessing_context="spawn") as mapped:
+        assert list(mapped) == [n + 3 for n in range(6)]

@@ -79,3 +79,8 @@ def parallel_map_of(method: str, n: int = 200, processes: int = 2) -> ParallelMa
     options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
     source = NativeCheckpointableIterator(list(range(n)))
     return ParallelMapIterator(source, double, processes, 3, **options)  # type: ignore[arg-type]
+
+
+def add_tensor_sum(tensor: Any, n: int) -> int:
+    """`n` plus the sum of `tensor` (a transform that holds a tensor)."""
+    return n + int(tensor.sum())

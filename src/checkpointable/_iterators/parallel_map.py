@@ -8,7 +8,7 @@ from itertools import islice
 from typing import Any
 
 from .._errors import IncompatibleStateError
-from .._runtime.context import check_context, for_worker, resolve_context, track
+from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Task, WorkerFailure, dumps
 from .._state import state_int
@@ -293,7 +293,7 @@ class ParallelMapIterator(Transform):
         context = resolve_context(
             name, self._multiprocessing_context, self._use_threads, stacklevel=5
         )
-        payload = for_worker(name, "transform", self._transform, context)
+        payload = ForWorker(name, "transform", self._transform)
         group = WorkerGroup(name, context, epilogue=EPILOGUE)
         try:
             tasks = group.queue(sentinels=self._num_processes)

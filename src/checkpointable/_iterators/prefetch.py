@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from .._runtime.channels import relay
-from .._runtime.context import check_context, for_worker, resolve_context, track
+from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
 from .._state import state_int
@@ -204,7 +204,7 @@ class PrefetchIterator(Transform):
             source.setstate(self._source_state)
             skipped = 0
         self._positioned = False  # a thread moves it; a process reads a copy from here on
-        payload = for_worker(name, "source_iterator", source, context)
+        payload = ForWorker(name, "source_iterator", source)
         group = WorkerGroup(name, context, epilogue=EPILOGUE)
         try:
             in_main = context is not None and self._buffer_in_main_process

@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from .._runtime.channels import relay
-from .._runtime.context import for_worker
+from .._runtime.context import ForWorker
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Kind, Reply, Task
 from .worker import WorkerSpec, worker_loop
@@ -58,8 +58,8 @@ class WorkerPool:
         self._timeout = timeout
         group = WorkerGroup("StatefulDataLoader", ctx, label="DataLoader", daemon=True)
         self._group = group
-        payload = for_worker(
-            "StatefulDataLoader", "the dataset, collate_fn and worker_init_fn", spec, ctx
+        payload = ForWorker(
+            "StatefulDataLoader", "the dataset, collate_fn and worker_init_fn", spec
         )
         self._results = group.queue()
         self._generation_value = ctx.Value("q", 0, lock=False)

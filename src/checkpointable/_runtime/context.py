@@ -13,13 +13,14 @@ import multiprocessing
 import os
 import warnings
 import weakref
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from .._errors import ArgumentTypeError
 from .messages import dumps
 
-__all__ = ["check_context", "for_worker", "resolve_context", "track"]
+__all__ = ["ForWorker", "check_context", "resolve_context", "track"]
 
 
 def check_context(owner: str, value: Any) -> Any:
@@ -62,6 +63,26 @@ def resolve_context(
     if isinstance(value, BaseContext):
         return value
     return multiprocessing.get_context(value)
+
+
+@dataclass(frozen=True)
+class ForWorker:
+    """An argument of a worker that `WorkerGroup.start` passes as `for_worker` makes it, once
+    per process: a pickle that holds torch tensors hands their shared memory over once, so one
+    pickle must not be read by two processes.
+
+    Attributes:
+        owner: the consumer's class name, for messages.
+        name: what the value is, for messages ("transform", "source_iterator", ...).
+        value: the value itself.
+    """
+
+    owner: str
+    name: str
+    value: Any
+
+    def for_process(self, context: BaseContext | None) -> Any:
+        return for_worker(self.owner, self.name, self.value, context)
 
 
 def for_worker(owner: str, name: str, value: Any, context: BaseContext | None) -> Any:

@@ -35,6 +35,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
 from .channels import POLL_SECONDS
+from .context import ForWorker
 from .messages import Relayed
 from .watch import ParentWatch
 
@@ -177,17 +178,23 @@ class WorkerGroup:
         return slots
 
     def start(self, target: Callable[..., None], args: tuple[Any, ...], count: int = 1) -> None:
-        """Start `count` workers running ``target(*args, watch)`` (watch None for threads)."""
+        """Start `count` workers running ``target(*args, watch)`` (watch None for threads);
+        a `ForWorker` argument is made for each process (a pickle under spawn and forkserver).
+
+        Raises:
+            TypeError: a `ForWorker` argument cannot be pickled for a process.
+        """
         name = f"checkpointable-{self.owner}"
         context = self.context
         for _ in range(count):
             index = len(self.processes) + len(self.threads)
+            own = tuple(a.for_process(context) if isinstance(a, ForWorker) else a for a in args)
             if context is None:
-                self.start_thread(target, (*args, None), f"{name}-{index}")
+                self.start_thread(target, (*own, None), f"{name}-{index}")
                 continue
             watch = ParentWatch(direct=context.get_start_method() != "forkserver")
             process = context.Process(  # type: ignore[attr-defined]
-                target=target, args=(*args, watch), name=f"{name}-{index}", daemon=self.daemon
+                target=target, args=(*own, watch), name=f"{name}-{index}", daemon=self.daemon
             )
             process.start()
             self.processes.append(process)
