@@ -50,7 +50,24 @@ def load_main_process_states(loader: Any) -> None:
     if loader.num_workers == 0 and loader._dataset_stateful:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
+            reader = loader._reader
+            if reader.initial_dataset_state is None and loader._kind == "iterable":
+                reader.initial_dataset_state = loader.dataset.state_dict()  # before any load
             loader.dataset.load_state_dict(entries[0]["state"])
+            reader.dataset_loaded = True
+
+
+def restart_main_process_iterable(loader: Any) -> None:
+    """Without workers, a new pass over a stateful ``IterableDataset`` that was given a state
+    starts from the dataset's state as the loader got it, as a worker's fresh copy does.
+
+    A Hugging Face ``IterableDataset`` keeps a loaded state for every later ``iter()`` of the same
+    epoch, so without this the pass after a resume would start where the loaded state pointed.
+    """
+    reader = loader._reader
+    if loader._kind == "iterable" and reader.dataset_loaded:
+        loader.dataset.load_state_dict(reader.initial_dataset_state)
+        reader.dataset_loaded = False
 
 
 def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
@@ -179,6 +196,9 @@ class Reader:
         self.streams: list[Stream] | None = None
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
+        # Without workers: a state was loaded into the dataset, and its state before that.
+        self.dataset_loaded = False
+        self.initial_dataset_state: Any = None
 
     def __call__(self) -> None:
         if self.pending:
