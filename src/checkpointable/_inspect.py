@@ -106,7 +106,7 @@ def _describe_stream(state: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"inside epoch {epoch}: {items} of its {size} items served")
-    elif state.get("in_epoch") is False:
+    elif state.get("in_epoch") is False and isinstance(epoch, int):
         lines.append(f"between epochs: the next step of epochs() begins epoch {epoch + 1}")
     if state.get("data_over"):
         lines.append("the data is over: a resumed epochs() loop ends, as the uninterrupted one")
@@ -127,7 +127,7 @@ def _describe_stream(state: dict[str, Any]) -> list[str]:
 def _describe_loader(state: dict[str, Any]) -> list[str]:
     passes, batches = state.get("epoch"), state.get("batches")
     total = _batches_per_pass(state)
-    if state.get("in_epoch") and total is not None and batches == total:
+    if state.get("in_epoch") and total is not None and batches == total and isinstance(passes, int):
         lines = [
             f"inside pass {passes} over the data (passes counted from 0): all {total} batches of "
             f"it delivered; the pass ends at the next step, then pass {passes + 1} begins"

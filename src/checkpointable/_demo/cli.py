@@ -94,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         same = _report(label, workers, kill_at, reference, killed, resumed, run_dir, out)
         identical = identical and same
         resumes.append((f"{_workers(workers)} ({label} count)", killed, resumed))
-    plot(out / "loss.png", reference, resumes, kill_at)
-    print(f"loss curves of the reference and both resumed runs: {out / 'loss.png'}")
+    try:
+        plot(out / "loss.png", reference, resumes, kill_at)
+        print(f"loss curves of the reference and both resumed runs: {out / 'loss.png'}")
+    except ImportError:  # matplotlib is the demo extra
+        print("no plot: matplotlib is not installed (pip install 'checkpointable[demo]')")
     print(f"identical: {'yes' if identical else 'no'}")
     return 0 if identical else 1
 
