@@ -60,8 +60,7 @@ def ids(batches) -> list[int]:
     [
         ("jsonl", 0),
         ("parquet", 0),
-        pytest.param("jsonl", 2, marks=pytest.mark.slow),
-        pytest.param("parquet", 2, marks=pytest.mark.slow),
+        pytest.param("parquet", 2, marks=pytest.mark.slow),  # (JSONL with workers: the same)
     ],
 )
 @pytest.mark.resumable("StatefulDataLoader")
