@@ -138,6 +138,8 @@ def _train(
     ]  # fmt: skip
     if resume:
         command.append("--resume")
+    if kill_at is not None:  # the child waits there, so that the kill lands at that step
+        command += ["--pause-at", str(kill_at)]
     if not args.no_progress:
         command.append("--progress")
     if args.break_resume:
@@ -147,14 +149,18 @@ def _train(
         "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")])),
     }
     result = Run()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+    # The child's stdin is a pipe that stays silent: the killed child blocks reading it after
+    # step `kill_at` (its checkpoint included), so SIGKILL lands there and not a few steps later.
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    ) as child:
         for line in cast(IO[str], child.stdout):
             record = json.loads(line)
             if "step" in record:
                 result.records[record["step"]] = record
-                if record["step"] == kill_at:
-                    child.send_signal(signal.SIGKILL)
-                    break
+            elif "paused" in record:
+                child.send_signal(signal.SIGKILL)
+                break
             elif "checkpoint" in record:
                 result.checkpoints.append(record["checkpoint"])
             elif "resumed_from" in record:
