@@ -1,6 +1,7 @@
 """The real Lightning ``Trainer`` over our `StatefulDataLoader`: killed with SIGKILL mid-epoch,
 resumed with ``trainer.fit(ckpt_path="last")`` from a `ModelCheckpoint` taken every 4 steps, it
-trains on exactly the batches of the uninterrupted fit and ends with bit-identical weights.
+trains on exactly the batches of the uninterrupted fit and ends with bit-identical weights; and
+``checkpointable inspect`` finds our state in Lightning's checkpoint.
 
 The fits are ``examples/lightning_resume.py`` run as child processes (about 4 s each).
 """
@@ -20,6 +21,7 @@ import torch
 pl = pytest.importorskip("pytorch_lightning")
 
 import checkpointable  # noqa: E402
+from checkpointable._inspect import main as inspect_main  # noqa: E402
 
 SRC = str(Path(checkpointable.__file__).resolve().parents[1])
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lightning_resume.py"
@@ -48,7 +50,7 @@ def records(out: Path, phase: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("workers", "sampler"), [(0, "generator"), (2, "generator"), (2, "resumable")]
 )
-def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(tmp_path, workers, sampler):
+def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(tmp_path, capsys, workers, sampler):
     options = ("--workers", str(workers), "--sampler", sampler)
     # The reference has the same workers: torch's RandomSampler makes one more draw from the
     # generator at the end of an epoch when workers prefetch to its end (ours does the same).
@@ -66,6 +68,10 @@ def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(tmp_path, workers,
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     (state,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert (state["type"], state["epoch"], state["batches"]) == ("StatefulDataLoader", 1, 2)
+    assert inspect_main(str(tmp_path / "checkpoints" / "last.ckpt"), as_json=True) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["states"]
+    assert entry["key"] == "loops.fit_loop.state_dict.combined_loader[0]"
+    assert entry["where"][0].startswith("inside pass 1 over the data (passes counted from 0): 2 ")
 
     after = fit(tmp_path, *options, "--resume")
     last = KILL_AT // EVERY * EVERY
