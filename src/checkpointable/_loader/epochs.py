@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
 from .main_epochs import MainMapEpoch, MainStreamEpoch
 from .pool import WorkerPool
@@ -51,21 +52,21 @@ def load_main_process_states(loader: Any) -> None:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
             reader = loader._reader
-            if reader.initial_dataset_state is None and loader._kind == "iterable":
+            sticky = loader._kind == "iterable" and keeps_loaded_state(loader.dataset)
+            if sticky and reader.initial_dataset_state is None:
                 reader.initial_dataset_state = loader.dataset.state_dict()  # before any load
             loader.dataset.load_state_dict(entries[0]["state"])
-            reader.dataset_loaded = True
+            reader.dataset_loaded = sticky
 
 
 def restart_main_process_iterable(loader: Any) -> None:
-    """Without workers, a new pass over a stateful ``IterableDataset`` that was given a state
-    starts from the dataset's state as the loader got it, as a worker's fresh copy does.
-
-    A Hugging Face ``IterableDataset`` keeps a loaded state for every later ``iter()`` of the same
-    epoch, so without this the pass after a resume would start where the loaded state pointed.
+    """Without workers, a new pass over a dataset that keeps a loaded state for every later
+    ``iter()`` (a Hugging Face ``IterableDataset``, within one of its epochs) starts from the
+    dataset's state as the loader got it, as a worker's fresh copy does; without this, the pass
+    after a resume would start again where the loaded state pointed.
     """
     reader = loader._reader
-    if loader._kind == "iterable" and reader.dataset_loaded:
+    if reader.dataset_loaded:
         loader.dataset.load_state_dict(reader.initial_dataset_state)
         reader.dataset_loaded = False
 
@@ -196,7 +197,8 @@ class Reader:
         self.streams: list[Stream] | None = None
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
-        # Without workers: a state was loaded into the dataset, and its state before that.
+        # Without workers, a dataset that keeps a loaded state: a state was loaded into it, and
+        # its state before that.
         self.dataset_loaded = False
         self.initial_dataset_state: Any = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["state_caveat"]
+__all__ = ["keeps_loaded_state", "state_caveat"]
 
 # The class of a Hugging Face streaming dataset's shuffle buffer (``IterableDataset.shuffle``).
 _HF_SHUFFLE_BUFFER = "BufferShuffledExamplesIterable"
@@ -22,7 +22,7 @@ def state_caveat(dataset: Any) -> str | None:
     >>> state_caveat(range(3)) is None
     True
     """
-    if not type(dataset).__module__.startswith("datasets."):
+    if not _is_hf(dataset):
         return None
     sizes = [
         getattr(part, "buffer_size", None)
@@ -41,6 +41,22 @@ def state_caveat(dataset: Any) -> str | None:
         f"shuffle without a buffer, or read the same files with checkpointable.sources "
         f"(ShardedDataset), whose shuffle is restored exactly."
     )
+
+
+def keeps_loaded_state(dataset: Any) -> bool:
+    """Whether a state loaded into `dataset` applies again at every later ``iter()``.
+
+    A Hugging Face ``IterableDataset`` keeps it until its epoch changes (``set_epoch``), where a
+    dataset usually restarts at each ``iter()``.
+
+    >>> keeps_loaded_state(range(3))
+    False
+    """
+    return _is_hf(dataset) and callable(getattr(dataset, "load_state_dict", None))
+
+
+def _is_hf(dataset: Any) -> bool:
+    return type(dataset).__module__.startswith("datasets.")
 
 
 def _hf_parts(part: Any, depth: int = 0) -> Iterator[Any]:
