@@ -78,6 +78,24 @@ def test_streaming_dataset_resumes_exactly_with_its_own_state(tmp_path, kind, wo
     assert ids(batches[per_epoch:]) == ids(batches[:per_epoch])
 
 
+@pytest.mark.slow
+def test_persistent_workers_resume_exactly_with_set_epoch(tmp_path):
+    """Their dataset keeps a loaded state for its epoch: a new epoch number ends it."""
+    paths = write_files(tmp_path, "parquet")
+
+    def make() -> StatefulDataLoader:
+        rows = streaming(paths, "parquet")
+        return StatefulDataLoader(rows, batch_size=5, num_workers=2, persistent_workers=True)
+
+    def set_epoch(loader: StatefulDataLoader, epoch: int) -> None:
+        loader.dataset.set_epoch(epoch)
+
+    batches = assert_resumable(
+        make, epochs=2, before_epoch=set_epoch, max_positions=4, same_structure=False
+    )
+    assert sorted(ids(batches)) == sorted(every_row() * 2)
+
+
 def test_the_state_holds_the_datasets_own_state(tmp_path):
     paths = write_files(tmp_path, "jsonl")
     loader = StatefulDataLoader(streaming(paths, "jsonl"), batch_size=4)
