@@ -12,8 +12,10 @@ model, the optimizer and the stream (whose state includes the loader's and the s
 objects are ``Stateful``, so ``torch.distributed.checkpoint`` saves and loads them directly. The
 sampler records global progress through the epoch, so the state is the same on every rank and
 a resume on M ranks deals the rest of the epoch over the M ranks. Each rank writes the sample ids
-it trained on to ``<out>/ids-<phase>-rank<r>.json``; check that over all ranks and both runs,
-every sample of an epoch was used once (plus the padding of torch's partition).
+it trained on to ``<out>/ids-<phase>-rank<r>.json``; at the end of a run that finishes, rank 0
+reads them all (both runs, every rank) and prints its verdict: every sample of every epoch used
+exactly once, apart from the few repeats of torch's padding (equal shares for every rank). The
+exit status is 1 if not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -88,7 +91,45 @@ def main() -> None:
     phase = "resumed" if args.resume else "first"
     (out / f"ids-{phase}-rank{rank}.json").write_text(json.dumps({"world": world, "batches": used}))
     loader.close()
+    dist.barrier()  # every rank's ids are written
+    stopped = args.stop_after is not None and not args.resume
+    exact = True
+    if rank == 0:
+        if stopped:
+            print(f"stopped after step {args.stop_after} on {world} ranks; resume with --resume")
+        else:
+            exact = check_exactly_once(out, args.epochs)
     dist.destroy_process_group()
+    if not exact:
+        raise SystemExit(1)
+
+
+def check_exactly_once(out: Path, epochs: int) -> bool:
+    """Print whether every sample of every epoch was used once over all ranks and runs."""
+    counts = {epoch: Counter[int]() for epoch in range(epochs)}
+    worlds = []
+    for path in sorted(out.glob("ids-*-rank*.json")):
+        record = json.loads(path.read_text())
+        worlds.append(record["world"])
+        for epoch, *ids in record["batches"]:
+            counts[epoch].update(ids)
+    padding_allowed = max(worlds) - 1  # torch pads each rank's share to the same length
+    exact = True
+    for epoch, used in counts.items():
+        missing = sorted(set(range(SAMPLES)) - set(used))
+        repeats = sum(used.values()) - len(used)
+        wrong = sorted(set(used) - set(range(SAMPLES)))
+        ok = not missing and not wrong and repeats <= padding_allowed
+        exact = exact and ok
+        print(
+            f"epoch {epoch}: {len(used)} of {SAMPLES} samples used, {len(missing)} missing, "
+            f"{repeats} repeated (torch's padding: at most {padding_allowed}): "
+            f"{'exactly once' if ok else 'NOT exactly once'}"
+            + (f"; missing {missing[:10]}" if missing else "")
+        )
+    runs = " then ".join(f"{w} ranks" for w in sorted(set(worlds), key=worlds.index))
+    print(f"verdict: {'exactly once' if exact else 'NOT exactly once'} over {runs}")
+    return exact
 
 
 def save(parts: dict[str, object], path: Path) -> None:

@@ -16,8 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     inspect = commands.add_parser(
         "inspect", help="print the data-loading state held by a checkpoint file"
     )
-    inspect.add_argument("path", help="a torch.save or JSON checkpoint")
+    inspect.add_argument(
+        "path",
+        help="a torch.save or JSON checkpoint file, or a torch.distributed.checkpoint folder",
+    )
     inspect.add_argument("--key", help="dotted path of the part to show, e.g. stream.loader")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = commands.add_parser(
         "demo", help="train, kill the run at a random step, resume, and compare"
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from ._inspect import main as inspect_main
 
         try:
-            return inspect_main(args.path, args.key)
+            return inspect_main(args.path, args.key, as_json=args.json)
         except BrokenPipeError:  # the output was piped into a reader that stopped (head)
             sys.stderr.close()
             return 0

@@ -1,55 +1,27 @@
 """``checkpointable inspect``: print the data-loading state a checkpoint holds, readably.
 
-A checkpoint is read as JSON or with ``torch.load(weights_only=True)``, which never runs code
-from the file. The states of this package are found anywhere in it (they carry a ``"type"``
-key); each is printed as a tree with every field, long lists summarised, and its size.
+A checkpoint is a JSON file, a ``torch.save`` file (a Lightning ``.ckpt`` too) or a
+``torch.distributed.checkpoint`` (DCP) folder, read without running code from it
+(`_inspect_files`). The states of this package are found anywhere in it (they carry a
+``"type"`` key naming one of our classes); each is printed with a "where" paragraph in words,
+then every field, long lists summarised, and its size; ``--json`` prints the same as JSON. A DCP
+folder also shows which rank's file holds each state. A file without any such state says so.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
+import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["find_states", "format_state", "load_checkpoint", "main", "summary"]
+from ._inspect_files import Checkpoint, CheckpointError, load_checkpoint
+
+__all__ = ["describe", "find_states", "format_state", "load_checkpoint", "main"]
 
 # What our own states say in "type": the package's classes.
 _KNOWN_SUFFIXES = ("Iterator", "Sampler", "DataLoader", "Stream", "Dataset")
-
-
-class CheckpointError(Exception):
-    """The file cannot be read as a checkpoint; the message says why and what to do."""
-
-
-def load_checkpoint(path: str | Path) -> Any:
-    """Read a JSON or ``torch.save`` file without unpickling any code."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"cannot read {path}: {error.strerror}") from None
-    if data[:1] in (b"{", b"["):
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path} looks like JSON but does not parse: {error}") from None
-    import io
-
-    import torch
-
-    try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} holds objects that need code to load, and inspect never runs code from a "
-            f"file (torch.load(weights_only=True)). Save plain data (a state_dict) instead of "
-            f"objects. torch said: {str(error).splitlines()[0]}"
-        ) from None
-    except Exception as error:  # zip/format errors: not a torch file
-        raise CheckpointError(f"{path} is neither JSON nor a torch.save file: {error}") from None
 
 
 def find_states(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -90,14 +62,14 @@ def _format(value: Any, indent: str, prefix: str, lines: list[str]) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}{key}:{_header(item)}")
+                lines.append(f"{prefix}{key}{_header(item)}:")
                 _format(item, indent, prefix + indent, lines)
             else:
                 lines.append(f"{prefix}{key}: {_scalar(item)}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
             if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}[{index}]:{_header(item)}")
+                lines.append(f"{prefix}[{index}]{_header(item)}:")
                 _format(item, indent, prefix + indent, lines)
             else:
                 lines.append(f"{prefix}[{index}]: {_scalar(item)}")
@@ -105,37 +77,125 @@ def _format(value: Any, indent: str, prefix: str, lines: list[str]) -> None:
         lines.append(f"{prefix}{_scalar(value)}")
 
 
-def summary(state: dict[str, Any]) -> str:
-    """The position a state records, in words: epoch, iteration, place in the epoch, entries."""
-    parts: list[str] = []
-    if isinstance(state.get("epoch"), int):
-        parts.append(f"epoch {state['epoch']}")
-    if isinstance(state.get("iteration"), int):
-        parts.append(f"iteration {state['iteration']}")
-    if state.get("in_epoch") is False:
-        parts.append("between epochs")
-    elif isinstance(state.get("epoch_items"), int):
-        size = state.get("epoch_size")
-        parts.append(f"item {state['epoch_items']} of {size or 'an endless'} in the epoch")
-    elif isinstance(state.get("batches"), int):
-        parts.append(f"{state['batches']} batches of the epoch delivered")
-    if isinstance(state.get("position"), int):
-        parts.append(f"{state['position']} samples of the epoch drawn")
-    if isinstance(state.get("progress"), int):
-        parts.append(f"global progress {state['progress']} (all ranks)")
-    for key, what in (("dataset_states", "per-worker dataset states"), ("streams", "streams")):
-        entries = state.get(key)
-        if isinstance(entries, list) and entries:
-            parts.append(f"{len(entries)} {what}")
+def describe(state: dict[str, Any]) -> list[str]:
+    """The position a state records, in sentences that explain their numbers."""
+    kind = state.get("type")
+    if kind == "StatefulDataLoader":
+        return _describe_loader(state)
+    if kind == "Stream":
+        return _describe_stream(state)
+    if isinstance(state.get("position"), int) and isinstance(state.get("epoch"), int):
+        return _describe_sampler(state)
+    return []
+
+
+def _describe_stream(state: dict[str, Any]) -> list[str]:
+    epoch, iteration = state.get("epoch"), state.get("iteration")
+    lines = [
+        f"the Stream's loop is at epoch {epoch} (its epochs() counts from 1; 0: none begun) and "
+        f"iteration {iteration} (items served since the start)"
+    ]
+    items, size = state.get("epoch_items"), state.get("epoch_size")
+    if state.get("in_epoch") is True and isinstance(items, int):
+        if size is None:
+            lines.append(f"inside epoch {epoch}: {items} items served; it has no size limit")
+        elif items >= size:
+            lines.append(
+                f"inside epoch {epoch}: all {size} of its items served; the loop ends this epoch "
+                f"at its next step without serving another item"
+            )
+        else:
+            lines.append(f"inside epoch {epoch}: {items} of its {size} items served")
+    elif state.get("in_epoch") is False and isinstance(epoch, int):
+        lines.append(f"between epochs: the next step of epochs() begins epoch {epoch + 1}")
+    if state.get("data_over"):
+        lines.append("the data is over: a resumed epochs() loop ends, as the uninterrupted one")
     loader = state.get("loader")
-    if isinstance(loader, dict) and summary(loader):
-        parts.append(f"loader at {summary(loader)}")
-    return ", ".join(parts)
+    if isinstance(loader, dict):
+        lines.append(f"its loader ({loader.get('type')}):")
+        lines += ["  " + line for line in describe(loader)]
+        passes = loader.get("epoch")
+        if isinstance(epoch, int) and isinstance(passes, int) and epoch - 1 != passes:
+            lines.append(
+                f"the Stream's epoch {epoch} is not the loader's pass {passes}: the Stream counts "
+                f"the epochs of its loop from 1 (epoch_size items each), the loader its passes "
+                f"over the data from 0"
+            )
+    return lines
+
+
+def _describe_loader(state: dict[str, Any]) -> list[str]:
+    passes, batches = state.get("epoch"), state.get("batches")
+    total = _batches_per_pass(state)
+    if state.get("in_epoch") and total is not None and batches == total and isinstance(passes, int):
+        lines = [
+            f"inside pass {passes} over the data (passes counted from 0): all {total} batches of "
+            f"it delivered; the pass ends at the next step, then pass {passes + 1} begins"
+        ]
+    elif state.get("in_epoch"):
+        of = f" of its {total}" if total is not None else ""
+        lines = [
+            f"inside pass {passes} over the data (passes counted from 0): {batches}{of} batches "
+            f"delivered; the next iter(loader) continues with the one after them"
+        ]
+    else:
+        lines = [f"between passes: {passes} passes over the data done; the next iter(loader) "
+                 f"starts pass {passes} (counted from 0)"]  # fmt: skip
+    beyond = state.get("delivered_beyond")
+    if beyond:
+        lines.append(f"and {len(beyond)} later batches delivered out of order (in_order=False)")
+    kind = state.get("dataset_kind")
+    count = state.get("num_workers")
+    workers = f"{count} worker" if count == 1 else f"{count} workers"
+    if kind == "iterable":
+        lines.append(f"saved with {workers}; it loads only with num_workers={count}")
+    elif kind is not None:
+        lines.append(f"saved with {workers}; it loads with any num_workers")
+    entries = state.get("dataset_states")
+    if isinstance(entries, list) and entries:
+        lines.append(f"{len(entries)} per-worker dataset states (the dataset's own state_dict())")
+    streams = state.get("streams")
+    if isinstance(streams, list) and streams:
+        each = "shard" if kind == "sharded" else "worker"
+        lines.append(f"{len(streams)} streams, one per {each}, each with its own position")
+    position = state.get("sampler_position")
+    sampler = position.get("sampler_state") if isinstance(position, dict) else None
+    if isinstance(sampler, dict):
+        lines.append(f"its sampler ({sampler.get('type')}):")
+        lines += ["  " + line for line in describe(sampler)]
+    return lines
+
+
+def _batches_per_pass(state: dict[str, Any]) -> int | None:
+    """A map-style pass's number of batches, when the state says (not with a user's sampler)."""
+    length, size = state.get("dataset_length"), state.get("batch_size")
+    position = state.get("sampler_position")
+    own_sampler = isinstance(position, dict) and position.get("sampler_state") is not None
+    if not isinstance(length, int) or not isinstance(size, int) or size < 1 or own_sampler:
+        return None
+    sampler = str(state.get("sampler", ""))
+    if sampler.startswith(("RandomSampler", "SequentialSampler")):
+        samples = re.search(r"num_samples=(\d+)", sampler)
+        length = int(samples.group(1)) if samples else length
+        return length // size if state.get("drop_last") else -(-length // size)
+    return None
+
+
+def _describe_sampler(state: dict[str, Any]) -> list[str]:
+    epoch, position, length = state["epoch"], state["position"], state.get("dataset_length")
+    lines = [f"epoch {epoch} (set_epoch): {position} samples of it yielded by this sampler"]
+    progress = state.get("progress")
+    if isinstance(progress, int):
+        lines.append(
+            f"{progress} of the {length} samples of the epoch consumed over all ranks (a resume "
+            f"on any number of ranks continues from there)"
+        )
+    return lines
 
 
 def _header(value: Any) -> str:
     if isinstance(value, dict) and isinstance(value.get("type"), str):
-        return f"  ({value['type']})"
+        return f" ({value['type']})"
     return ""
 
 
@@ -177,36 +237,121 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _size(state: Any) -> str:
-    try:
-        return f"{len(json.dumps(state))} bytes as JSON"
-    except (TypeError, ValueError):
-        return "not JSON-serialisable (holds non-plain data)"
+def main(
+    path: str, key: str | None = None, out: TextIO | None = None, as_json: bool = False
+) -> int:
+    """Print the states in the checkpoint at `path`; return the exit status.
 
-
-def main(path: str, key: str | None = None, out: TextIO | None = None) -> int:
-    """Print the states in the checkpoint at `path`; return the exit status."""
+    0: states shown; 1: the checkpoint holds no data-loading state; 2: it cannot be read.
+    """
     out = out or sys.stdout
     try:
-        data = load_checkpoint(path)
-        if key is not None:
-            data = select(data, key)
+        checkpoint = load_checkpoint(path)
+        data = checkpoint.data if key is None else select(checkpoint.data, key)
     except CheckpointError as error:
         print(f"checkpointable inspect: {error}", file=sys.stderr)
         return 2
     states = list(find_states(data, key or ""))
-    if not states:
-        if not isinstance(data, dict):
-            print(f"checkpointable inspect: no data-loading state in {path}", file=sys.stderr)
-            return 1
-        states = [(key or "<root>", data)]  # a plain dict given with --key: show it anyway
+    if not states and key is not None and isinstance(data, dict):
+        states = [(key, data)]  # a plain dict asked for with --key: show it anyway
+    report = _report(path, checkpoint, states)
+    if as_json:
+        print(json.dumps(report, indent=2, default=_json_default), file=out)
+    elif not states:
+        print(
+            f"{path}: no data-loading state. It holds {_contents(data)}, but no state of "
+            f'checkpointable (a dict whose "type" names one of its classes). To resume the data '
+            f"exactly, save stream.state_dict() or loader.state_dict() in the checkpoint too.",
+            file=out,
+        )
+    else:
+        _print(report, states, out)
+    return 0 if states else 1
+
+
+def _report(path: str, checkpoint: Checkpoint, states: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Everything inspect says, as JSON-ready data."""
+    entries = []
     for where, state in states:
-        kind = state.get("type", "state")
-        version = state.get("version", "-")
-        print(f"{where}: {kind} (version {version}, {_size(state)})", file=out)
-        position = summary(state)
-        if position:
-            print(f"  where: {position}", file=out)
+        entries.append(
+            {
+                "key": where,
+                "type": state.get("type"),
+                "version": state.get("version"),
+                "json_bytes": _json_bytes(state),
+                "where": describe(state),
+                "written_by_rank": _writer(checkpoint, where),
+                "state": state,
+            }
+        )
+    report: dict[str, Any] = {"path": str(path), "format": checkpoint.kind, "states": entries}
+    if checkpoint.kind == "dcp":
+        report["ranks"] = {
+            str(rank): [e["key"] for e in entries if e["written_by_rank"] == rank]
+            for rank in checkpoint.ranks
+        }
+    return report
+
+
+def _print(report: dict[str, Any], states: list[tuple[str, Any]], out: TextIO) -> None:
+    if report["format"] == "dcp":
+        ranks = ", ".join(str(rank) for rank in report["ranks"])
+        print(f"{report['path']}: a torch.distributed.checkpoint folder written by ranks "
+              f"{ranks}", file=out)  # fmt: skip
+    for entry, (_, state) in zip(report["states"], states, strict=True):
+        size = f"{entry['json_bytes']} bytes as JSON" if entry["json_bytes"] is not None else (
+            "not JSON-serialisable (holds non-plain data)")  # fmt: skip
+        print(f"{entry['key']}: {entry['type'] or 'state'} (version "
+              f"{entry['version'] if entry['version'] is not None else '-'}, {size})", file=out)  # fmt: skip
+        if entry["written_by_rank"] is not None:
+            print(f"  stored once, in rank {entry['written_by_rank']}'s file: every rank that "
+                  f"loads {entry['key']!r} gets this copy", file=out)  # fmt: skip
+        if entry["where"]:
+            print("  where:", file=out)
+            for line in entry["where"]:
+                depth = len(line) - len(line.lstrip(" "))
+                print(f"    {' ' * depth}- {line.lstrip(' ')}", file=out)
         for line in format_state(state):
             print("  " + line, file=out)
-    return 0
+    if report["format"] == "dcp":
+        print("per rank:", file=out)
+        for rank, keys in report["ranks"].items():
+            held = ", ".join(keys) if keys else "no data-loading state"
+            print(f"  rank {rank}: {held}", file=out)
+        print("  (DCP stores one copy of a key that every rank saves, so a state that differs "
+              "between ranks needs a key per rank, e.g. f\"loader_rank{rank}\")", file=out)  # fmt: skip
+
+
+def _writer(checkpoint: Checkpoint, where: str) -> int | None:
+    """The rank whose DCP file holds the state at `where`, if one rank holds all of it."""
+    if checkpoint.kind != "dcp":
+        return None
+    prefix = where.replace("[", ".").replace("]", "")
+    ranks = {
+        rank
+        for fqn, rank in checkpoint.writers.items()
+        if fqn == prefix or fqn.startswith(prefix + ".")
+    }
+    return ranks.pop() if len(ranks) == 1 else None
+
+
+def _contents(data: Any) -> str:
+    """A few words on what a checkpoint without a data state holds."""
+    if isinstance(data, dict):
+        keys = list(data)
+        tensors = sum(1 for v in data.values() if hasattr(v, "shape") and hasattr(v, "dtype"))
+        shown = ", ".join(repr(k) for k in keys[:6]) + (", ..." if len(keys) > 6 else "")
+        what = f"{len(keys)} keys ({shown})"
+        return what + (f", {tensors} of them tensors" if tensors else "")
+    return f"a {type(data).__name__}"
+
+
+def _json_bytes(state: Any) -> int | None:
+    try:
+        return len(json.dumps(state))
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_default(value: Any) -> str:
+    return _scalar(value)

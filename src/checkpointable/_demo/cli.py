@@ -86,15 +86,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"  uninterrupted reference run: {len(reference.records)} steps", flush=True)
     identical = True
+    resumes: list[tuple[str, Run, Run]] = []
     for label, workers in (("same", args.workers), ("different", other_workers)):
         run_dir = out / f"resumed-{label}-workers"
         killed = _train(args, run_dir, args.workers, kill_at=kill_at, label="killed")
         resumed = _train(args, run_dir, workers, resume=True, label=f"resumed, {_workers(workers)}")
         same = _report(label, workers, kill_at, reference, killed, resumed, run_dir, out)
         identical = identical and same
-        if label == "same":
-            _plot(out / "loss.png", reference, killed, resumed, kill_at)
-    print(f"loss curves of both runs: {out / 'loss.png'}")
+        resumes.append((f"{_workers(workers)} ({label} count)", killed, resumed))
+    try:
+        plot(out / "loss.png", reference, resumes, kill_at)
+        print(f"loss curves of the reference and both resumed runs: {out / 'loss.png'}")
+    except ImportError:  # matplotlib is the demo extra
+        print("no plot: matplotlib is not installed (pip install 'checkpointable[demo]')")
     print(f"identical: {'yes' if identical else 'no'}")
     return 0 if identical else 1
 
@@ -134,6 +138,8 @@ def _train(
     ]  # fmt: skip
     if resume:
         command.append("--resume")
+    if kill_at is not None:  # the child waits there, so that the kill lands at that step
+        command += ["--pause-at", str(kill_at)]
     if not args.no_progress:
         command.append("--progress")
     if args.break_resume:
@@ -143,14 +149,18 @@ def _train(
         "PYTHONPATH": os.pathsep.join(filter(None, [_SRC, os.environ.get("PYTHONPATH")])),
     }
     result = Run()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+    # The child's stdin is a pipe that stays silent: the killed child blocks reading it after
+    # step `kill_at` (its checkpoint included), so SIGKILL lands there and not a few steps later.
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    ) as child:
         for line in cast(IO[str], child.stdout):
             record = json.loads(line)
             if "step" in record:
                 result.records[record["step"]] = record
-                if record["step"] == kill_at:
-                    child.send_signal(signal.SIGKILL)
-                    break
+            elif "paused" in record:
+                child.send_signal(signal.SIGKILL)
+                break
             elif "checkpoint" in record:
                 result.checkpoints.append(record["checkpoint"])
             elif "resumed_from" in record:
@@ -219,27 +229,62 @@ def _seconds(run: Run, start: int, stop: int) -> float:
     return 0.0
 
 
-def _plot(path: Path, reference: Run, killed: Run, resumed: Run, kill_at: int) -> None:
+def plot(
+    path: Path, reference: Run, resumes: list[tuple[str, Run, Run]], kill_at: int
+) -> list[str]:
+    """Loss curves of the reference, the killed run and each resumed run, and their difference.
+
+    The top panel draws the uninterrupted run, the killed run up to its kill, and every resumed
+    run from its checkpoint; the bottom panel draws each resumed run's loss minus the
+    reference's at the same step, which is zero everywhere when the resume is exact. Returns the
+    legend's labels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    ref_steps = sorted(reference.records)
-    axes.plot(ref_steps, [reference.records[s]["loss"] for s in ref_steps], lw=3, alpha=0.5,
-              color="tab:blue", label="uninterrupted run")  # fmt: skip
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+    )
+    steps = sorted(reference.records)
+    top.plot(steps, [reference.records[s]["loss"] for s in steps], lw=6, alpha=0.3,
+             color="tab:blue", label="uninterrupted run (reference)")  # fmt: skip
+    killed = resumes[0][1]
     before = sorted(s for s in killed.records if s <= kill_at)
-    after = sorted(resumed.records)
-    axes.plot(before, [killed.records[s]["loss"] for s in before], lw=1.2, color="tab:red",
-              label=f"run killed at step {kill_at}")  # fmt: skip
-    axes.plot(after, [resumed.records[s]["loss"] for s in after], lw=1.2, ls="--",
-              color="tab:green", label=f"resumed from step {resumed.resumed_from}")  # fmt: skip
-    axes.axvline(kill_at, color="tab:red", ls=":", lw=1)
-    axes.set_xlabel("step")
-    axes.set_ylabel("training loss")
-    axes.set_title("checkpointable demo: the resumed run retraces the uninterrupted one")
-    axes.legend()
+    top.plot(before, [killed.records[s]["loss"] for s in before], lw=1.5, color="tab:red",
+             label=f"run killed with SIGKILL at step {kill_at}")  # fmt: skip
+    # The resumed runs coincide: one is a dashed line, the other markers, so both show.
+    styles = [{"ls": "--", "lw": 1.5, "color": "tab:green"},
+              {"ls": "none", "marker": "x", "markersize": 5, "color": "tab:purple"}]  # fmt: skip
+    deltas = []
+    for (label, _, resumed), style in zip(resumes, styles, strict=False):
+        after = sorted(s for s in resumed.records if s in reference.records)
+        name = f"resumed from step {resumed.resumed_from} with {label}"
+        top.plot(after, [resumed.records[s]["loss"] for s in after], label=name, **style)
+        delta = [resumed.records[s]["loss"] - reference.records[s]["loss"] for s in after]
+        deltas += delta
+        bottom.plot(after, delta, **style)
+    start = resumes[0][2].resumed_from
+    for axes in (top, bottom):
+        axes.axvline(kill_at, color="tab:red", ls=":", lw=1)
+        if start is not None:
+            axes.axvline(start, color="grey", ls=":", lw=1)
+    high = top.get_ylim()[1]
+    top.text(kill_at, high, " SIGKILL", color="tab:red", va="top", fontsize=8)
+    if start is not None:
+        top.text(start, high, "checkpoint ", color="grey", va="top", ha="right", fontsize=8)
+    top.set_ylabel("training loss")
+    top.set_title("checkpointable demo: killed, resumed, and retracing the uninterrupted run")
+    top.legend(fontsize=9)
+    largest = max((abs(d) for d in deltas), default=0.0)
+    verdict = "0 at every step" if largest == 0 else f"max |Δ| = {largest:.3g}"
+    bottom.set_ylabel("Δ loss vs reference")
+    bottom.set_xlabel("training step")
+    bottom.set_title(f"resumed minus uninterrupted, step by step: {verdict}", fontsize=10)
+    if largest == 0:
+        bottom.set_ylim(-1, 1)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return [text.get_text() for text in top.get_legend().get_texts()]

@@ -7,7 +7,8 @@ Trains a small MLP on two data sources at once: a map-style dataset through a
 progress bar), and an endless shuffled text stream read through `chunked_dataset_iterator`
 shards, also through a `StatefulDataLoader`. Every few steps it writes a checkpoint atomically
 (temporary file, fsync, rename: a crash during the save never leaves a corrupt latest
-checkpoint). Each step is reported on stdout as one JSON line, which the parent reads.
+checkpoint). Each step is reported on stdout as one JSON line, which the parent reads. With
+``--pause-at N`` it blocks after step N (its checkpoint written) until the parent kills it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ def train(args: argparse.Namespace) -> None:
                     },
                 )
                 emit({"checkpoint": step})
+            if step == args.pause_at:  # wait for the parent's SIGKILL (EOF: it is gone)
+                emit({"paused": step})
+                sys.stdin.read()
+                sys.exit(1)
             if step >= args.steps:
                 break
         if stream.iteration >= args.steps:
@@ -139,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--label", default="training")
+    p.add_argument("--pause-at", type=int, default=None, help="block after this step")
     p.add_argument("--break-resume", action="store_true", help=argparse.SUPPRESS)
     return p
 

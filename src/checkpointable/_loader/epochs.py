@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
 from .main_epochs import MainMapEpoch, MainStreamEpoch
 from .pool import WorkerPool
@@ -50,11 +51,28 @@ def load_main_process_states(loader: Any) -> None:
     if loader.num_workers == 0 and loader._dataset_stateful:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
+            reader = loader._reader
+            sticky = loader._kind == "iterable" and keeps_loaded_state(loader.dataset)
+            if sticky and reader.initial_dataset_state is None:
+                reader.initial_dataset_state = loader.dataset.state_dict()  # before any load
             loader.dataset.load_state_dict(entries[0]["state"])
+            reader.dataset_loaded = sticky
     if loader.num_workers == 0 and loader._kind == "iterable" and state.in_epoch:
         entry = state.streams[0]
         if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Stream
             loader._reader.loaded = state.snapshot(0)
+
+
+def restart_main_process_iterable(loader: Any) -> None:
+    """Without workers, a new pass over a dataset that keeps a loaded state for every later
+    ``iter()`` (a Hugging Face ``IterableDataset``, within one of its epochs) starts from the
+    dataset's state as the loader got it, as a worker's fresh copy does; without this, the pass
+    after a resume would start again where the loaded state pointed.
+    """
+    reader = loader._reader
+    if reader.dataset_loaded:
+        loader.dataset.load_state_dict(reader.initial_dataset_state)
+        reader.dataset_loaded = False
 
 
 def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
@@ -219,6 +237,10 @@ class Reader:
         )
         self.main_process = False
         self.loader_generator: torch.Generator | None = None
+        # Without workers, a dataset that keeps a loaded state: a state was loaded into it, and
+        # its state before that.
+        self.dataset_loaded = False
+        self.initial_dataset_state: Any = None
 
     def __call__(self) -> None:
         if self.pending:
