@@ -152,15 +152,17 @@ def test_damaged_states_are_refused_clearly():
 
 
 @pytest.mark.parametrize("sampler", [None, "plain"])
-def test_a_position_beyond_the_end_of_the_data_is_refused_at_iter(sampler):
+def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler):
     from tests._loader_data import PlainSampler
 
     loader = _map(10, sampler=PlainSampler(10) if sampler else None)
     state = loader.state_dict()
+    before = loader.state_dict()
     state.update(in_epoch=True, batches=9)
-    loader.load_state_dict(state)
-    with pytest.raises(IncompatibleStateError, match="at batch 9 of its epoch, but the sampler"):
-        list(loader)
+    with pytest.raises(IncompatibleStateError, match="at batch 9 of its epoch, but an epoch of"):
+        loader.load_state_dict(state)
+    assert loader.state_dict() == before  # a refused state leaves the loader as it was
+    assert len(list(loader)) == 5
 
 
 def test_state_dict_before_iterating_mid_epoch_and_between_epochs():

@@ -159,7 +159,7 @@ def test_json_output_for_scripts(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "torch" and report["path"] == str(path)
     (entry,) = report["states"]
-    assert entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == 1
+    assert entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == 2
     assert entry["state"] == state
     assert entry["json_bytes"] == len(json.dumps(state))
     assert entry["where"][1] == "inside epoch 1: 1 of its 4 items served"
