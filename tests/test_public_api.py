@@ -98,16 +98,28 @@ def _resumable_marks() -> set[str]:
     return names
 
 
-def test_every_public_stateful_class_has_a_resumability_case():
-    stateful = {
+def _stateful() -> set[str]:
+    """The public classes with ``state_dict`` and ``load_state_dict``."""
+    return {
         name
         for name in checkpointable.__all__
         if inspect.isclass(obj := getattr(checkpointable, name))
         and hasattr(obj, "state_dict")
         and hasattr(obj, "load_state_dict")
     }
-    uncovered = stateful - _resumable_marks() - set(NOT_ITERATED)
+
+
+def test_every_public_stateful_class_has_a_resumability_case():
+    uncovered = _stateful() - _resumable_marks() - set(NOT_ITERATED)
     assert not uncovered, f"no @pytest.mark.resumable case for {sorted(uncovered)}"
+
+
+def test_every_public_stateful_class_is_fuzzed():
+    from tests.test_state_fuzz import SUBJECTS
+
+    bases = {*NOT_ITERATED, "ResumableSampler"}  # a subclass's states are fuzzed
+    uncovered = _stateful() - bases - {name.split()[0] for name in SUBJECTS}
+    assert not uncovered, f"not fuzzed (tests/test_state_fuzz.py): {sorted(uncovered)}"
 
 
 def test_the_torch_free_parts_do_not_import_torch():

@@ -18,7 +18,7 @@ import time
 
 from tests.iterators.workload import parallel_map_of, prefetch_of  # imported once, before forks
 
-from checkpointable.testing._processes import become_subreaper, descendants, reap
+from checkpointable.testing._processes import become_subreaper, outlived, reap
 
 GRACE_SECONDS = 5.0
 
@@ -52,15 +52,8 @@ def main() -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         reap()
-    deadline = time.monotonic() + GRACE_SECONDS
-    left = descendants(os.getpid())
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        reap()
-        left = descendants(os.getpid())
+    left = outlived(GRACE_SECONDS)  # and killed: nothing is left for the next test
     print(json.dumps({"trials": trials, "left": sorted(left)}))
-    for pid in left:  # leave nothing behind for the next test
-        os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import ctypes
 import multiprocessing.synchronize
 import os
 import re
+import signal
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = [
     "children",
     "descendants",
     "ours_in_shm",
+    "outlived",
     "reap",
     "record_semaphores",
     "shm_entries",
@@ -80,6 +83,22 @@ def reap() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] != 0:
             pass
+
+
+def outlived(seconds: float) -> set[int]:
+    """The processes below this one still alive `seconds` from now (reaping those that end
+    meanwhile); they are then killed, so that nothing is left for what comes next."""
+    deadline = time.monotonic() + seconds
+    left = descendants(os.getpid())
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        reap()
+        left = descendants(os.getpid())
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reap()
+    return left
 
 
 def become_subreaper() -> bool:

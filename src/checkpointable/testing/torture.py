@@ -45,7 +45,7 @@ from ._processes import (
     become_subreaper,
     descendants,
     ours_in_shm,
-    reap,
+    outlived,
     record_semaphores,
     shm_entries,
 )
@@ -157,7 +157,7 @@ def _run_case(case: Any, target: int, chance: random.Random, folder: Path) -> Re
             break
         if result.errors:
             break
-    result.leaked_processes = _wait_for_orphans()
+    result.leaked_processes = len(outlived(_GRACE_SECONDS))
     semaphores = set(_lines(names))
     result.leaked_shm = len(ours_in_shm(shm_entries() - shm_before, semaphores, pids))
     result.seconds = time.monotonic() - start
@@ -287,21 +287,6 @@ def _wait_exit(pid: int, seconds: float) -> bool:
             return True
         time.sleep(0.005)
     return False
-
-
-def _wait_for_orphans() -> int:
-    """The number of our processes still alive `_GRACE_SECONDS` from now (then killed)."""
-    deadline = time.monotonic() + _GRACE_SECONDS
-    left = descendants(os.getpid())
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        reap()
-        left = descendants(os.getpid())
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    reap()
-    return len(left)
 
 
 def _table(results: list[Result]) -> str:
