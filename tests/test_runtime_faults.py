@@ -136,3 +136,35 @@ def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks):
     source = NativeCheckpointableIterator(list(range(6)))
     with ParallelMapIterator(source, transform, 2, 1, multiprocessing_context="spawn") as mapped:
         assert list(mapped) == [n + 3 for n in range(6)]
+
+
+def test_the_resource_tracker_runs_before_a_spawn_group_makes_its_semaphores():
+    # Regression: the tracker started lazily, at the first named semaphore, took milliseconds to
+    # come up, and a consumer SIGKILLed meanwhile left that semaphore in /dev/shm for good
+    # (about 2 of 3 consumers killed 0-10 ms after starting spawn workers).
+    script = textwrap.dedent(
+        """
+        import multiprocessing
+        from multiprocessing import resource_tracker
+        from checkpointable._runtime.group import WorkerGroup
+
+        tracker = resource_tracker._resource_tracker
+        before = tracker._fd is not None
+        made = []
+        original = resource_tracker.register
+
+        def register(name, kind):
+            made.append(tracker._fd is not None)
+            original(name, kind)
+
+        resource_tracker.register = register
+        group = WorkerGroup("test", multiprocessing.get_context("spawn"))
+        group.queue()
+        group.close()
+        print(before, all(made), len(made) > 0)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "True", "True"], result.stderr[-2000:]

@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
@@ -133,6 +134,12 @@ class WorkerGroup:
         self.epilogue = epilogue
         self.daemon = daemon
         self.pid = os.getpid()
+        if context is not None and context.get_start_method() != "fork":
+            # Named semaphores of spawn and forkserver contexts are unlinked by multiprocessing's
+            # resource tracker if this process is killed, but only once registered with it:
+            # started lazily, at the first one, the tracker takes milliseconds to come up, and a
+            # SIGKILL meanwhile left that semaphore in /dev/shm for good.
+            resource_tracker.ensure_running()
         self.stop: _Event = threading.Event() if context is None else context.Event()
         self.processes: list[Any] = []
         self.threads: list[threading.Thread] = []

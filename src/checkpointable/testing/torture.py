@@ -69,13 +69,19 @@ class Result:
     duplicated: int = 0
     reordered: int = 0
     leaked_processes: int = 0
-    leaked_shm: int = 0
+    leaked_shm: int = 0  # torch shared-memory segments of ours left in /dev/shm
+    #: named POSIX semaphores of ours left in /dev/shm: multiprocessing's queues and events
+    #: create them with sem_open, and a SIGKILL that lands inside it (between creation and
+    #: unlink) leaves the name behind. A known limit, shared with torch's DataLoader; reported,
+    #: not judged (see docs/guarantees.md)
+    leaked_semaphores: list[str] = field(default_factory=list)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """Whether nothing was lost, duplicated, reordered, leaked or failed."""
+        """Whether nothing was lost, duplicated, reordered, leaked (semaphores aside: see
+        `leaked_semaphores`) or failed."""
         return not (
             self.lost
             or self.duplicated
@@ -159,7 +165,9 @@ def _run_case(case: Any, target: int, chance: random.Random, folder: Path) -> Re
             break
     result.leaked_processes = len(outlived(_GRACE_SECONDS))
     semaphores = set(_lines(names))
-    result.leaked_shm = len(ours_in_shm(shm_entries() - shm_before, semaphores, pids))
+    left = ours_in_shm(shm_entries() - shm_before, semaphores, pids)
+    result.leaked_semaphores = sorted(name for name in left if name in semaphores)
+    result.leaked_shm = len(left) - len(result.leaked_semaphores)
     result.seconds = time.monotonic() - start
     return result
 
@@ -315,10 +323,11 @@ def _table(results: list[Result]) -> str:
                 str(r.reordered),
                 str(r.leaked_processes),
                 str(r.leaked_shm),
+                str(len(r.leaked_semaphores)),
                 f"{r.seconds:.1f}",
             ]
         )
-    total = [sum(int(row[i]) for row in rows[1:]) for i in range(1, 9)]
+    total = [sum(int(row[i]) for row in rows[1:]) for i in range(1, 10)]
     rows.append(["total", *map(str, total), f"{sum(r.seconds for r in results):.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
@@ -356,7 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     clean = all(result.clean for result in results)
-    print("verdict:", "nothing lost, duplicated, reordered or leaked" if clean else "FAILED")
+    semaphores = sum(len(result.leaked_semaphores) for result in results)
+    if semaphores:
+        print(
+            f"note: {semaphores} named semaphore(s) of ours left in /dev/shm by a SIGKILL inside "
+            "sem_open (multiprocessing's queues; a known limit, see docs/guarantees.md)"
+        )
+    verdict = "nothing lost, duplicated or reordered; no process or torch segment left"
+    print("verdict:", verdict if clean else "FAILED")
     return 0 if clean else 1
 
 
