@@ -308,6 +308,7 @@ def _table(results: list[Result]) -> str:
         "reordered",
         "procs",
         "shm",
+        "sem",
         "s",
     ]
     rows = [head]
