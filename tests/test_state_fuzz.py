@@ -106,7 +106,8 @@ SUBJECTS: dict[str, Subject] = {
         )
     ),
     "WeightedMixIterator": Subject(
-        lambda: it.WeightedMixIterator([_native(), _mix_source(1)], [0.3, 0.7], seed=1)
+        lambda: it.WeightedMixIterator([_native(), _mix_source(1)], [0.3, 0.7], seed=1),
+        unbounded=("draws",),  # draw k of the mix is a pure function of (seed, k), for any k
     ),
     "PrefetchIterator": Subject(lambda: it.PrefetchIterator(_native(), 4, use_threads=True)),
     "ParallelMapIterator": Subject(

@@ -261,7 +261,24 @@ class StatefulDataLoader(DataLoader[T_co]):
             for index, entry in enumerate(state.streams):
                 if not entry["fresh"]:
                     self.dataset.check_shard_state(index, entry["state"])
-        if self._plan is not None and self._plan.kind != STATEFUL:
+        for index, entry in enumerate(state.streams):
+            if entry["replay"] > state.batches:  # batches delivered since the stream's snapshot
+                raise IncompatibleStateError(
+                    f"StatefulDataLoader: the state's stream {index} re-reads {entry['replay']} "
+                    f"batches, more than the {state.batches} delivered in the epoch"
+                )
+        plan = self._plan
+        if plan is not None and plan.kind == RANDOM:  # what the epoch's order is drawn from
+            if plan.generator is not None and state.generator_state is None:
+                raise IncompatibleStateError(
+                    "StatefulDataLoader: the state has no 'generator_state', but this loader's "
+                    "sampler draws from a generator"
+                )
+            if plan.generator is None and state.in_epoch and state.batches and state.seed is None:
+                raise IncompatibleStateError(
+                    "StatefulDataLoader: the state is in an epoch but has no sampler 'seed'"
+                )
+        if plan is not None and plan.kind != STATEFUL:
             try:
                 total = len(self)
             except TypeError:  # a sampler without a length
