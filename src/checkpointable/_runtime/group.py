@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.util
 import os
 import pickle
@@ -285,18 +286,24 @@ class WorkerGroup:
         if _out_of_descriptors(error):
             self.shutdown()
             raise _emfile_error(error) from error
-        if isinstance(error, OSError | EOFError):
-            deadline = time.monotonic() + 2 * JOIN_SECONDS
-            while time.monotonic() < deadline:
-                dead = self._dead_worker()
-                if dead is not None:
-                    self._died(dead, error)
-                time.sleep(POLL_SECONDS / 2)
-            self.shutdown()
-            raise WorkerDied(
-                f"{self.owner}: the connection to a worker broke while receiving from it "
-                f"({type(error).__name__}: {error})"
-            ) from error
+        if isinstance(error, OSError | EOFError | RuntimeError):  # a hand-over from a worker
+            # that is dying: wait (blocking on the processes' sentinels) for it to be reported
+            sentinels = [process.sentinel for process in self.processes]
+            ready = (
+                multiprocessing.connection.wait(sentinels, 2 * JOIN_SECONDS) if sentinels else []
+            )
+            for process in self.processes:
+                if process.sentinel in ready:  # its end is being reported: wait to reap it
+                    process.join(JOIN_SECONDS)
+            dead = self._dead_worker()
+            if dead is not None:
+                self._died(dead, error)
+            if not isinstance(error, RuntimeError):
+                self.shutdown()
+                raise WorkerDied(
+                    f"{self.owner}: the connection to a worker broke while receiving from it "
+                    f"({type(error).__name__}: {error})"
+                ) from error
         self.shutdown()
         raise error
 
