@@ -90,7 +90,7 @@ def test_a_short_soak_finds_no_growth_and_exactly_once_epochs(tmp_path):
             "-m",
             "checkpointable.testing.soak",
             "--minutes",
-            "0.25",
+            "0.12",
             "--interval",
             "0.5",
             "--json",
