@@ -20,7 +20,7 @@ import checkpointable
 from checkpointable import ArgumentValueError
 from checkpointable.dataloader import StatefulDataLoader
 from tests._loader_data import Faulty, Sleepy, Squares, failing_init, unpicklable_collate
-from tests.leaks import alive, child_pids, eventually
+from tests.leaks import alive, child_pids, eventually, no_leaks_of_ours
 
 # ---------------------------------------------------------------- errors from workers
 
@@ -94,25 +94,28 @@ def test_an_unpicklable_dataset_under_spawn_fails_with_a_hint(no_leaks):
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_killed_mid_epoch_raises_promptly_and_leaves_nothing(no_leaks):
-    before = child_pids()
-    loader = StatefulDataLoader(Sleepy(200, 0.01), batch_size=2, num_workers=2)
-    batches = iter(loader)
-    next(batches)
-    workers = child_pids() - before
-    assert len(workers) == 2
-    os.kill(min(workers), signal.SIGKILL)
-    start = time.monotonic()
-    with pytest.raises(
-        RuntimeError,
-        match=r"DataLoader worker \(pid \d+\) is killed by signal: Killed\. It was worker \d, "
-        r"killed by SIGKILL\. The out-of-memory killer",
-    ):
-        for _ in batches:
-            pass
-    assert time.monotonic() - start < 10  # about a second: the liveness check interval
-    assert list(batches) == []
-    del batches, loader
+def test_a_worker_killed_mid_epoch_raises_promptly_and_leaves_nothing():
+    killed: set[int] = set()
+    with no_leaks_of_ours(killed=killed):
+        before = child_pids()
+        loader = StatefulDataLoader(Sleepy(200, 0.01), batch_size=2, num_workers=2)
+        batches = iter(loader)
+        next(batches)
+        workers = child_pids() - before
+        assert len(workers) == 2
+        killed.add(min(workers))
+        os.kill(min(workers), signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(
+            RuntimeError,
+            match=r"DataLoader worker \(pid \d+\) is killed by signal: Killed\. It was worker "
+            r"\d, killed by SIGKILL\. The out-of-memory killer",
+        ):
+            for _ in batches:
+                pass
+        assert time.monotonic() - start < 10  # about a second: the liveness check interval
+        assert list(batches) == []
+        del batches, loader
 
 
 @pytest.mark.timeout(60)

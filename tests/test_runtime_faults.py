@@ -20,7 +20,7 @@ import pytest
 import checkpointable
 from checkpointable.dataloader import StatefulDataLoader
 from tests._loader_data import Squares
-from tests.leaks import child_pids, eventually
+from tests.leaks import child_pids, eventually, no_leaks_of_ours
 
 SRC = str(Path(checkpointable.__file__).resolve().parent.parent)
 ROOT = str(Path(__file__).resolve().parents[1])  # where the package `tests` is
@@ -60,15 +60,22 @@ def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method,
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs, no_leaks):
+def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs):
     chance = random.Random()
     before = child_pids()
+    killed: set[int] = set()
+    with no_leaks_of_ours(killed=killed):
+        _kill_loader_workers(chance, before, killed)
+
+
+def _kill_loader_workers(chance: random.Random, before: set[int], killed: set[int]) -> None:
     for trial in range(40):
         loader = StatefulDataLoader(Squares(10_000), batch_size=4, num_workers=2)
         batches = iter(loader)
         next(batches)
         victim = chance.randrange(2)
         pid = batches._pool.pids[victim]  # type: ignore[attr-defined]
+        killed.add(pid)
         killer = threading.Timer(chance.uniform(0.0, 0.02), os.kill, (pid, signal.SIGKILL))
         killer.start()
         pattern = (
