@@ -30,14 +30,14 @@ def source(items) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("ZipIterator")
 @given(lengths=st.lists(st.integers(0, 8), min_size=1, max_size=3))
-def test_zip_is_resumable(lengths):
+def test_zip_is_resumable(lengths) -> None:
     items = assert_resumable(lambda: ZipIterator(*[source(range(n)) for n in lengths]))
     assert items == list(zip(*[range(n) for n in lengths], strict=False))
 
 
 @pytest.mark.resumable("MultiplexIterator")
 @given(control=st.lists(st.integers(0, 2), max_size=20))
-def test_multiplex_is_resumable(control):
+def test_multiplex_is_resumable(control) -> None:
     def make() -> MultiplexIterator:
         sources = [source(f"{k}{i}" for i in range(8)) for k in "abc"]
         return MultiplexIterator(source(control), sources)
@@ -46,7 +46,7 @@ def test_multiplex_is_resumable(control):
     assert len(items) <= len(control)
 
 
-def test_multiplex_names_a_bad_index():
+def test_multiplex_names_a_bad_index() -> None:
     it = MultiplexIterator(source([0, 5]), [source("ab")])
     assert next(it) == "a"
     with pytest.raises(
@@ -55,7 +55,7 @@ def test_multiplex_names_a_bad_index():
         next(it)
 
 
-def test_combine_refuses_a_state_with_another_number_of_sources():
+def test_combine_refuses_a_state_with_another_number_of_sources() -> None:
     state = ZipIterator(source("ab"), source("cd")).state_dict()
     with pytest.raises(
         IncompatibleStateError, match="num_sources=2, but this object has num_sources=3"
@@ -71,7 +71,7 @@ def test_combine_refuses_a_state_with_another_number_of_sources():
     weights=st.lists(st.integers(0, 4), min_size=3, max_size=3),
     seed=st.integers(0, 1000),
 )
-def test_weighted_mix_is_resumable(sizes, weights, seed):
+def test_weighted_mix_is_resumable(sizes, weights, seed) -> None:
     weights = weights[: len(sizes)]
     if not any(weights):
         weights[0] = 1
@@ -87,14 +87,14 @@ def test_weighted_mix_is_resumable(sizes, weights, seed):
     assert sorted(items) == expected
 
 
-def test_weighted_mix_follows_the_weights():
+def test_weighted_mix_follows_the_weights() -> None:
     sources = [InfinitePermutationSourceIterator([k], seed=0) for k in "ab"]
     it = WeightedMixIterator(sources, [1, 3], seed=11)
     drawn = [next(it) for _ in range(8000)]
     assert 0.23 < drawn.count("a") / len(drawn) < 0.27
 
 
-def test_weighted_mix_rejects_bad_weights():
+def test_weighted_mix_rejects_bad_weights() -> None:
     with pytest.raises(ValueError, match="one weight per source, got 1 weights for 2 sources"):
         WeightedMixIterator([source("a"), source("b")], [1])
     with pytest.raises(
@@ -121,11 +121,11 @@ def _five_stage_pipeline() -> FixedBatchIterator:
     return FixedBatchIterator(it, 3)
 
 
-def test_a_deep_pipeline_is_resumable():
+def test_a_deep_pipeline_is_resumable() -> None:
     assert_resumable(_five_stage_pipeline, max_items=40)
 
 
-def test_a_deep_pipeline_restores_in_a_fresh_process():
+def test_a_deep_pipeline_restores_in_a_fresh_process() -> None:
     assert_resumable(_five_stage_pipeline_top_level, max_items=15, fresh_process=True)
 
 

@@ -10,7 +10,7 @@ from checkpointable.iterators import NativeCheckpointableIterator, WindowedItera
 
 
 @pytest.mark.parametrize("n_items, width", [(4, 3), (5, 2), (2, 3), (0, 1), (6, 3)])
-def test_windowed_iterator_stops_at_once_and_for_ever(n_items: int, width: int):
+def test_windowed_iterator_stops_at_once_and_for_ever(n_items: int, width: int) -> None:
     it = WindowedIterator(NativeCheckpointableIterator(list(range(n_items))), width)
     windows = list(it)
     assert windows == [tuple(range(i, i + width)) for i in range(n_items - width + 1)]

@@ -37,21 +37,21 @@ def squares(n: int = 11) -> list[int]:
 @pytest.mark.resumable("ParallelMapIterator")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 20), processes=st.integers(1, 3), per_process=st.integers(1, 3))
-def test_resumes_at_every_position_with_threads(n, processes, per_process):
+def test_resumes_at_every_position_with_threads(n, processes, per_process) -> None:
     factory = functools.partial(mapped, n, processes, per_process, use_threads=True)
     assert assert_resumable(factory) == squares(n)
 
 
 @pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_resumes_at_every_position_with_fork_processes():
+def test_resumes_at_every_position_with_fork_processes() -> None:
     factory = functools.partial(mapped, 11, 2, 2, multiprocessing_context="fork")
     assert assert_resumable(factory) == squares(11)
 
 
 @pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_resumes_with_a_spawn_process():
+def test_resumes_with_a_spawn_process() -> None:
     # A spawn worker imports torch when checkpointable does (~2 s on a busy machine): one
     # worker, few positions. Step 5 is one item into the third chunk of 2: its restore re-reads
     # that chunk and transforms only its second item.
@@ -61,7 +61,7 @@ def test_resumes_with_a_spawn_process():
 
 @pytest.mark.resumable("ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_nested_under_a_prefetch_iterator():
+def test_nested_under_a_prefetch_iterator() -> None:
     def factory() -> PrefetchIterator:
         return PrefetchIterator(mapped(10, 2, 2, multiprocessing_context="fork"), 3)
 
@@ -70,7 +70,7 @@ def test_nested_under_a_prefetch_iterator():
 
 @pytest.mark.resumable("PrefetchIterator", "ParallelMapIterator")
 @pytest.mark.timeout(120)
-def test_nested_in_threads_restores_in_a_fresh_process():
+def test_nested_in_threads_restores_in_a_fresh_process() -> None:
     factory = functools.partial(nested_in_threads, 9)
     assert assert_resumable(factory, fresh_process=True) == squares(9)
 
@@ -80,7 +80,7 @@ def nested_in_threads(n: int) -> PrefetchIterator:
 
 
 @pytest.mark.timeout(120)
-def test_both_run_and_restore_under_forkserver():
+def test_both_run_and_restore_under_forkserver() -> None:
     with prefetch_of_squares("forkserver") as it:
         assert list(it) == squares(7)
     with mapped(7, 1, 2, multiprocessing_context="forkserver") as it:
@@ -96,7 +96,7 @@ def prefetch_of_squares(method: str) -> PrefetchIterator:
     return PrefetchIterator(source, 2, multiprocessing_context=method)
 
 
-def test_the_state_is_the_chunk_start_and_the_offset():
+def test_the_state_is_the_chunk_start_and_the_offset() -> None:
     with mapped(9, 2, 2, use_threads=True) as it:
         states = []
         for _ in range(9):
@@ -123,7 +123,7 @@ class Recorder:
 @pytest.mark.parametrize(("processes", "per_process"), [(2, 2), (1, 1), (3, 1), (1, 5)])
 def test_restoring_transforms_no_yielded_item_again_and_any_pool_size_resumes(
     processes, per_process
-):
+) -> None:
     with mapped(20, 2, 3, use_threads=True) as it:
         head = [next(it) for _ in range(9)]  # chunks of 6: in the second chunk, at offset 3
         state = it.getstate()
@@ -139,7 +139,7 @@ def test_restoring_transforms_no_yielded_item_again_and_any_pool_size_resumes(
 
 
 @pytest.mark.timeout(60)
-def test_setstate_on_a_running_iterator_reuses_the_pool_and_drops_results_in_flight():
+def test_setstate_on_a_running_iterator_reuses_the_pool_and_drops_results_in_flight() -> None:
     with mapped(30, 2, 2, multiprocessing_context="fork") as it:
         head = [next(it) for _ in range(5)]
         state = it.getstate()
@@ -152,7 +152,7 @@ def test_setstate_on_a_running_iterator_reuses_the_pool_and_drops_results_in_fli
         assert it._group is pool
 
 
-def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_traceback():
+def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_traceback() -> None:
     source = NativeCheckpointableIterator(list(range(12)))
     with ParallelMapIterator(
         source, workload.fail_at_5, 2, 3, multiprocessing_context="fork"
@@ -168,7 +168,7 @@ def test_a_transform_exception_comes_after_the_items_before_it_with_the_worker_t
             next(it)
 
 
-def test_a_source_exception_comes_at_its_position():
+def test_a_source_exception_comes_at_its_position() -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(12))), workload.fail_at_5)
     with ParallelMapIterator(source, workload.square, 2, 1, use_threads=True) as it:
         assert [next(it) for _ in range(5)] == squares(5)
@@ -176,7 +176,7 @@ def test_a_source_exception_comes_at_its_position():
             next(it)
 
 
-def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text():
+def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text() -> None:
     source = NativeCheckpointableIterator(list(range(6)))
     it = ParallelMapIterator(
         source, workload.fail_unpicklably, 1, 1, multiprocessing_context="fork"
@@ -186,7 +186,7 @@ def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_t
         next(it)
 
 
-def test_unpicklable_items_raise_a_type_error_at_their_position():
+def test_unpicklable_items_raise_a_type_error_at_their_position() -> None:
     items = [1, 2, threading.Lock(), 4]
     source = NativeCheckpointableIterator(items)
     with ParallelMapIterator(source, str, 1, 1, multiprocessing_context="fork") as it:
@@ -195,7 +195,7 @@ def test_unpicklable_items_raise_a_type_error_at_their_position():
             next(it)
 
 
-def test_a_state_from_other_data_raises_a_clear_error():
+def test_a_state_from_other_data_raises_a_clear_error() -> None:
     with mapped(10, 2, 2, use_threads=True) as it:
         for _ in range(7):
             next(it)
@@ -212,7 +212,7 @@ def test_a_state_from_other_data_raises_a_clear_error():
         it.setstate({**state, "offset": "3"})
 
 
-def test_next_and_setstate_raise_after_close():
+def test_next_and_setstate_raise_after_close() -> None:
     it = mapped(5, use_threads=True)
     next(it)
     state = it.getstate()
@@ -236,18 +236,18 @@ def test_next_and_setstate_raise_after_close():
         ({"multiprocessing_context": "fork2"}, ValueError, r"multiprocessing_context='fork2'"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message):
+def test_bad_arguments_are_named(arguments, error, message) -> None:
     options = {"transform": workload.square, "num_processes": 2, "num_items_per_process": 2}
     with pytest.raises(error, match=message):
         ParallelMapIterator(NativeCheckpointableIterator([1]), **{**options, **arguments})
 
 
-def test_a_source_that_is_not_checkpointable_is_refused():
+def test_a_source_that_is_not_checkpointable_is_refused() -> None:
     with pytest.raises(ArgumentTypeError, match="source_iterator must be a CheckpointableIterator"):
         ParallelMapIterator(range(3), workload.square, 1, 1)  # type: ignore[arg-type]
 
 
-def test_repr_shows_the_configuration():
+def test_repr_shows_the_configuration() -> None:
     it = ParallelMapIterator(NativeCheckpointableIterator([1]), workload.square, 2, 8)
     assert repr(it) == (
         "ParallelMapIterator(NativeCheckpointableIterator(iterable='[1]'), transform=square, "

@@ -39,7 +39,7 @@ def expected(n: int = 13) -> list[int]:
 @pytest.mark.resumable("PrefetchIterator")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 16), buffer_size=st.integers(1, 5), in_main=st.booleans())
-def test_resumes_at_every_position_with_threads(n, buffer_size, in_main):
+def test_resumes_at_every_position_with_threads(n, buffer_size, in_main) -> None:
     factory = functools.partial(
         prefetched, n, buffer_size, buffer_in_main_process=in_main, use_threads=True
     )
@@ -49,7 +49,7 @@ def test_resumes_at_every_position_with_threads(n, buffer_size, in_main):
 @pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
-def test_resumes_at_every_position_in_a_fork_process(in_main):
+def test_resumes_at_every_position_in_a_fork_process(in_main) -> None:
     factory = functools.partial(
         prefetched, 11, 3, buffer_in_main_process=in_main, multiprocessing_context="fork"
     )
@@ -58,14 +58,14 @@ def test_resumes_at_every_position_in_a_fork_process(in_main):
 
 @pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(120)
-def test_resumes_in_a_spawn_process():
+def test_resumes_in_a_spawn_process() -> None:
     # A spawn worker imports torch when checkpointable does (~2 s on a busy machine): few
     # positions. Step 5 is one item into the second window of 4: its restore replays one item.
     factory = functools.partial(prefetched, 6, 4, multiprocessing_context="spawn")
     assert assert_resumable(factory, positions=[5]) == expected(6)
 
 
-def test_state_is_the_window_start_and_the_offset_whatever_the_worker_ran_ahead():
+def test_state_is_the_window_start_and_the_offset_whatever_the_worker_ran_ahead() -> None:
     with prefetched(10, 4, use_threads=True) as it:
         states = []
         for _ in range(6):
@@ -88,7 +88,7 @@ class Counting:
         return n
 
 
-def test_the_worker_runs_at_most_buffer_size_items_ahead_and_does_run_ahead():
+def test_the_worker_runs_at_most_buffer_size_items_ahead_and_does_run_ahead() -> None:
     counting = Counting()
     source = MapIterator(NativeCheckpointableIterator(list(range(100))), counting)
     with PrefetchIterator(source, 5, use_threads=True) as it:
@@ -99,7 +99,7 @@ def test_the_worker_runs_at_most_buffer_size_items_ahead_and_does_run_ahead():
 
 
 @pytest.mark.timeout(60)
-def test_an_unpicklable_item_is_reported_at_its_position_after_the_items_before_it():
+def test_an_unpicklable_item_is_reported_at_its_position_after_the_items_before_it() -> None:
     items = [0, 1, 2, 3, 4, threading.Lock(), 6]
     with PrefetchIterator(
         NativeCheckpointableIterator(items), 4, multiprocessing_context="fork"
@@ -112,7 +112,7 @@ def test_an_unpicklable_item_is_reported_at_its_position_after_the_items_before_
 
 
 @pytest.mark.parametrize("new_size", [1, 2, 7])
-def test_a_state_restores_under_another_buffer_size(new_size):
+def test_a_state_restores_under_another_buffer_size(new_size) -> None:
     with prefetched(12, 5, use_threads=True) as it:
         head = [next(it) for _ in range(8)]
         state = it.getstate()
@@ -124,14 +124,14 @@ def test_a_state_restores_under_another_buffer_size(new_size):
     assert head + tail == expected(12)
 
 
-def test_setstate_none_goes_back_to_the_start_and_stops_the_running_worker():
+def test_setstate_none_goes_back_to_the_start_and_stops_the_running_worker() -> None:
     with prefetched(6, 2, use_threads=True) as it:
         assert [next(it), next(it), next(it)] == [0, 2, 4]
         it.setstate(None)
         assert list(it) == expected(6)
 
 
-def test_a_pickled_copy_continues_from_the_position_without_the_workers():
+def test_a_pickled_copy_continues_from_the_position_without_the_workers() -> None:
     with prefetched(8, 3, use_threads=True) as it:
         head = [next(it) for _ in range(4)]
         copy = pickle.loads(pickle.dumps(it))
@@ -143,7 +143,7 @@ def test_a_pickled_copy_continues_from_the_position_without_the_workers():
 
 @pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(60)
-def test_inside_a_pipeline():
+def test_inside_a_pipeline() -> None:
     def factory() -> FixedBatchIterator:
         prefetch = prefetched(11, 2, multiprocessing_context="fork")
         return FixedBatchIterator(MapIterator(prefetch, workload.square), 3)
@@ -152,7 +152,7 @@ def test_inside_a_pipeline():
     assert [n for batch in batches for n in batch] == [(2 * i) ** 2 for i in range(11)]
 
 
-def test_a_source_exception_reaches_the_caller_with_the_worker_traceback():
+def test_a_source_exception_reaches_the_caller_with_the_worker_traceback() -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(9))), workload.fail_at_5)
     with PrefetchIterator(source, 2, multiprocessing_context="fork") as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
@@ -166,7 +166,7 @@ def test_a_source_exception_reaches_the_caller_with_the_worker_traceback():
             next(it)
 
 
-def test_a_source_exception_in_a_thread_keeps_its_own_traceback():
+def test_a_source_exception_in_a_thread_keeps_its_own_traceback() -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(9))), workload.fail_at_5)
     with PrefetchIterator(source, 3, use_threads=True) as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
@@ -175,7 +175,7 @@ def test_a_source_exception_in_a_thread_keeps_its_own_traceback():
         assert any(entry.name == "fail_at_5" for entry in caught.traceback)
 
 
-def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text():
+def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_text() -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(5))), workload.fail_unpicklably)
     with (
         PrefetchIterator(source, 2, multiprocessing_context="fork") as it,
@@ -184,7 +184,9 @@ def test_an_exception_that_cannot_be_pickled_arrives_as_runtime_error_with_its_t
         list(it)
 
 
-def test_log_empty_buffer_warning_logs_when_the_consumer_waits(caplog):
+def test_log_empty_buffer_warning_logs_when_the_consumer_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(3))), workload.slow_double)
     with (
         caplog.at_level(logging.WARNING, logger="checkpointable"),
@@ -194,14 +196,14 @@ def test_log_empty_buffer_warning_logs_when_the_consumer_waits(caplog):
     assert "found the prefetch buffer empty" in caplog.text
 
 
-def test_no_warning_is_logged_by_default(caplog):
+def test_no_warning_is_logged_by_default(caplog: pytest.LogCaptureFixture) -> None:
     source = MapIterator(NativeCheckpointableIterator(list(range(3))), workload.slow_double)
     with caplog.at_level(logging.WARNING), PrefetchIterator(source, 2, use_threads=True) as it:
         assert list(it) == [0, 2, 4]
     assert caplog.text == ""
 
 
-def test_next_and_setstate_raise_after_close_but_getstate_still_works():
+def test_next_and_setstate_raise_after_close_but_getstate_still_works() -> None:
     it = prefetched(5, 2, use_threads=True)
     next(it)
     state = it.getstate()
@@ -214,7 +216,7 @@ def test_next_and_setstate_raise_after_close_but_getstate_still_works():
     assert it.getstate() == state
 
 
-def test_a_state_from_other_data_raises_a_clear_error():
+def test_a_state_from_other_data_raises_a_clear_error() -> None:
     with prefetched(10, 4, use_threads=True) as it:
         for _ in range(9):
             next(it)
@@ -232,7 +234,7 @@ def test_a_state_from_other_data_raises_a_clear_error():
             it.setstate(state["source"])
 
 
-def test_a_window_offset_beyond_the_source_is_refused_at_load():
+def test_a_window_offset_beyond_the_source_is_refused_at_load() -> None:
     with prefetched(10, 8, use_threads=True) as it:
         for _ in range(6):
             next(it)
@@ -257,20 +259,20 @@ def test_a_window_offset_beyond_the_source_is_refused_at_load():
         ({"multiprocessing_context": 3}, ArgumentTypeError, r"multiprocessing_context must be"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message):
+def test_bad_arguments_are_named(arguments, error, message) -> None:
     options = {"buffer_size": 2, **arguments}
     with pytest.raises(error, match=message):
         PrefetchIterator(workload.doubled(3), **options)
 
 
-def test_a_source_that_is_not_checkpointable_is_refused():
+def test_a_source_that_is_not_checkpointable_is_refused() -> None:
     with pytest.raises(ArgumentTypeError, match="source_iterator must be a CheckpointableIterator"):
         PrefetchIterator([1, 2, 3], 2)  # type: ignore[arg-type]
     with pytest.raises(ValueError):  # the seed's exception type still catches it
         PrefetchIterator(iter([1, 2, 3]), 2)  # type: ignore[arg-type]
 
 
-def test_repr_shows_the_configuration():
+def test_repr_shows_the_configuration() -> None:
     it = PrefetchIterator(NativeCheckpointableIterator([1]), 4, multiprocessing_context="spawn")
     assert repr(it) == (
         "PrefetchIterator(NativeCheckpointableIterator(iterable='[1]'), buffer_size=4, "

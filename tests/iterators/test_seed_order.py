@@ -19,11 +19,11 @@ from .seed_cases import CASES, as_lists
 GOLDEN = json.loads((Path(__file__).parent / "infinibatch_golden.json").read_text())
 
 
-def test_every_recorded_case_is_checked():
+def test_every_recorded_case_is_checked() -> None:
     assert set(CASES) == set(GOLDEN) - {"_source"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_same_output_as_infinibatch(name):
+def test_same_output_as_infinibatch(name) -> None:
     output = CASES[name](checkpointable.iterators, checkpointable.datasets)
     assert as_lists(output) == GOLDEN[name]

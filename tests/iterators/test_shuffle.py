@@ -28,12 +28,12 @@ def source(n: int) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("BufferedShuffleIterator")
 @given(n=st.integers(0, 40), buffer_size=st.integers(1, 12), seed=st.integers(0, 100))
-def test_buffered_shuffle_is_resumable(n, buffer_size, seed):
+def test_buffered_shuffle_is_resumable(n, buffer_size, seed) -> None:
     items = assert_resumable(lambda: BufferedShuffleIterator(source(n), buffer_size, seed))
     assert sorted(items) == list(range(n))
 
 
-def test_buffered_shuffle_keeps_none_items():
+def test_buffered_shuffle_keeps_none_items() -> None:
     items = [None, 1, None, 2, None]
     shuffled = assert_resumable(
         lambda: BufferedShuffleIterator(NativeCheckpointableIterator(items), 3, seed=1)
@@ -41,7 +41,7 @@ def test_buffered_shuffle_keeps_none_items():
     assert len(shuffled) == 5 and shuffled.count(None) == 3
 
 
-def test_buffered_shuffle_on_an_endless_source_resumes_with_a_bounded_replay():
+def test_buffered_shuffle_on_an_endless_source_resumes_with_a_bounded_replay() -> None:
     size = 200
     counting = CountingSource(list(range(10**6)))
     it = BufferedShuffleIterator(counting, size, seed=3)
@@ -61,7 +61,7 @@ def test_buffered_shuffle_on_an_endless_source_resumes_with_a_bounded_replay():
     assert [next(again) for _ in range(1000)] == tail
 
 
-def test_buffered_shuffle_state_of_another_buffer_size_is_refused():
+def test_buffered_shuffle_state_of_another_buffer_size_is_refused() -> None:
     state = BufferedShuffleIterator(source(5), 3).state_dict()
     with pytest.raises(
         IncompatibleStateError, match="buffer_size=3, but this object has buffer_size=4"
@@ -69,7 +69,7 @@ def test_buffered_shuffle_state_of_another_buffer_size_is_refused():
         BufferedShuffleIterator(source(5), 4).load_state_dict(state)
 
 
-def test_buffered_shuffle_state_over_a_shorter_source_is_refused():
+def test_buffered_shuffle_state_over_a_shorter_source_is_refused() -> None:
     it = BufferedShuffleIterator(source(50), 4, seed=0)
     for _ in range(30):
         next(it)
@@ -81,7 +81,7 @@ def test_buffered_shuffle_state_over_a_shorter_source_is_refused():
 
 @pytest.mark.resumable("BlockwiseShuffleIterator")
 @given(n=st.integers(0, 30), block_size=st.integers(1, 8), seed=st.integers(0, 100))
-def test_blockwise_shuffle_is_resumable(n, block_size, seed):
+def test_blockwise_shuffle_is_resumable(n, block_size, seed) -> None:
     items = assert_resumable(lambda: BlockwiseShuffleIterator(source(n), block_size, seed))
     for start in range(0, n, block_size):
         assert sorted(items[start : start + block_size]) == list(
@@ -89,7 +89,7 @@ def test_blockwise_shuffle_is_resumable(n, block_size, seed):
         )
 
 
-def test_blockwise_shuffle_restore_reads_one_block():
+def test_blockwise_shuffle_restore_reads_one_block() -> None:
     counting = CountingSource(list(range(1000)))
     it = BlockwiseShuffleIterator(counting, 50, seed=2)
     for _ in range(333):
@@ -108,7 +108,9 @@ def test_blockwise_shuffle_restore_reads_one_block():
     shuffle=st.booleans(),
     use_boundary=st.booleans(),
 )
-def test_bucketed_readahead_is_resumable(lengths, read_ahead, batch_size, shuffle, use_boundary):
+def test_bucketed_readahead_is_resumable(
+    lengths, read_ahead, batch_size, shuffle, use_boundary
+) -> None:
     words = ["x" * length + str(i) for i, length in enumerate(lengths)]
 
     def make() -> BucketedReadaheadBatchIterator:
@@ -126,7 +128,7 @@ def test_bucketed_readahead_is_resumable(lengths, read_ahead, batch_size, shuffl
     assert sorted(w for b in batches for w in b) == sorted(words)
 
 
-def test_bucketed_readahead_on_an_endless_source():
+def test_bucketed_readahead_on_an_endless_source() -> None:
     def make() -> BucketedReadaheadBatchIterator:
         words = InfinitePermutationSourceIterator(
             [f"{'x' * (i % 7)}{i}" for i in range(50)], seed=1
@@ -136,7 +138,7 @@ def test_bucketed_readahead_on_an_endless_source():
     assert_resumable(make, max_items=60)
 
 
-def test_bucketed_readahead_rejects_bad_arguments():
+def test_bucketed_readahead_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="read_ahead must be a positive int"):
         BucketedReadaheadBatchIterator(source(3), 0, None, 2)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
@@ -153,6 +155,6 @@ def test_bucketed_readahead_rejects_bad_arguments():
         lambda: BlockwiseShuffleIterator(source(3), -2),
     ],
 )
-def test_shuffles_reject_a_non_positive_size(make):
+def test_shuffles_reject_a_non_positive_size(make) -> None:
     with pytest.raises(ValueError, match="must be a positive int"):
         make()

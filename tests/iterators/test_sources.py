@@ -65,13 +65,13 @@ class Restartable:
     ],
     ids=lambda x: type(x).__name__,
 )
-def test_native_is_resumable(iterable):
+def test_native_is_resumable(iterable) -> None:
     items = assert_resumable(lambda: NativeCheckpointableIterator(iterable))
     assert len(items) == len(list(iter(iterable)))
 
 
 @pytest.mark.parametrize("make", [lambda n: list(range(n)), CountingSequence])
-def test_native_restores_a_sequence_without_reading(make):
+def test_native_restores_a_sequence_without_reading(make) -> None:
     data = make(1000)
     it = NativeCheckpointableIterator(data)
     for _ in range(700):
@@ -85,7 +85,7 @@ def test_native_restores_a_sequence_without_reading(make):
     assert next(restored) == next(it)
 
 
-def test_native_rejects_an_iterator_and_a_non_iterable():
+def test_native_rejects_an_iterator_and_a_non_iterable() -> None:
     with pytest.raises(ValueError, match="cannot be rewound") as info:
         NativeCheckpointableIterator(iter([1, 2]))
     assert isinstance(info.value, TypeError)
@@ -93,7 +93,7 @@ def test_native_rejects_an_iterator_and_a_non_iterable():
         NativeCheckpointableIterator(3)
 
 
-def test_native_state_beyond_the_data_is_refused():
+def test_native_state_beyond_the_data_is_refused() -> None:
     it = NativeCheckpointableIterator(list(range(10)))
     for _ in range(8):
         next(it)
@@ -105,7 +105,7 @@ def test_native_state_beyond_the_data_is_refused():
 
 @pytest.mark.resumable("ChunkedSourceIterator")
 @given(n=st.integers(1, 30), num_instances=st.integers(1, 5), data=st.data())
-def test_chunked_parts_are_resumable_and_cover_the_list_in_order(n, num_instances, data):
+def test_chunked_parts_are_resumable_and_cover_the_list_in_order(n, num_instances, data) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     items = list(range(n))
     assert_resumable(lambda: ChunkedSourceIterator(items, num_instances, rank))
@@ -115,11 +115,11 @@ def test_chunked_parts_are_resumable_and_cover_the_list_in_order(n, num_instance
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-def test_chunked_works_on_a_sequence_without_slicing():
+def test_chunked_works_on_a_sequence_without_slicing() -> None:
     assert list(ChunkedSourceIterator(CountingSequence(5), 2, 1)) == [30, 40]
 
 
-def test_chunked_state_from_another_rank_is_refused():
+def test_chunked_state_from_another_rank_is_refused() -> None:
     state = ChunkedSourceIterator(list(range(9)), 3, 0).state_dict()
     with pytest.raises(
         IncompatibleStateError, match="instance_rank=0, but this object has instance_rank=1"
@@ -135,7 +135,7 @@ def test_chunked_state_from_another_rank_is_refused():
     num_instances=st.integers(1, 4),
     data=st.data(),
 )
-def test_infinite_permutation_is_resumable(n, seed, shuffle, num_instances, data):
+def test_infinite_permutation_is_resumable(n, seed, shuffle, num_instances, data) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     items = list(range(n))
     assert_resumable(
@@ -145,7 +145,7 @@ def test_infinite_permutation_is_resumable(n, seed, shuffle, num_instances, data
 
 
 @given(n=st.integers(1, 10), num_instances=st.integers(1, 4), passes=st.integers(1, 3))
-def test_infinite_permutation_instances_share_each_pass_exactly(n, num_instances, passes):
+def test_infinite_permutation_instances_share_each_pass_exactly(n, num_instances, passes) -> None:
     """Taken together, the instances yield every item once per pass."""
     total = n * passes * num_instances
     streams = [
@@ -159,7 +159,7 @@ def test_infinite_permutation_instances_share_each_pass_exactly(n, num_instances
         assert sorted(merged[p * n : (p + 1) * n]) == list(range(n))
 
 
-def test_infinite_permutation_with_seed_none_resumes_its_own_order():
+def test_infinite_permutation_with_seed_none_resumes_its_own_order() -> None:
     it = InfinitePermutationSourceIterator(list(range(20)), seed=None)
     head = [next(it) for _ in range(25)]
     state = it.state_dict()
@@ -170,7 +170,7 @@ def test_infinite_permutation_with_seed_none_resumes_its_own_order():
     assert sorted(head[:20]) == list(range(20))
 
 
-def test_infinite_permutation_refuses_other_data_and_bad_arguments():
+def test_infinite_permutation_refuses_other_data_and_bad_arguments() -> None:
     state = InfinitePermutationSourceIterator([1, 2, 3], seed=1).state_dict()
     with pytest.raises(
         IncompatibleStateError, match="num_items=3, but this object has num_items=4"
@@ -198,7 +198,7 @@ def test_infinite_permutation_refuses_other_data_and_bad_arguments():
     num_instances=st.integers(1, 3),
     data=st.data(),
 )
-def test_random_access_is_resumable(n, seed, shuffle, num_instances, data):
+def test_random_access_is_resumable(n, seed, shuffle, num_instances, data) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     assert_resumable(
         lambda: RandomAccessSourceIterator(range(n), seed, shuffle, num_instances, rank),
@@ -207,7 +207,7 @@ def test_random_access_is_resumable(n, seed, shuffle, num_instances, data):
 
 
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**64), passes=st.integers(1, 3))
-def test_random_access_passes_are_permutations(n, seed, passes):
+def test_random_access_passes_are_permutations(n, seed, passes) -> None:
     it = RandomAccessSourceIterator(range(n), seed=seed)
     seen = [[next(it) for _ in range(n)] for _ in range(passes)]
     for one_pass in seen:
@@ -216,7 +216,7 @@ def test_random_access_passes_are_permutations(n, seed, passes):
         assert seen[0] != seen[1], "each pass is a different permutation"
 
 
-def test_random_access_restores_far_away_without_reading():
+def test_random_access_restores_far_away_without_reading() -> None:
     data = CountingSequence(10_000)
     it = RandomAccessSourceIterator(data, seed=3)
     it.load_state_dict({**it.state_dict(), "num_items_yielded": 2_345_678})
@@ -226,7 +226,7 @@ def test_random_access_restores_far_away_without_reading():
     assert next(it) == 10 * next(reference)
 
 
-def test_random_access_rejects_bad_data():
+def test_random_access_rejects_bad_data() -> None:
     with pytest.raises(TypeError, match="data must be a sequence"):
         RandomAccessSourceIterator(iter([1]))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must not be empty"):
@@ -236,11 +236,11 @@ def test_random_access_rejects_bad_data():
 
 
 @pytest.mark.resumable("RandomIterator")
-def test_random_iterator_is_resumable():
+def test_random_iterator_is_resumable() -> None:
     assert_resumable(lambda: RandomIterator(seed=4), max_items=50)
 
 
-def test_create_source_iterator_picks_the_source():
+def test_create_source_iterator_picks_the_source() -> None:
     assert isinstance(create_source_iterator([1, 2], seed=0), InfinitePermutationSourceIterator)
     evaluation = create_source_iterator([1, 2, 3], train=False, shuffle=False)
     assert isinstance(evaluation, ChunkedSourceIterator)
@@ -249,13 +249,13 @@ def test_create_source_iterator_picks_the_source():
         create_source_iterator([1], train=False)
 
 
-def test_argument_type_error_is_both_type_and_value_error():
+def test_argument_type_error_is_both_type_and_value_error() -> None:
     with pytest.raises(ArgumentTypeError) as info:
         ChunkedSourceIterator([1, 2], num_instances="2")  # type: ignore[arg-type]
     assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
 
 
-def test_source_state_is_small_and_plain():
+def test_source_state_is_small_and_plain() -> None:
     it = RandomAccessSourceIterator(range(10**9), seed=1)
     next(it)
     state: dict[str, Any] = it.state_dict()
@@ -272,7 +272,7 @@ def test_source_state_is_small_and_plain():
 
 
 @pytest.mark.parametrize("n", [5, 5000])
-def test_keyed_permutation_is_uniform_enough(n):
+def test_keyed_permutation_is_uniform_enough(n) -> None:
     """Over many keys, the first positions take values evenly spread over 8 bins."""
     from checkpointable._iterators._bijection import KeyedPermutation
 

@@ -31,7 +31,7 @@ def source(n: int) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("MapIterator", "FilterIterator")
 @given(n=st.integers(0, 25), modulus=st.integers(1, 4))
-def test_map_and_filter_are_resumable(n, modulus):
+def test_map_and_filter_are_resumable(n, modulus) -> None:
     assert assert_resumable(lambda: MapIterator(source(n), lambda x: x * 3)) == [
         3 * x for x in range(n)
     ]
@@ -41,7 +41,7 @@ def test_map_and_filter_are_resumable(n, modulus):
 
 @pytest.mark.resumable("FixedBatchIterator")
 @given(n=st.integers(0, 25), batch_size=st.integers(1, 7))
-def test_fixed_batch_is_resumable(n, batch_size):
+def test_fixed_batch_is_resumable(n, batch_size) -> None:
     batches = assert_resumable(lambda: FixedBatchIterator(source(n), batch_size))
     assert [x for b in batches for x in b] == list(range(n))
     assert all(len(b) == batch_size for b in batches[:-1])
@@ -49,7 +49,7 @@ def test_fixed_batch_is_resumable(n, batch_size):
 
 @pytest.mark.resumable("SelectManyIterator")
 @given(sizes=st.lists(st.integers(0, 4), max_size=8), use_selector=st.booleans())
-def test_select_many_is_resumable(sizes, use_selector):
+def test_select_many_is_resumable(sizes, use_selector) -> None:
     collections = [[f"{i}.{j}" for j in range(size)] for i, size in enumerate(sizes)]
     if use_selector:
         items = assert_resumable(
@@ -62,7 +62,7 @@ def test_select_many_is_resumable(sizes, use_selector):
     assert items == [x for c in collections for x in c]
 
 
-def test_select_many_restore_reads_one_collection():
+def test_select_many_restore_reads_one_collection() -> None:
     calls: list[int] = []
 
     def selector(i: int) -> range:
@@ -79,7 +79,7 @@ def test_select_many_restore_reads_one_collection():
     assert next(resumed) == next(it) == 50
 
 
-def test_select_many_refuses_a_state_beyond_its_collection():
+def test_select_many_refuses_a_state_beyond_its_collection() -> None:
     it = SelectManyIterator(NativeCheckpointableIterator([[1, 2, 3]]))
     next(it), next(it)
     state = it.state_dict()
@@ -89,12 +89,12 @@ def test_select_many_refuses_a_state_beyond_its_collection():
 
 @pytest.mark.resumable("WindowedIterator")
 @given(n=st.integers(0, 20), width=st.integers(1, 6))
-def test_windowed_is_resumable(n, width):
+def test_windowed_is_resumable(n, width) -> None:
     windows = assert_resumable(lambda: WindowedIterator(source(n), width))
     assert windows == [tuple(range(i, i + width)) for i in range(n - width + 1)]
 
 
-def test_windowed_restore_reads_at_most_two_windows():
+def test_windowed_restore_reads_at_most_two_windows() -> None:
     counting = CountingSource(list(range(100)))
     it = WindowedIterator(counting, 5)
     for _ in range(37):
@@ -111,7 +111,7 @@ def test_windowed_restore_reads_at_most_two_windows():
 
 @pytest.mark.resumable("RecurrentIterator")
 @given(n=st.integers(0, 15))
-def test_recurrent_is_resumable(n):
+def test_recurrent_is_resumable(n) -> None:
     def step(state: dict[str, Any], item: int) -> tuple[dict[str, Any], int]:
         state["total"] += item  # in-place modification is allowed
         state["history"].append(item)
@@ -123,7 +123,7 @@ def test_recurrent_is_resumable(n):
     assert totals == [sum(range(i + 1)) for i in range(n)]
 
 
-def test_recurrent_refuses_a_state_that_is_not_plain_data():
+def test_recurrent_refuses_a_state_that_is_not_plain_data() -> None:
     with pytest.raises(TypeError, match=r"initial_state\[0\] is a tuple"):
         RecurrentIterator(source(3), lambda s, x: (s, x), [(1, 2)])
     it = RecurrentIterator(source(3), lambda s, x: ((s, x), x), 0)
@@ -134,7 +134,7 @@ def test_recurrent_refuses_a_state_that_is_not_plain_data():
 
 @pytest.mark.resumable("SamplingRandomMapIterator")
 @given(n=st.integers(0, 15), seed=st.integers(0, 1000))
-def test_sampling_random_map_is_resumable_and_draws_in_sequence(n, seed):
+def test_sampling_random_map_is_resumable_and_draws_in_sequence(n, seed) -> None:
     items = assert_resumable(
         lambda: SamplingRandomMapIterator(source(n), lambda rng, x: (x, rng.random()), seed)
     )
@@ -142,7 +142,7 @@ def test_sampling_random_map_is_resumable_and_draws_in_sequence(n, seed):
     assert items == [(x, rng.random()) for x in range(n)]
 
 
-def test_transforms_reject_bad_arguments():
+def test_transforms_reject_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size must be a positive int, got batch_size=0"):
         FixedBatchIterator(source(3), 0)
     with pytest.raises(TypeError, match=r"batch_size must be a positive int, got 2\.0"):
@@ -158,7 +158,7 @@ def test_transforms_reject_bad_arguments():
     assert isinstance(info.value, TypeError)
 
 
-def test_a_state_of_another_pipeline_names_both_classes():
+def test_a_state_of_another_pipeline_names_both_classes() -> None:
     batches = FixedBatchIterator(source(10), 2)
     next(batches)
     with pytest.raises(
@@ -173,7 +173,7 @@ def test_a_state_of_another_pipeline_names_both_classes():
         nested.load_state_dict({"type": "MapIterator", "source": source(3).getstate()})
 
 
-def test_a_state_of_another_version_or_shape_is_refused():
+def test_a_state_of_another_version_or_shape_is_refused() -> None:
     it = MapIterator(source(4), str)
     with pytest.raises(IncompatibleStateError, match="format version 99"):
         it.load_state_dict({**it.state_dict(), "version": 99})
@@ -185,14 +185,14 @@ def test_a_state_of_another_version_or_shape_is_refused():
         it.load_state_dict([1])  # type: ignore[arg-type]
 
 
-def test_setstate_none_resets_the_whole_pipeline():
+def test_setstate_none_resets_the_whole_pipeline() -> None:
     it = FixedBatchIterator(MapIterator(source(6), lambda x: -x), 4)
     assert next(it) == [0, -1, -2, -3]
     it.setstate(None)
     assert list(it) == [[0, -1, -2, -3], [-4, -5]]
 
 
-def test_getstate_is_state_dict_without_version_and_both_load():
+def test_getstate_is_state_dict_without_version_and_both_load() -> None:
     it = FixedBatchIterator(source(9), 2)
     next(it)
     assert it.state_dict() == {"version": 2, **it.getstate()}
@@ -204,7 +204,7 @@ def test_getstate_is_state_dict_without_version_and_both_load():
         assert next(resumed) == [2, 3]
 
 
-def test_a_pickled_pipeline_continues_where_it_was():
+def test_a_pickled_pipeline_continues_where_it_was() -> None:
     import pickle
 
     it = WindowedIterator(SelectManyIterator(NativeCheckpointableIterator([[1, 2], [3, 4, 5]])), 2)
@@ -213,7 +213,7 @@ def test_a_pickled_pipeline_continues_where_it_was():
     assert list(copy) == list(it) == [(2, 3), (3, 4), (4, 5)]
 
 
-def test_context_manager_closes_the_pipeline():
+def test_context_manager_closes_the_pipeline() -> None:
     closed: list[str] = []
 
     class Closing(CountingSource):
@@ -225,7 +225,7 @@ def test_context_manager_closes_the_pipeline():
     assert closed == ["closed"]
 
 
-def test_repr_shows_the_configuration():
+def test_repr_shows_the_configuration() -> None:
     assert repr(FixedBatchIterator(source(3), 2)) == (
         "FixedBatchIterator(NativeCheckpointableIterator(iterable='[0, 1, 2]'), batch_size=2)"
     )
