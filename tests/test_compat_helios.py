@@ -10,7 +10,7 @@ from checkpointable.samplers import SAMPLER_REGISTRY, Registry, create_sampler
 BUILT_IN = ["ResumableRandomSampler", "ResumableSequentialSampler", "ResumableDistributedSampler"]
 
 
-def test_registry_keys_in_iteration_and_str_as_helios():
+def test_registry_keys_in_iteration_and_str_as_helios() -> None:
     registry = Registry("transform")
 
     @registry.register
@@ -30,7 +30,7 @@ def test_registry_keys_in_iteration_and_str_as_helios():
     assert registry.get("flip", suffix="v2") is flip
 
 
-def test_sampler_registry_lists_the_built_in_samplers():
+def test_sampler_registry_lists_the_built_in_samplers() -> None:
     assert str(SAMPLER_REGISTRY) == "sampler"
     assert list(SAMPLER_REGISTRY.keys())[:3] == BUILT_IN
     assert dict(iter(SAMPLER_REGISTRY))["ResumableRandomSampler"] is samplers.ResumableRandomSampler
@@ -38,7 +38,7 @@ def test_sampler_registry_lists_the_built_in_samplers():
 
 def test_create_sampler_looks_up_a_user_sampler_through_the_registry(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     class MySampler(samplers.ResumableSequentialSampler):
         pass
 

@@ -44,19 +44,19 @@ def iterator_loader(num_workers: int, persistent: bool) -> StatefulDataLoader:
     )
 
 
-def test_a_stateful_iterator_is_saved_and_restored_without_workers():
+def test_a_stateful_iterator_is_saved_and_restored_without_workers() -> None:
     assert_resumable(partial(iterator_loader, 0, False), epochs=2)
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_a_stateful_iterator_is_saved_and_restored_with_two_workers(persistent: bool):
+def test_a_stateful_iterator_is_saved_and_restored_with_two_workers(persistent: bool) -> None:
     assert_resumable(partial(iterator_loader, 2, persistent), epochs=2, positions=[1, 3, 5])
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, False), (2, True)])
-def test_the_restored_iterator_is_not_fast_forwarded(num_workers: int, persistent: bool):
+def test_the_restored_iterator_is_not_fast_forwarded(num_workers: int, persistent: bool) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             StatefulIteratorDataset(5, random_seed=True),
@@ -85,7 +85,7 @@ def test_the_restored_iterator_is_not_fast_forwarded(num_workers: int, persisten
 @pytest.mark.parametrize("dataset", [SelfIterating, ResettingIter])
 def test_a_dataset_whose_iter_resets_its_fields_keeps_the_loaded_state(
     dataset: Any, num_workers: int
-):
+) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(dataset(9), batch_size=2, num_workers=num_workers)
 
@@ -103,7 +103,7 @@ def test_a_dataset_whose_iter_resets_its_fields_keeps_the_loaded_state(
 
 
 @pytest.mark.parametrize("every", [0, None])
-def test_snapshot_every_n_steps_accepts_zero_and_none(every: int | None):
+def test_snapshot_every_n_steps_accepts_zero_and_none(every: int | None) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             StatefulPartitioned(7), batch_size=2, snapshot_every_n_steps=every
@@ -113,7 +113,7 @@ def test_snapshot_every_n_steps_accepts_zero_and_none(every: int | None):
     assert_resumable(make, epochs=2)
 
 
-def test_snapshot_every_n_steps_still_refuses_negatives_and_other_types():
+def test_snapshot_every_n_steps_still_refuses_negatives_and_other_types() -> None:
     with pytest.raises(ValueError, match="snapshot_every_n_steps must be >= 0 or None, got"):
         StatefulDataLoader(StatefulPartitioned(3), snapshot_every_n_steps=-1)
     with pytest.raises(TypeError, match="snapshot_every_n_steps must be an int or None"):
@@ -123,7 +123,7 @@ def test_snapshot_every_n_steps_still_refuses_negatives_and_other_types():
 # ------------------------------------------------------------------------ 8. typing
 
 
-def test_the_loader_is_subscriptable_as_torchs():
+def test_the_loader_is_subscriptable_as_torchs() -> None:
     alias = StatefulDataLoader[int]
     loader = alias(list(range(4)), batch_size=2)
     assert isinstance(loader, StatefulDataLoader)
@@ -144,13 +144,13 @@ def length_warnings(cls: Any, num_workers: int) -> list[str]:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_an_iterable_dataset_longer_than_its_len_warns_as_torch(num_workers: int):
+def test_an_iterable_dataset_longer_than_its_len_warns_as_torch(num_workers: int) -> None:
     ours = length_warnings(StatefulDataLoader, num_workers)
     assert ours == length_warnings(DataLoader, num_workers)
     assert len(ours) == 2 and "was reported to be 3" in ours[0]
 
 
-def test_a_state_of_the_previous_format_version_is_refused_clearly():
+def test_a_state_of_the_previous_format_version_is_refused_clearly() -> None:
     loader = StatefulDataLoader(StatefulPartitioned(5), batch_size=2)
     state = loader.state_dict()
     old = {**state, "version": 1}
@@ -182,7 +182,7 @@ def as_lists(batches: Any) -> list[Any]:
 @pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, False), (2, True)])
 def test_an_end_of_epoch_state_fixes_the_next_shuffle(
     num_workers: int, persistent: bool, after_stop: bool
-):
+) -> None:
     torch.manual_seed(0)
     loader = shuffled(num_workers, persistent)
     batches = iter(loader)
@@ -204,7 +204,7 @@ def test_an_end_of_epoch_state_fixes_the_next_shuffle(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_a_state_before_the_first_iter_fixes_the_workers_base_seed(persistent: bool):
+def test_a_state_before_the_first_iter_fixes_the_workers_base_seed(persistent: bool) -> None:
     torch.manual_seed(0)
     loader = shuffled(2, persistent, Noisy())
     state = json.loads(json.dumps(loader.state_dict()))
@@ -224,7 +224,7 @@ def out_of_order(dataset: Any) -> StatefulDataLoader:
 
 
 @pytest.mark.timeout(120)
-def test_out_of_order_a_slow_worker_never_holds_back_the_others_and_the_state_is_exact():
+def test_out_of_order_a_slow_worker_never_holds_back_the_others_and_the_state_is_exact() -> None:
     loader = out_of_order(SlowFirstWorker(40, 3.0))  # worker 0 sleeps 3 s, worker 1 never
     batches = iter(loader)
     first = [next(batches).tolist() for _ in range(8)]
@@ -238,7 +238,7 @@ def test_out_of_order_a_slow_worker_never_holds_back_the_others_and_the_state_is
 
 
 @pytest.mark.timeout(120)
-def test_out_of_order_map_style_delivers_the_ready_batches_first():
+def test_out_of_order_map_style_delivers_the_ready_batches_first() -> None:
     loader = StatefulDataLoader(SlowFirstItem(24, 3.0), batch_size=1, num_workers=2, in_order=False)
     batches = iter(loader)
     first = [int(next(batches)) for _ in range(12)]
@@ -269,7 +269,7 @@ def pipe_epochs(cls: Any, num_workers: int, persistent: bool) -> tuple[list[Any]
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers, persistent", [(0, False), (2, True), (2, False)])
-def test_iterdatapipe_shuffles_get_torchs_shared_seed(num_workers: int, persistent: bool):
+def test_iterdatapipe_shuffles_get_torchs_shared_seed(num_workers: int, persistent: bool) -> None:
     ours, our_rng = pipe_epochs(StatefulDataLoader, num_workers, persistent)
     theirs, their_rng = pipe_epochs(DataLoader, num_workers, persistent)
     assert ours == theirs
@@ -279,7 +279,7 @@ def test_iterdatapipe_shuffles_get_torchs_shared_seed(num_workers: int, persiste
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_resumed_iterdatapipe_epoch_keeps_its_shuffle(num_workers: int):
+def test_a_resumed_iterdatapipe_epoch_keeps_its_shuffle(num_workers: int) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(shuffled_pipe(12), batch_size=3, num_workers=num_workers)
 
@@ -297,7 +297,7 @@ def test_a_resumed_iterdatapipe_epoch_keeps_its_shuffle(num_workers: int):
 # ------------------------------------------------------------------ 7. the sampler module
 
 
-def test_the_sampler_module_draws_torchs_order():
+def test_the_sampler_module_draws_torchs_order() -> None:
     from torch.utils.data import BatchSampler as TorchBatch
     from torch.utils.data import DistributedSampler
     from torch.utils.data import RandomSampler as TorchRandom
@@ -342,7 +342,7 @@ def with_generator() -> Any:
     return sampler.RandomSampler(range(9), generator=generator)
 
 
-def test_the_stateful_samplers_resume_exactly():
+def test_the_stateful_samplers_resume_exactly() -> None:
     from checkpointable.dataloader import sampler
 
     assert_resumable(with_generator, epochs=3)
@@ -356,7 +356,7 @@ def test_the_stateful_samplers_resume_exactly():
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_the_loader_resumes_over_the_stateful_samplers(num_workers: int):
+def test_the_loader_resumes_over_the_stateful_samplers(num_workers: int) -> None:
     from checkpointable.dataloader import sampler
 
     def make() -> StatefulDataLoader:

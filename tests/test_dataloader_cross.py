@@ -55,7 +55,7 @@ def partial_epoch(loader: StatefulDataLoader, count: int) -> list[Any]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["map", "sharded"])
-def test_a_state_saved_with_any_num_workers_loads_with_any_other(kind):
+def test_a_state_saved_with_any_num_workers_loads_with_any_other(kind) -> None:
     with make(kind, 0) as reference_loader:
         reference = epochs(reference_loader, 0, 2)
     for saved_with in WORKERS:
@@ -88,7 +88,7 @@ def test_a_state_saved_with_any_num_workers_loads_with_any_other(kind):
 
 
 @pytest.mark.timeout(120)
-def test_a_dataset_state_is_dropped_with_a_warning_when_num_workers_changes():
+def test_a_dataset_state_is_dropped_with_a_warning_when_num_workers_changes() -> None:
     loader = StatefulDataLoader(CountingNoise(20), batch_size=2, num_workers=2)
     head = partial_epoch(loader, 3)
     state = loader.state_dict()
@@ -101,7 +101,7 @@ def test_a_dataset_state_is_dropped_with_a_warning_when_num_workers_changes():
     assert [int(i) for batch in head + rest for i in batch[0]] == list(range(20))
 
 
-def test_a_plain_iterable_state_needs_the_same_num_workers():
+def test_a_plain_iterable_state_needs_the_same_num_workers() -> None:
     loader = StatefulDataLoader(StatefulPartitioned(10), batch_size=2, num_workers=0)
     state = loader.state_dict()
     other = StatefulDataLoader(StatefulPartitioned(10), batch_size=2, num_workers=2)
@@ -115,7 +115,7 @@ def _ids(batches: list[Any]) -> list[int]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("loaded_with", [0, 2])
-def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with):
+def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with) -> None:
     n = 40
     loader = StatefulDataLoader(
         Slow(n), batch_size=1, num_workers=2, in_order=False, prefetch_factor=4
@@ -142,7 +142,7 @@ def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["sharded", "iterable"])
-def test_out_of_order_iterable_styles_stay_exactly_once(kind):
+def test_out_of_order_iterable_styles_stay_exactly_once(kind) -> None:
     def build(num_workers: int) -> StatefulDataLoader:
         dataset = sharded(37, 5) if kind == "sharded" else StatefulPartitioned(37)
         return StatefulDataLoader(dataset, batch_size=2, num_workers=num_workers, in_order=False)
@@ -161,7 +161,7 @@ def test_out_of_order_iterable_styles_stay_exactly_once(kind):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sampler", ["counting", "resumable"])
-def test_out_of_order_delivery_with_a_stateful_sampler_stays_exactly_once(sampler):
+def test_out_of_order_delivery_with_a_stateful_sampler_stays_exactly_once(sampler) -> None:
     """A resetting user sampler and our resumable one, two epochs, resumed with 0 workers."""
     n = 23
 

@@ -96,7 +96,7 @@ def sampler_kinds(n: int, generator: torch.Generator | None) -> dict[str, Any]:
 )
 def test_map_style_without_workers_matches_torch(
     n, batch_size, drop_last, kind, generator_seed, seed
-):
+) -> None:
     drop_last = drop_last and batch_size is not None
 
     def make(cls: type) -> Any:
@@ -122,7 +122,7 @@ def test_map_style_without_workers_matches_torch(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_map_style_with_workers_matches_torch_seeding_and_worker_info(persistent, shuffle):
+def test_map_style_with_workers_matches_torch_seeding_and_worker_info(persistent, shuffle) -> None:
     generator = torch.Generator()
     generator.manual_seed(5)
 
@@ -152,7 +152,7 @@ def _init_worker(worker_id: int) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 1, 2, 3])
 @pytest.mark.parametrize(("batch_size", "drop_last"), [(None, False), (3, False), (3, True)])
-def test_iterable_dataset_sharding_matches_torch(num_workers, batch_size, drop_last):
+def test_iterable_dataset_sharding_matches_torch(num_workers, batch_size, drop_last) -> None:
     def make(cls: type) -> Any:
         return cls(Partitioned(17), batch_size, drop_last=drop_last, num_workers=num_workers)
 
@@ -160,7 +160,7 @@ def test_iterable_dataset_sharding_matches_torch(num_workers, batch_size, drop_l
 
 
 @pytest.mark.timeout(60)
-def test_stateful_iterable_dataset_matches_torch_with_persistent_workers():
+def test_stateful_iterable_dataset_matches_torch_with_persistent_workers() -> None:
     def make(cls: type) -> Any:
         return cls(StatefulPartitioned(11), 2, num_workers=2, persistent_workers=True)
 
@@ -168,7 +168,7 @@ def test_stateful_iterable_dataset_matches_torch_with_persistent_workers():
 
 
 @pytest.mark.timeout(60)
-def test_in_order_false_gives_the_same_batches_in_some_order():
+def test_in_order_false_gives_the_same_batches_in_some_order() -> None:
     make = lambda cls: cls(Squares(40), 3, shuffle=True, num_workers=2, in_order=False)  # noqa: E731
     ours, _ = run(StatefulDataLoader, 1, make)
     theirs, _ = run(DataLoader, 1, make)
@@ -176,7 +176,7 @@ def test_in_order_false_gives_the_same_batches_in_some_order():
     assert sorted(map(key, ours[0])) == sorted(map(key, theirs[0]))
 
 
-def test_collation_and_len_match_torch():
+def test_collation_and_len_match_torch() -> None:
     data = [{"x": torch.tensor([i, i]), "y": str(i), "z": (i, float(i))} for i in range(7)]
     assert_same(lambda cls: cls(data, batch_size=3), epochs=1)
     assert_same(lambda cls: cls(data, batch_size=None), epochs=1)
@@ -190,7 +190,7 @@ def test_collation_and_len_match_torch():
     num_shards=st.integers(1, 5),
     batch_size=st.one_of(st.none(), st.integers(1, 4)),
 )
-def test_sharded_dataset_order_is_round_robin_over_live_shards(n, num_shards, batch_size):
+def test_sharded_dataset_order_is_round_robin_over_live_shards(n, num_shards, batch_size) -> None:
     dataset = sharded(n, num_shards)
     shards = [list(dataset.open_shard(s)) for s in range(num_shards)]
     expected, live = [], list(range(num_shards))
@@ -210,7 +210,7 @@ def test_sharded_dataset_order_is_round_robin_over_live_shards(n, num_shards, ba
 
 
 @pytest.mark.timeout(60)
-def test_a_sharded_dataset_also_works_under_torchs_dataloader():
+def test_a_sharded_dataset_also_works_under_torchs_dataloader() -> None:
     dataset = sharded(31, 5)
     items = [int(x) for batch in DataLoader(dataset, batch_size=3, num_workers=2) for x in batch]
     assert sorted(items) == list(range(31))

@@ -86,7 +86,7 @@ def map_loader(num_workers: int = 0, persistent: bool = False, **kwargs: Any) ->
     ],
     ids=str,
 )
-def test_map_style_without_workers(kwargs):
+def test_map_style_without_workers(kwargs) -> None:
     factory = partial(map_loader, 0, False, **kwargs)
     epochs = 1 if kwargs.get("shuffle") else 3  # seeds from the global RNG: see reseed
     items = assert_resumable(factory, epochs=epochs, before_epoch=reseed)
@@ -142,7 +142,7 @@ FEW = [0, 1, 3, 4, 5, 6, 9]
 
 @pytest.mark.parametrize("kind", ["subset", "weighted"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_workers):
+def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_workers) -> None:
     """SubsetRandomSampler() / WeightedRandomSampler() draw from the global RNG: the resumed run
     draws with a different global RNG, yet replays the epoch's order (every step but the first,
     which starts an epoch: its order comes from the global RNG, as with torch)."""
@@ -160,7 +160,7 @@ def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_wo
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_map_style_with_two_workers(persistent):
+def test_map_style_with_two_workers(persistent) -> None:
     # 11 items in batches of 3: 4 batches and an epoch end per epoch (steps 4 and 5, 9 and 10).
     factory = partial(map_loader, 2, persistent, shuffle=True, generator="seeded")
     assert_resumable(factory, epochs=2, before_epoch=reseed, positions=FEW)
@@ -168,13 +168,13 @@ def test_map_style_with_two_workers(persistent):
 
 
 @pytest.mark.timeout(120)
-def test_map_style_with_workers_and_a_stateful_sampler():
+def test_map_style_with_workers_and_a_stateful_sampler() -> None:
     factory = partial(map_loader, 2, False, sampler="stateful", generator="seeded")
     assert_resumable(factory, epochs=2, before_epoch=reseed, positions=FEW)
 
 
 @pytest.mark.timeout(240)
-def test_map_style_with_spawn_workers():
+def test_map_style_with_spawn_workers() -> None:
     factory = partial(map_loader, 2, True, shuffle=True, multiprocessing_context="spawn")
     assert_resumable(factory, epochs=2, before_epoch=reseed, positions=[6])
 
@@ -186,7 +186,7 @@ def test_map_style_with_spawn_workers():
 @pytest.mark.parametrize(
     ("num_workers", "persistent"), [(0, False), (2, False), (2, True)], ids=str
 )
-def test_stateful_iterable_dataset(num_workers, persistent):
+def test_stateful_iterable_dataset(num_workers, persistent) -> None:
     def factory() -> StatefulDataLoader:
         return StatefulDataLoader(
             StatefulPartitioned(13),
@@ -201,7 +201,7 @@ def test_stateful_iterable_dataset(num_workers, persistent):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_iterable_dataset_without_state_is_fast_forwarded(num_workers):
+def test_iterable_dataset_without_state_is_fast_forwarded(num_workers) -> None:
     def factory() -> StatefulDataLoader:
         return StatefulDataLoader(Partitioned(13), batch_size=2, num_workers=num_workers)
 
@@ -210,7 +210,7 @@ def test_iterable_dataset_without_state_is_fast_forwarded(num_workers):
 
 
 @pytest.mark.timeout(120)
-def test_snapshots_every_n_steps_restore_exactly():
+def test_snapshots_every_n_steps_restore_exactly() -> None:
     def factory() -> StatefulDataLoader:
         return StatefulDataLoader(
             StatefulPartitioned(25), batch_size=2, num_workers=2, snapshot_every_n_steps=3
@@ -230,14 +230,14 @@ def test_snapshots_every_n_steps_restore_exactly():
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_sharded_dataset(num_workers):
+def test_sharded_dataset(num_workers) -> None:
     factory = partial(StatefulDataLoader, sharded(23, 3), batch_size=2, num_workers=num_workers)
     positions = None if num_workers == 0 else [0, 3, 8, 12, 13, 14]
     assert_resumable(factory, epochs=2, positions=positions)
 
 
 @pytest.mark.timeout(240)
-def test_forkserver_workers_resume_exactly():
+def test_forkserver_workers_resume_exactly() -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             sharded(17, 3),
@@ -269,7 +269,7 @@ def test_forkserver_workers_resume_exactly():
 )
 def test_a_random_sampler_resumes_at_any_position_as_torch_draws_it(
     n, batch_size, drop_last, replacement, extra, seed
-):
+) -> None:
     """torch's batches from every position on, and the shared generator left as torch leaves it."""
 
     def make(cls: type, generator: torch.Generator) -> Any:

@@ -46,7 +46,7 @@ def states() -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_every_key_is_documented():
+def test_every_key_is_documented() -> None:
     text = DOCS.read_text()
     documented = set(re.findall(r"\| `([a-z_]+(?:\[[a-z]\])?(?:\.[a-z_]+)?)` \|", text))
     documented = {re.sub(r"\[[a-z]\]", "[*]", key) for key in documented}
@@ -57,7 +57,7 @@ def test_every_key_is_documented():
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers):
+def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers) -> None:
     torch.manual_seed(0)
     loader = StatefulDataLoader(
         Squares(10**6), batch_size=64, shuffle=True, num_workers=num_workers
@@ -80,7 +80,7 @@ def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers):
         assert state["version"] == STATE_VERSION and state["type"] == "StatefulDataLoader"
 
 
-def test_a_state_never_changes_after_it_was_taken():
+def test_a_state_never_changes_after_it_was_taken() -> None:
     loader = StatefulDataLoader(StatefulPartitioned(20), batch_size=2)
     batches = iter(loader)
     next(batches)
@@ -125,13 +125,13 @@ def _map(n: int = 10, batch_size: int = 2, **kwargs: Any) -> StatefulDataLoader:
         ),
     ],
 )
-def test_a_state_from_another_configuration_is_refused(saved, loading, pattern):
+def test_a_state_from_another_configuration_is_refused(saved, loading, pattern) -> None:
     state = saved.state_dict()
     with pytest.raises(IncompatibleStateError, match=pattern):
         loading.load_state_dict(state)
 
 
-def test_damaged_states_are_refused_clearly():
+def test_damaged_states_are_refused_clearly() -> None:
     loader = _map()
     good = loader.state_dict()
     with pytest.raises(TypeError, match="a state must be a dict, got list"):
@@ -152,7 +152,7 @@ def test_damaged_states_are_refused_clearly():
 
 
 @pytest.mark.parametrize("sampler", [None, "plain"])
-def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler):
+def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler) -> None:
     from tests._loader_data import PlainSampler
 
     loader = _map(10, sampler=PlainSampler(10) if sampler else None)
@@ -165,7 +165,7 @@ def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler):
     assert len(list(loader)) == 5
 
 
-def test_state_dict_before_iterating_mid_epoch_and_between_epochs():
+def test_state_dict_before_iterating_mid_epoch_and_between_epochs() -> None:
     torch.manual_seed(3)
     loader = _map(7, 3, shuffle=True)
     first = loader.state_dict()

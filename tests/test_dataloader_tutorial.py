@@ -45,7 +45,7 @@ def run_program(make: Any, reload: bool) -> tuple[list[Any], list[Any]]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("reload", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_map_style_program_with_a_stateful_sampler_and_dataset(num_workers, reload):
+def test_map_style_program_with_a_stateful_sampler_and_dataset(num_workers, reload) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             NoisyRange(5, 1, 1),
@@ -63,7 +63,7 @@ def test_map_style_program_with_a_stateful_sampler_and_dataset(num_workers, relo
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("reload", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_iterable_program_with_per_worker_state(num_workers, reload):
+def test_iterable_program_with_per_worker_state(num_workers, reload) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             TutorialIterable(12, 0), batch_size=2, drop_last=False, num_workers=num_workers
@@ -74,7 +74,7 @@ def test_iterable_program_with_per_worker_state(num_workers, reload):
     assert items_equal(resumed, expected)
 
 
-def test_the_imports_of_torchdata_have_a_one_line_equivalent():
+def test_the_imports_of_torchdata_have_a_one_line_equivalent() -> None:
     class Counter(torch.utils.data.IterableDataset, Stateful):
         def __init__(self) -> None:
             self.i = 0

@@ -30,7 +30,7 @@ def demo(tmp_path: Path, *args: str, bars: bool = False) -> subprocess.Completed
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("seed", "kill_at"), [(0, 12), (3, 27)])
-def test_a_killed_run_resumes_identically(tmp_path, seed, kill_at):
+def test_a_killed_run_resumes_identically(tmp_path: Path, seed, kill_at) -> None:
     # Bars asked for, but the output is a pipe: none is drawn, the output stays clean.
     done = demo(
         tmp_path, "--seed", str(seed), "--kill-at", str(kill_at), "--workers", "2", bars=True
@@ -50,7 +50,7 @@ def test_a_killed_run_resumes_identically(tmp_path, seed, kill_at):
 
 
 @pytest.mark.timeout(300)
-def test_a_lost_batch_is_reported_as_different(tmp_path):
+def test_a_lost_batch_is_reported_as_different(tmp_path: Path) -> None:
     """The comparison can fail: a resume that skips one batch must be caught."""
     done = demo(tmp_path, "--kill-at", "17", "--workers", "0", "--break-resume")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -58,13 +58,13 @@ def test_a_lost_batch_is_reported_as_different(tmp_path):
     assert done.stdout.rstrip().endswith("identical: no")
 
 
-def test_bad_options_are_refused(tmp_path):
+def test_bad_options_are_refused(tmp_path: Path) -> None:
     done = demo(tmp_path, "--kill-at", "3")
     assert done.returncode == 2
     assert "--kill-at must be after the first checkpoint" in done.stderr
 
 
-def test_the_training_shows_a_progress_bar_on_a_terminal(tmp_path):
+def test_the_training_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     """The demo's training child draws its tqdm bar when its stderr is a terminal (a pty)."""
     write_corpus(tmp_path / "data", 0)
     command = [
@@ -92,7 +92,7 @@ def test_the_training_shows_a_progress_bar_on_a_terminal(tmp_path):
     assert "training:" in text and "/8 [" in text and "it/s]" in text, text  # 2 epochs of 4
 
 
-def test_the_plot_draws_both_resumed_runs_and_their_difference(tmp_path):
+def test_the_plot_draws_both_resumed_runs_and_their_difference(tmp_path: Path) -> None:
     reference = Run(records={s: {"loss": 1.0 / s} for s in range(1, 11)}, done=True)
     killed = Run(records={s: {"loss": 1.0 / s} for s in range(1, 8)})
     same = Run(records={s: {"loss": 1.0 / s} for s in range(6, 11)}, resumed_from=5, done=True)

@@ -74,13 +74,13 @@ BLOCKS = [
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("code", BLOCKS)
-def test_every_runnable_block_runs_as_written(tmp_path, code):
+def test_every_runnable_block_runs_as_written(tmp_path: Path, code) -> None:
     run_script(code, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_readme_quick_start_runs_and_resumes(tmp_path):
+def test_the_readme_quick_start_runs_and_resumes(tmp_path: Path) -> None:
     code = quick_start()
     first = run_script(code, tmp_path)
     assert (tmp_path / "checkpoint.pt").exists()
@@ -91,7 +91,7 @@ def test_the_readme_quick_start_runs_and_resumes(tmp_path):
     assert first.startswith("done: epoch 3, iteration 48, loss ")
 
 
-def test_the_marker_is_documented():
+def test_the_marker_is_documented() -> None:
     assert MARKER in (ROOT / "docs" / "guide.md").read_text().split("## Quick start")[0]
 
 
@@ -163,7 +163,7 @@ SIZES = {
 
 
 @pytest.mark.parametrize("case", list(SIZES))
-def test_the_guide_states_sizes_as_measured(tmp_path, case):
+def test_the_guide_states_sizes_as_measured(tmp_path: Path, case) -> None:
     guide = (ROOT / "docs" / "guide.md").read_text()
     row = re.search(re.escape(f"| {case} | ") + r"([\d.]+) KB \|", guide)
     assert row is not None, f"no row for {case!r} in the guide's size table"

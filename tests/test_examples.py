@@ -39,7 +39,7 @@ def samples_per_epoch(out: Path) -> dict[int, Counter[int]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_ddp_example_resumes_on_another_number_of_ranks(tmp_path):
+def test_ddp_example_resumes_on_another_number_of_ranks(tmp_path: Path) -> None:
     first = tmp_path / "first"
     said = torchrun(2, "--out", str(first), "--stop-after", "5")
     assert "stopped after step 5 on 2 ranks; resume with --resume" in said

@@ -64,7 +64,9 @@ def ids(batches) -> list[int]:
     ],
 )
 @pytest.mark.resumable("StatefulDataLoader")
-def test_streaming_dataset_resumes_exactly_with_its_own_state(tmp_path, kind, workers):
+def test_streaming_dataset_resumes_exactly_with_its_own_state(
+    tmp_path: Path, kind, workers
+) -> None:
     paths = write_files(tmp_path, kind)
 
     def make() -> StatefulDataLoader:
@@ -79,7 +81,7 @@ def test_streaming_dataset_resumes_exactly_with_its_own_state(tmp_path, kind, wo
 
 
 @pytest.mark.slow
-def test_persistent_workers_resume_exactly_with_set_epoch(tmp_path):
+def test_persistent_workers_resume_exactly_with_set_epoch(tmp_path: Path) -> None:
     """Their dataset keeps a loaded state for its epoch: a new epoch number ends it."""
     paths = write_files(tmp_path, "parquet")
 
@@ -96,7 +98,7 @@ def test_persistent_workers_resume_exactly_with_set_epoch(tmp_path):
     assert sorted(ids(batches)) == sorted(every_row() * 2)
 
 
-def test_the_state_holds_the_datasets_own_state(tmp_path):
+def test_the_state_holds_the_datasets_own_state(tmp_path: Path) -> None:
     paths = write_files(tmp_path, "jsonl")
     loader = StatefulDataLoader(streaming(paths, "jsonl"), batch_size=4)
     batches = iter(loader)
@@ -110,7 +112,7 @@ def test_the_state_holds_the_datasets_own_state(tmp_path):
     assert json.loads(json.dumps(entry)) == entry
 
 
-def test_a_map_style_dataset_works_with_the_resumable_samplers(tmp_path):
+def test_a_map_style_dataset_works_with_the_resumable_samplers(tmp_path: Path) -> None:
     paths = write_files(tmp_path, "parquet")
     table = datasets.Dataset.from_parquet(paths, cache_dir=str(tmp_path / "cache"))
     table = table.with_format("torch")
@@ -131,7 +133,7 @@ def test_a_map_style_dataset_works_with_the_resumable_samplers(tmp_path):
     assert sorted(shares[0] + shares[1]) == every_row()
 
 
-def test_a_shuffle_buffer_is_named_once_in_a_warning(tmp_path):
+def test_a_shuffle_buffer_is_named_once_in_a_warning(tmp_path: Path) -> None:
     paths = write_files(tmp_path, "jsonl")
     shuffled = streaming(paths, "jsonl").shuffle(seed=0, buffer_size=8)
     loader = StatefulDataLoader(shuffled, batch_size=4)

@@ -93,7 +93,9 @@ def stream_state() -> dict:
         ]),
     ],
 )  # fmt: skip
-def test_prints_every_field_of_a_state(tmp_path, capsys, make, kind, where):
+def test_prints_every_field_of_a_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, kind, where
+) -> None:
     state = make()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "data": state}, path)
@@ -114,7 +116,9 @@ def test_prints_every_field_of_a_state(tmp_path, capsys, make, kind, where):
             assert f"{key}: {value!r}" in out, key
 
 
-def test_where_lines_explain_a_finished_epoch_and_epochs_that_are_not_passes(capsys):
+def test_where_lines_explain_a_finished_epoch_and_epochs_that_are_not_passes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A Stream's epochs of epoch_size items are not the loader's passes: the lines say so."""
     stream = Stream(StatefulDataLoader(list(range(10)), batch_size=2))  # 5 batches a pass
     for epoch in stream.epochs(3, 3, progress_bar=False):  # epochs of 3 batches
@@ -139,7 +143,9 @@ def test_where_lines_explain_a_finished_epoch_and_epochs_that_are_not_passes(cap
     )
 
 
-def test_a_model_only_checkpoint_says_it_has_no_data_state(tmp_path, capsys):
+def test_a_model_only_checkpoint_says_it_has_no_data_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "model.pt"
     torch.save(torch.nn.Linear(3, 2).state_dict(), path)
     assert inspect_main(str(path)) == 1
@@ -151,7 +157,7 @@ def test_a_model_only_checkpoint_says_it_has_no_data_state(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["states"] == []
 
 
-def test_json_output_for_scripts(tmp_path, capsys):
+def test_json_output_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = stream_state()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "stream": state}, path)
@@ -166,7 +172,9 @@ def test_json_output_for_scripts(tmp_path, capsys):
     assert entry["written_by_rank"] is None
 
 
-def test_reads_a_dcp_folder_without_running_its_code(tmp_path, capsys):
+def test_reads_a_dcp_folder_without_running_its_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A single-process DCP save; the DDP example's folder is inspected in test_examples."""
     import torch.distributed.checkpoint as dcp
 
@@ -193,7 +201,7 @@ def test_reads_a_dcp_folder_without_running_its_code(tmp_path, capsys):
     assert "without a .metadata file" in capsys.readouterr().err
 
 
-def test_reads_json_and_selects_a_key(tmp_path, capsys):
+def test_reads_json_and_selects_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"run": {"data": pipeline_state()}}))
     assert inspect_main(str(path), key="run.data.source") == 0
@@ -207,7 +215,9 @@ class Payload:
     """An object whose unpickling would need this test module's code."""
 
 
-def test_refuses_a_pickle_that_needs_code(tmp_path, capsys):
+def test_refuses_a_pickle_that_needs_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "objects.pt"
     torch.save({"loader": Payload()}, path)
     assert inspect_main(str(path)) == 2
@@ -215,7 +225,7 @@ def test_refuses_a_pickle_that_needs_code(tmp_path, capsys):
     assert "need code to load" in err and "weights_only=True" in err
 
 
-def test_command_line_entry_point(tmp_path):
+def test_command_line_entry_point(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text(json.dumps(pipeline_state()))
     done = subprocess.run(
@@ -230,7 +240,9 @@ def test_command_line_entry_point(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"{broken json"])
-def test_unreadable_files_give_a_clear_message(tmp_path, capsys, content):
+def test_unreadable_files_give_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content
+) -> None:
     path = tmp_path / "bad"
     path.write_bytes(content)
     assert inspect_main(str(path)) == 2

@@ -50,7 +50,9 @@ def records(out: Path, phase: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("workers", "sampler"), [(0, "generator"), (2, "generator"), (2, "resumable")]
 )
-def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(tmp_path, capsys, workers, sampler):
+def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers, sampler
+) -> None:
     options = ("--workers", str(workers), "--sampler", sampler)
     # The reference has the same workers: torch's RandomSampler makes one more draw from the
     # generator at the end of an epoch when workers prefetch to its end (ours does the same).

@@ -57,7 +57,7 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
-def test_all_is_sorted_and_importable(module_name):
+def test_all_is_sorted_and_importable(module_name) -> None:
     module = importlib.import_module(module_name)
     assert module.__all__ == sorted(module.__all__, key=_isort_key)
     for name in module.__all__:
@@ -65,19 +65,19 @@ def test_all_is_sorted_and_importable(module_name):
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES[1:])
-def test_every_public_name_is_also_top_level(module_name):
+def test_every_public_name_is_also_top_level(module_name) -> None:
     module = importlib.import_module(module_name)
     missing = set(module.__all__) - set(checkpointable.__all__)
     assert not missing
 
 
-def test_star_import_gives_every_seed_name():
+def test_star_import_gives_every_seed_name() -> None:
     namespace: dict[str, object] = {}
     exec("from checkpointable.iterators import *", namespace)
     assert set(namespace) >= SEED_ITERATOR_NAMES
 
 
-def test_iterators_are_real_classes():
+def test_iterators_are_real_classes() -> None:
     from checkpointable import iterators
 
     for name in SEED_ITERATOR_NAMES - {"create_source_iterator"}:
@@ -109,12 +109,12 @@ def _stateful() -> set[str]:
     }
 
 
-def test_every_public_stateful_class_has_a_resumability_case():
+def test_every_public_stateful_class_has_a_resumability_case() -> None:
     uncovered = _stateful() - _resumable_marks() - set(NOT_ITERATED)
     assert not uncovered, f"no @pytest.mark.resumable case for {sorted(uncovered)}"
 
 
-def test_every_public_stateful_class_is_fuzzed():
+def test_every_public_stateful_class_is_fuzzed() -> None:
     from tests.test_state_fuzz import SUBJECTS
 
     bases = {*NOT_ITERATED, "ResumableSampler"}  # a subclass's states are fuzzed
@@ -122,7 +122,7 @@ def test_every_public_stateful_class_is_fuzzed():
     assert not uncovered, f"not fuzzed (tests/test_state_fuzz.py): {sorted(uncovered)}"
 
 
-def test_the_torch_free_parts_do_not_import_torch():
+def test_the_torch_free_parts_do_not_import_torch() -> None:
     """Iterator pipelines (and each spawn worker running one) start without importing torch."""
     import subprocess
     import sys

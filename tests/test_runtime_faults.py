@@ -43,7 +43,7 @@ def two_cpu_hogs() -> Iterator[None]:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["prefetch", "parallel_map"])
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method, kind):
+def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method, kind) -> None:
     script = str(Path(ROOT) / "tests" / "fault_scripts" / "orphans.py")
     result = subprocess.run(
         [sys.executable, script, method, kind, "100", str(random.randrange(2**31))],
@@ -60,7 +60,7 @@ def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method,
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs):
+def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs) -> None:
     chance = random.Random()
     before = child_pids()
     killed: set[int] = set()
@@ -92,7 +92,7 @@ def _kill_loader_workers(chance: random.Random, before: set[int], killed: set[in
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_running_out_of_file_descriptors_gets_torchs_hint():
+def test_running_out_of_file_descriptors_gets_torchs_hint() -> None:
     script = textwrap.dedent(
         """
         import resource
@@ -125,7 +125,7 @@ def test_running_out_of_file_descriptors_gets_torchs_hint():
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks):
+def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks) -> None:
     # A pickle of a tensor hands its shared memory over once: two workers reading one pickle
     # failed with EOFError in the second one.
     torch = pytest.importorskip("torch")
@@ -145,7 +145,7 @@ def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks):
         assert list(mapped) == [n + 3 for n in range(6)]
 
 
-def test_the_resource_tracker_runs_before_a_spawn_group_makes_its_semaphores():
+def test_the_resource_tracker_runs_before_a_spawn_group_makes_its_semaphores() -> None:
     # Regression: the tracker started lazily, at the first named semaphore, took milliseconds to
     # come up, and a consumer SIGKILLed meanwhile left that semaphore in /dev/shm for good
     # (about 2 of 3 consumers killed 0-10 ms after starting spawn workers).

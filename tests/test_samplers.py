@@ -32,24 +32,24 @@ def helios_order(n: int, seed: int, epoch: int) -> list[int]:
 
 # ---------------------------------------------------------------------------- orders
 @pytest.mark.parametrize(("n", "seed", "epoch"), [(0, 0, 0), (1, 3, 0), (10, 0, 4), (5000, 7, 2)])
-def test_random_order_is_helios_order(n, seed, epoch):
+def test_random_order_is_helios_order(n, seed, epoch) -> None:
     sampler = ResumableRandomSampler(range(n), seed=seed)
     sampler.set_epoch(epoch)
     assert list(sampler) == helios_order(n, seed, epoch)
     assert len(sampler) == n
 
 
-def test_sequential_order_is_range():
+def test_sequential_order_is_range() -> None:
     assert list(ResumableSequentialSampler(range(9000), batch_size=3)) == list(range(9000))
 
 
-def test_yields_python_ints():
+def test_yields_python_ints() -> None:
     assert {type(i) for i in ResumableRandomSampler(range(5))} == {int}
     assert {type(i) for i in ResumableDistributedSampler(range(5), 2, 1)} == {int}
 
 
 @pytest.mark.parametrize("position", [0, 1, 4095, 4096, 4097, 9999, 10000])
-def test_random_resumes_at_any_position_across_chunks(position):
+def test_random_resumes_at_any_position_across_chunks(position) -> None:
     sampler = ResumableRandomSampler(range(10000), seed=2)
     it = iter(sampler)
     head = list(islice(it, position))
@@ -63,7 +63,7 @@ def test_random_resumes_at_any_position_across_chunks(position):
 # ---------------------------------------------------------------------------- assert_resumable
 @pytest.mark.resumable("ResumableRandomSampler")
 @pytest.mark.parametrize(("n", "seed", "batch_size"), [(0, 0, 1), (1, 0, 1), (7, 1, 3), (25, 5, 4)])
-def test_random_sampler_is_resumable(n, seed, batch_size):
+def test_random_sampler_is_resumable(n, seed, batch_size) -> None:
     items = assert_resumable(
         lambda: ResumableRandomSampler(range(n), seed=seed, batch_size=batch_size),
         epochs=3,
@@ -74,7 +74,7 @@ def test_random_sampler_is_resumable(n, seed, batch_size):
 
 @pytest.mark.resumable("ResumableSequentialSampler")
 @pytest.mark.parametrize(("n", "batch_size"), [(0, 1), (5, 1), (13, 4)])
-def test_sequential_sampler_is_resumable(n, batch_size):
+def test_sequential_sampler_is_resumable(n, batch_size) -> None:
     items = assert_resumable(
         lambda: ResumableSequentialSampler(range(n), batch_size=batch_size),
         epochs=3,
@@ -96,7 +96,7 @@ def test_sequential_sampler_is_resumable(n, batch_size):
     ],
 )
 @pytest.mark.resumable("ResumableDistributedSampler")
-def test_distributed_sampler_is_resumable(n, replicas, rank, shuffle, drop_last):
+def test_distributed_sampler_is_resumable(n, replicas, rank, shuffle, drop_last) -> None:
     def factory():
         return ResumableDistributedSampler(
             range(n), replicas, rank, shuffle=shuffle, seed=4, drop_last=drop_last, batch_size=2
@@ -113,7 +113,7 @@ def test_distributed_sampler_is_resumable(n, replicas, rank, shuffle, drop_last)
     assert items == expected
 
 
-def test_resumable_in_a_fresh_process():
+def test_resumable_in_a_fresh_process() -> None:
     factory = functools.partial(ResumableRandomSampler, range(12), seed=9, batch_size=5)
     assert_resumable(factory, epochs=2, before_epoch=set_epoch, fresh_process=True)
 
@@ -129,12 +129,12 @@ class ListOrder(ResumableSampler):
 
 
 @pytest.mark.resumable("ResumableSampler")
-def test_user_subclass_with_a_list_order_is_resumable():
+def test_user_subclass_with_a_list_order_is_resumable() -> None:
     items = assert_resumable(lambda: ListOrder(2), epochs=2, before_epoch=set_epoch)
     assert items == ListOrder(2).order(0) + ListOrder(2).order(1)
 
 
-def test_an_order_of_the_wrong_length_is_reported():
+def test_an_order_of_the_wrong_length_is_reported() -> None:
     class Wrong(ListOrder):
         def order(self, epoch: int) -> list[int]:
             return [0, 1]
@@ -146,7 +146,7 @@ def test_an_order_of_the_wrong_length_is_reported():
 
 
 # ---------------------------------------------------------------------------- epochs and position
-def test_set_epoch_same_epoch_keeps_the_position_other_epoch_resets_it():
+def test_set_epoch_same_epoch_keeps_the_position_other_epoch_resets_it() -> None:
     sampler = ResumableRandomSampler(range(10), seed=1, batch_size=2)
     sampler.set_epoch(2)
     it = iter(sampler)
@@ -162,7 +162,7 @@ def test_set_epoch_same_epoch_keeps_the_position_other_epoch_resets_it():
     assert restored.position == 0 and list(restored) == helios_order(10, 1, 3)
 
 
-def test_the_skip_is_not_applied_to_later_epochs():
+def test_the_skip_is_not_applied_to_later_epochs() -> None:
     """The anchors' bug: a resumed start_iter stayed in force for the following epochs."""
     sampler = ResumableRandomSampler(range(10), seed=0, batch_size=3)
     sampler.start_iter = 2
@@ -175,7 +175,7 @@ def test_the_skip_is_not_applied_to_later_epochs():
     assert list(sampler) == helios_order(10, 0, 1)
 
 
-def test_the_position_stays_at_the_end_until_the_next_iterator():
+def test_the_position_stays_at_the_end_until_the_next_iterator() -> None:
     """A DataLoader exhausts the sampler while it draws the last partial batch; a checkpoint
     taken while that batch is trained on must not resume at the start of the epoch."""
     sampler = ResumableSequentialSampler(range(5), batch_size=2)
@@ -188,7 +188,7 @@ def test_the_position_stays_at_the_end_until_the_next_iterator():
     assert list(restored) == [0, 1, 2, 3, 4]
 
 
-def test_only_the_newest_iterator_moves_the_position():
+def test_only_the_newest_iterator_moves_the_position() -> None:
     sampler = ResumableSequentialSampler(range(6))
     old = iter(sampler)
     next(old)
@@ -198,7 +198,7 @@ def test_only_the_newest_iterator_moves_the_position():
     assert sampler.position == 2 and list(new) == [2, 3, 4, 5]
 
 
-def test_an_iterator_taken_before_set_epoch_keeps_its_order_but_stops_counting():
+def test_an_iterator_taken_before_set_epoch_keeps_its_order_but_stops_counting() -> None:
     sampler = ResumableRandomSampler(range(6), seed=0)
     it = iter(sampler)
     next(it)
@@ -207,7 +207,7 @@ def test_an_iterator_taken_before_set_epoch_keeps_its_order_but_stops_counting()
     assert len(list(it)) == 5 and sampler.position == 0
 
 
-def test_start_iter_setter_and_changed_batch_size():
+def test_start_iter_setter_and_changed_batch_size() -> None:
     sampler = ResumableRandomSampler(range(10), seed=5, batch_size=4)
     sampler.start_iter = 3  # every batch drawn, the last one partial
     assert (sampler.position, list(sampler)) == (10, [])
@@ -221,7 +221,7 @@ def test_start_iter_setter_and_changed_batch_size():
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
-def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size):
+def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size) -> None:
     n = 11
 
     def loader(sampler):
@@ -244,7 +244,7 @@ def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size):
         assert taken + [b.tolist() for b in loader(third)] == full
 
 
-def test_distributed_batch_size_changes_only_start_iter():
+def test_distributed_batch_size_changes_only_start_iter() -> None:
     sampler = ResumableDistributedSampler(range(20), 2, 0, batch_size=3)
     list(islice(iter(sampler), 6))
     state = sampler.state_dict()
@@ -256,7 +256,7 @@ def test_distributed_batch_size_changes_only_start_iter():
     assert list(other) == torch_order[6:]
 
 
-def test_distributed_start_iter_setter_is_heliosish():
+def test_distributed_start_iter_setter_is_heliosish() -> None:
     sampler = ResumableDistributedSampler(range(11), 3, 1, seed=2, batch_size=2)
     sampler.set_epoch(5)
     sampler.start_iter = 1
@@ -266,7 +266,7 @@ def test_distributed_start_iter_setter_is_heliosish():
 
 
 # ---------------------------------------------------------------------------- state
-def test_state_is_plain_ints_and_names_the_configuration():
+def test_state_is_plain_ints_and_names_the_configuration() -> None:
     state = ResumableRandomSampler(range(4), seed=2).state_dict()
     assert state == {
         "version": 2,
@@ -325,7 +325,7 @@ def test_state_is_plain_ints_and_names_the_configuration():
         ),
     ],
 )
-def test_incompatible_states_are_refused_naming_both_values(saved, loading, message):
+def test_incompatible_states_are_refused_naming_both_values(saved, loading, message) -> None:
     with pytest.raises(IncompatibleStateError, match=message):
         loading().load_state_dict(saved().state_dict())
 
@@ -341,19 +341,19 @@ def test_incompatible_states_are_refused_naming_both_values(saved, loading, mess
         ({"extra": 1}, r"unexpected key\(s\) \['extra'\]"),
     ],
 )
-def test_corrupt_states_are_refused(change, message):
+def test_corrupt_states_are_refused(change, message) -> None:
     state = {**ResumableRandomSampler(range(10)).state_dict(), **change}
     with pytest.raises(IncompatibleStateError, match=message):
         ResumableRandomSampler(range(10)).load_state_dict(state)
 
 
-def test_distributed_progress_beyond_the_epoch_is_refused():
+def test_distributed_progress_beyond_the_epoch_is_refused() -> None:
     state = {**ResumableDistributedSampler(range(10), 2, 0).state_dict(), "progress": 11}
     with pytest.raises(IncompatibleStateError, match="'progress' is 11, beyond the epoch's 10"):
         ResumableDistributedSampler(range(10), 2, 0).load_state_dict(state)
 
 
-def test_missing_key_is_refused():
+def test_missing_key_is_refused() -> None:
     state = ResumableSequentialSampler(range(3)).state_dict()
     del state["position"]
     with pytest.raises(IncompatibleStateError, match=r"lacks the key\(s\) \['position'\]"):
@@ -383,12 +383,12 @@ def test_missing_key_is_refused():
         (lambda: ResumableDistributedSampler(range(3), num_replicas=2), ValueError, "rank=None needs an initialised"),
     ],
 )  # fmt: skip
-def test_bad_arguments_are_named(make, error, message):
+def test_bad_arguments_are_named(make, error, message) -> None:
     with pytest.raises(error, match=message):
         make()
 
 
-def test_bad_epoch_and_start_iter_are_named():
+def test_bad_epoch_and_start_iter_are_named() -> None:
     sampler = ResumableRandomSampler(range(10), batch_size=4)
     with pytest.raises(ValueError, match="epoch must be an int >= 0, got epoch=-1"):
         sampler.set_epoch(-1)
@@ -406,7 +406,7 @@ def test_bad_epoch_and_start_iter_are_named():
         list(huge)
 
 
-def test_repr_shows_the_configuration():
+def test_repr_shows_the_configuration() -> None:
     assert repr(ResumableRandomSampler(range(4), seed=2, batch_size=3)) == (
         "ResumableRandomSampler(dataset_length=4, seed=2, batch_size=3)"
     )
@@ -417,7 +417,7 @@ def test_repr_shows_the_configuration():
 
 
 # ---------------------------------------------------------------------------- registry
-def test_the_three_samplers_are_registered_and_created_by_name():
+def test_the_three_samplers_are_registered_and_created_by_name() -> None:
     assert list(SAMPLER_REGISTRY.keys()) == [
         "ResumableRandomSampler",
         "ResumableSequentialSampler",
@@ -430,7 +430,7 @@ def test_the_three_samplers_are_registered_and_created_by_name():
     assert isinstance(create_sampler("ResumableRandomSampler", range(2)), ResumableSamplerType)
 
 
-def test_registry_as_decorator_and_call_with_clear_errors():
+def test_registry_as_decorator_and_call_with_clear_errors() -> None:
     registry = Registry("sampler")
 
     @registry.register

@@ -35,7 +35,9 @@ CONFIG = st.fixed_dictionaries(
     config=CONFIG,
     epoch=st.integers(0, 5),
 )
-def test_uninterrupted_epoch_is_torch_bit_for_bit(n, replicas, rank_fraction, config, epoch):
+def test_uninterrupted_epoch_is_torch_bit_for_bit(
+    n, replicas, rank_fraction, config, epoch
+) -> None:
     rank = int(rank_fraction * replicas)
     ours = ResumableDistributedSampler(range(n), replicas, rank, **config)
     theirs = torch.utils.data.DistributedSampler(range(n), replicas, rank, **config)
@@ -73,7 +75,7 @@ def resume(n, replicas, config, batch_size, epoch, state):
     return ranks
 
 
-def check_exactly_once(n, yielded, config, world_sizes, *, dropped_below):
+def check_exactly_once(n, yielded, config, world_sizes, *, dropped_below) -> None:
     counts = Counter(i for part in yielded for i in part)
     assert set(counts) <= set(range(n))
     if config["drop_last"]:
@@ -105,7 +107,7 @@ def stop_point(draw, n, replicas, batch_size, drop_last):
 )
 def test_elastic_resume_yields_every_sample_exactly_once(
     n, batch_size, new_batch_size, before, after, config, epoch, data
-):
+) -> None:
     samples, per_rank = data.draw(stop_point(n, before, batch_size, config["drop_last"]))
     first, state = run_ranks(make_ranks(n, before, config, batch_size, epoch), samples)
     assert state["position"] == samples
@@ -132,7 +134,7 @@ def test_elastic_resume_yields_every_sample_exactly_once(
     config=CONFIG,
     data=st.data(),
 )
-def test_chained_elastic_resumes_yield_every_sample_exactly_once(n, sizes, config, data):
+def test_chained_elastic_resumes_yield_every_sample_exactly_once(n, sizes, config, data) -> None:
     """N ranks, then M, then P (then Q): the state is always progress in the epoch's order."""
     yielded: list[list[int]] = []
     state = None
@@ -148,7 +150,7 @@ def test_chained_elastic_resumes_yield_every_sample_exactly_once(n, sizes, confi
     check_exactly_once(n, yielded, config, sizes, dropped_below=max(sizes))
 
 
-def test_elastic_example_two_to_three_ranks():
+def test_elastic_example_two_to_three_ranks() -> None:
     """A worked example: 10 samples on 2 ranks, 2 each; the remaining 6 over 3 ranks."""
     config = {"shuffle": False, "drop_last": False, "seed": 0}
     first, state = run_ranks(make_ranks(10, 2, config, 1, 0), 2)
@@ -159,7 +161,7 @@ def test_elastic_example_two_to_three_ranks():
     assert (end["progress"], end["position"]) == (10, 4)
 
 
-def test_elastic_padding_repeats_the_head_of_the_epoch():
+def test_elastic_padding_repeats_the_head_of_the_epoch() -> None:
     """11 samples, 3 ranks, 2 each (6 consumed); 5 left on 2 ranks: 3 each, one pad."""
     config = {"shuffle": False, "drop_last": False, "seed": 0}
     _, state = run_ranks(make_ranks(11, 3, config, 1, 0), 2)

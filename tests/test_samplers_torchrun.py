@@ -31,7 +31,7 @@ def read(directory: Path, tag: str, ranks: int) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_torchrun_two_ranks_resume_on_three_and_on_one(tmp_path):
+def test_torchrun_two_ranks_resume_on_three_and_on_one(tmp_path: Path) -> None:
     torchrun(2, "first", str(tmp_path))
     first = read(tmp_path, "first", 2)
     assert all(part["world"] == 2 and len(part["indices"]) == 6 for part in first)

@@ -290,11 +290,11 @@ def _check(name: str, data: Any) -> None:
 @pytest.mark.parametrize("name", sorted(SUBJECTS))
 @settings(max_examples=EXAMPLES, derandomize=EXAMPLES <= 80)
 @given(data=st.data())
-def test_a_mutated_state_is_refused_at_load_or_resumes_exactly(name, data):
+def test_a_mutated_state_is_refused_at_load_or_resumes_exactly(name, data) -> None:
     _check(name, data)
 
 
-def test_a_truncated_generator_state_is_refused_at_load():
+def test_a_truncated_generator_state_is_refused_at_load() -> None:
     loader = SUBJECTS["StatefulDataLoader"].build()
     next(iter(loader))
     state = json.loads(json.dumps(loader.state_dict()))

@@ -45,7 +45,7 @@ class Unsized(IterableDataset):
 # The seed's documented examples.
 
 
-def test_constructor_accepts_any_iterable():
+def test_constructor_accepts_any_iterable() -> None:
     Stream([0, 1, 2, 3])
     Stream(range(10))
     Stream(itertools.repeat(0))
@@ -54,7 +54,7 @@ def test_constructor_accepts_any_iterable():
     assert checkpointable.stream.Stream is Stream
 
 
-def test_attributes():
+def test_attributes() -> None:
     loader = [1, 2]
     stream = Stream(loader)
     assert (stream.epoch, stream.iteration, stream.loader) == (0, 0, loader)
@@ -62,14 +62,14 @@ def test_attributes():
         stream.epoch = 3  # type: ignore[misc]
 
 
-def test_next_cycles_over_the_loader():
+def test_next_cycles_over_the_loader() -> None:
     stream = Stream(range(3))
     assert stream.iteration == 0
     assert [stream.next() for _ in range(4)] == [0, 1, 2, 0]
     assert stream.iteration == 4
 
 
-def test_data_does_not_start_over():
+def test_data_does_not_start_over() -> None:
     stream = Stream(range(5))
     assert list(stream.data()) == [0, 1, 2, 3, 4]
     assert list(stream.data(3)) == [0, 1, 2]
@@ -80,7 +80,7 @@ def test_data_does_not_start_over():
     assert stream.iteration == 14
 
 
-def test_data_counts_iterations_taken_in_the_body():
+def test_data_counts_iterations_taken_in_the_body() -> None:
     stream = Stream(range(10))
     seen = []
     for x in stream.data(4):
@@ -89,16 +89,16 @@ def test_data_counts_iterations_taken_in_the_body():
     assert seen == [0, 2]
 
 
-def test_epochs_default_size_is_the_loader_length():
+def test_epochs_default_size_is_the_loader_length() -> None:
     assert epochs_of(Stream(range(3)), 2) == [(1, [0, 1, 2]), (2, [0, 1, 2])]
 
 
-def test_epochs_custom_size_cuts_across_the_loader():
+def test_epochs_custom_size_cuts_across_the_loader() -> None:
     assert epochs_of(Stream(range(3)), 3, 2) == [(1, [0, 1]), (2, [2, 0]), (3, [1, 2])]
     assert epochs_of(Stream(range(3)), 2, 5) == [(1, [0, 1, 2, 0, 1]), (2, [2, 0, 1, 2, 0])]
 
 
-def test_epoch_is_incremented_at_the_start_of_each_epoch():
+def test_epoch_is_incremented_at_the_start_of_each_epoch() -> None:
     stream = Stream(range(2))
     for epoch in stream.epochs(2, progress_bar=False):
         for _ in epoch:
@@ -107,7 +107,7 @@ def test_epoch_is_incremented_at_the_start_of_each_epoch():
     assert epochs_of(stream, 2) == []  # max_epoch reached
 
 
-def test_epochs_is_a_thin_wrapper_of_the_low_level_loop():
+def test_epochs_is_a_thin_wrapper_of_the_low_level_loop() -> None:
     low = Stream(range(4))
     expected = []
     while low.epoch < 3:
@@ -116,7 +116,7 @@ def test_epochs_is_a_thin_wrapper_of_the_low_level_loop():
     assert epochs_of(Stream(range(4)), 3, 3) == expected
 
 
-def test_set_loader_mid_epoch():
+def test_set_loader_mid_epoch() -> None:
     stream = Stream(itertools.repeat(0))
     seen = []
     for x in stream.data(5):
@@ -126,7 +126,7 @@ def test_set_loader_mid_epoch():
     assert seen == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
 
 
-def test_set_loader_before_the_first_item_stays_lazy():
+def test_set_loader_before_the_first_item_stays_lazy() -> None:
     new = CountingIterable([7, 8])
     stream = Stream([1])
     stream.set_loader(new)
@@ -134,7 +134,7 @@ def test_set_loader_before_the_first_item_stays_lazy():
     assert stream.loader is new and stream.next() == 7
 
 
-def test_the_iterator_is_created_on_the_first_next():
+def test_the_iterator_is_created_on_the_first_next() -> None:
     loader = CountingIterable([1, 2])
     stream = Stream(loader)
     stream.epochs(3)
@@ -144,7 +144,7 @@ def test_the_iterator_is_created_on_the_first_next():
     assert loader.iter_calls == 1
 
 
-def test_reload_iterator():
+def test_reload_iterator() -> None:
     stream = Stream(range(5))
     assert (stream.next(), stream.next()) == (0, 1)
     stream.reload_iterator()
@@ -155,14 +155,14 @@ def test_reload_iterator():
     assert stream.next() == 2
 
 
-def test_increment_epoch():
+def test_increment_epoch() -> None:
     stream = Stream(range(5))
     stream.increment_epoch()
     stream.increment_epoch()
     assert stream.epoch == 2
 
 
-def test_state_of_a_stateless_loader_is_the_seeds():
+def test_state_of_a_stateless_loader_is_the_seeds() -> None:
     stream = Stream(range(10))
     assert stream.state_dict() == {"epoch": 0, "iteration": 0}
     stream.next()
@@ -171,7 +171,7 @@ def test_state_of_a_stateless_loader_is_the_seeds():
     assert stream.state_dict() == {"epoch": 1, "iteration": 2}
 
 
-def test_loading_a_stateless_state_sets_the_counters_only():
+def test_loading_a_stateless_state_sets_the_counters_only() -> None:
     stream = Stream(range(10))
     stream.next()
     stream.increment_epoch()
@@ -182,7 +182,7 @@ def test_loading_a_stateless_state_sets_the_counters_only():
     assert new_stream.state_dict() == {"epoch": 1, "iteration": 2}
 
 
-def test_stateless_mid_epoch_resume_starts_a_new_epoch_as_the_seed():
+def test_stateless_mid_epoch_resume_starts_a_new_epoch_as_the_seed() -> None:
     stream = Stream(range(4))
     loop = stream.epochs(3, progress_bar=False)
     epoch = next(loop)
@@ -195,7 +195,7 @@ def test_stateless_mid_epoch_resume_starts_a_new_epoch_as_the_seed():
 # The tutorial loops, as written.
 
 
-def test_tutorial_epochs_loop():
+def test_tutorial_epochs_loop() -> None:
     stream = Stream(DataLoader(torch.arange(6), batch_size=2))
     seen = []
     for epoch in stream.epochs(2, progress_bar=False):
@@ -211,7 +211,7 @@ def test_tutorial_epochs_loop():
     ]
 
 
-def test_tutorial_low_level_loops_a_and_b():
+def test_tutorial_low_level_loops_a_and_b() -> None:
     a, b = Stream(range(3)), Stream(range(3))
     seen_a, seen_b = [], []
     while a.epoch < 2:
@@ -226,7 +226,7 @@ def test_tutorial_low_level_loops_a_and_b():
     assert seen_a == seen_b == [(1, 1, 0), (1, 2, 1), (1, 3, 2), (2, 4, 0), (2, 5, 1), (2, 6, 2)]
 
 
-def test_tutorial_endless_loop():
+def test_tutorial_endless_loop() -> None:
     stream = Stream(range(3))
     marks = []
     for item in stream.data(float("inf")):
@@ -237,7 +237,7 @@ def test_tutorial_endless_loop():
     assert marks == [0, 1, 2]
 
 
-def test_tutorial_checkpoint_loop_with_a_stateless_loader():
+def test_tutorial_checkpoint_loop_with_a_stateless_loader() -> None:
     buffer = io.BytesIO()
     stream = Stream(range(3))
     for epoch in stream.epochs(2, progress_bar=False):
@@ -256,7 +256,7 @@ def test_tutorial_checkpoint_loop_with_a_stateless_loader():
 
 
 @pytest.mark.timeout(20)
-def test_an_exhausted_iterator_ends_next_data_and_epochs():
+def test_an_exhausted_iterator_ends_next_data_and_epochs() -> None:
     stream = Stream(iter(range(3)))
     assert [stream.next() for _ in range(3)] == [0, 1, 2]
     with pytest.raises(StopIteration, match="data is over"):
@@ -276,7 +276,7 @@ def test_an_exhausted_iterator_ends_next_data_and_epochs():
 
 
 @pytest.mark.timeout(20)
-def test_a_loader_whose_later_pass_is_empty_ends_the_stream():
+def test_a_loader_whose_later_pass_is_empty_ends_the_stream() -> None:
     class OnePass:
         def __init__(self) -> None:
             self.passes = 0
@@ -290,14 +290,14 @@ def test_a_loader_whose_later_pass_is_empty_ends_the_stream():
     assert epochs_of(Stream(OnePass()), float("inf"), 1) == [(1, [1]), (2, [2]), (3, [])]
 
 
-def test_data_over_is_cleared_by_set_loader():
+def test_data_over_is_cleared_by_set_loader() -> None:
     stream = Stream(iter([1]))
     assert list(stream.data(float("inf"))) == [1]
     stream.set_loader(iter([2, 3]))
     assert epochs_of(stream, float("inf"), 1) == [(1, [2]), (2, [3]), (3, [])]
 
 
-def test_unsized_loader_needs_explicit_sizes():
+def test_unsized_loader_needs_explicit_sizes() -> None:
     stream = Stream(DataLoader(Unsized(), batch_size=None))
     with pytest.raises(ValueError, match=r"n_items=None means len\(loader\).*DataLoader"):
         stream.data()
@@ -306,7 +306,7 @@ def test_unsized_loader_needs_explicit_sizes():
     assert list(stream.data(6)) == [0, 1, 2, 3, 0, 1]
 
 
-def test_break_ends_the_epoch():
+def test_break_ends_the_epoch() -> None:
     stream = Stream(range(5))
     seen = []
     for epoch in stream.epochs(2, progress_bar=False):
@@ -317,7 +317,7 @@ def test_break_ends_the_epoch():
     assert stream.state_dict() == {"epoch": 2, "iteration": 2}
 
 
-def test_stale_epoch_iterators_stop():
+def test_stale_epoch_iterators_stop() -> None:
     stream = Stream(range(5))
     loop = stream.epochs(3, progress_bar=False)
     first = next(loop)
@@ -327,13 +327,13 @@ def test_stale_epoch_iterators_stop():
     assert list(second) == [1, 2, 3, 4, 0]
 
 
-def test_numpy_and_torch_integers_are_accepted():
+def test_numpy_and_torch_integers_are_accepted() -> None:
     stream = Stream(range(3))
     assert epochs_of(stream, numpy.int64(1), torch.tensor(2)) == [(1, [0, 1])]
     assert list(stream.data(numpy.int32(2))) == [2, 0]
 
 
-def test_repr():
+def test_repr() -> None:
     stream = Stream([1, 2])
     stream.next()
     assert repr(stream) == "Stream([1, 2], epoch=0, iteration=1)"
@@ -346,7 +346,7 @@ def test_repr():
     max_epoch=st.integers(0, 4),
     epoch_size=st.none() | st.integers(1, 9),
 )
-def test_epochs_cut_the_endless_cycle(n: int, max_epoch: int, epoch_size: int | None):
+def test_epochs_cut_the_endless_cycle(n: int, max_epoch: int, epoch_size: int | None) -> None:
     size = n if epoch_size is None else epoch_size
     cycle = list(itertools.islice(itertools.cycle(range(n)), max_epoch * size))
     expected = [(e + 1, cycle[e * size : (e + 1) * size]) for e in range(max_epoch)]
@@ -357,14 +357,14 @@ def test_epochs_cut_the_endless_cycle(n: int, max_epoch: int, epoch_size: int | 
 
 
 @pytest.mark.parametrize("loader", [5, None, 2.5])
-def test_non_iterable_loader(loader: Any):
+def test_non_iterable_loader(loader: Any) -> None:
     with pytest.raises(TypeError, match=r"loader must be an iterable"):
         Stream(loader)
     with pytest.raises(TypeError, match=r"Stream.set_loader: loader must be an iterable"):
         Stream([1]).set_loader(loader)
 
 
-def test_empty_sized_loader_is_both_assertion_and_value_error():
+def test_empty_sized_loader_is_both_assertion_and_value_error() -> None:
     for error in (AssertionError, ValueError, ArgumentValueError):
         with pytest.raises(error, match=r"loader must not be empty.*len\(loader\)=0"):
             Stream([])
@@ -383,7 +383,7 @@ def test_empty_sized_loader_is_both_assertion_and_value_error():
         (-math.inf, ValueError, "got the float n_items=-inf"),
     ],
 )
-def test_bad_n_items(value: Any, error: type[Exception], message: str):
+def test_bad_n_items(value: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         Stream(range(3)).data(value)
 
@@ -401,14 +401,14 @@ def test_bad_n_items(value: Any, error: type[Exception], message: str):
         ((2, None, [1]), TypeError, "progress_bar_config must be a dict"),
     ],
 )
-def test_bad_epochs_arguments(args: tuple[Any, ...], error: type[Exception], message: str):
+def test_bad_epochs_arguments(args: tuple[Any, ...], error: type[Exception], message: str) -> None:
     stream = Stream(range(3))
     with pytest.raises(error, match=message):
         stream.epochs(*args)
     assert stream.epoch == 0  # checked at the call, before any epoch
 
 
-def test_bad_progress_bar_arguments():
+def test_bad_progress_bar_arguments() -> None:
     stream = Stream(range(3))
     with pytest.raises(TypeError, match=r"progress_bar must be True, False or None.*'yes'"):
         stream.epochs(1, progress_bar="yes")  # type: ignore[arg-type]

@@ -44,24 +44,24 @@ def sampler_loader(num_workers: int = 0) -> StatefulDataLoader:
 
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
 @pytest.mark.parametrize("epoch_size", [None, 2, 7])
-def test_over_a_map_style_loader(epoch_size):
+def test_over_a_map_style_loader(epoch_size) -> None:
     """Epoch sizes: the loader's, smaller than it (4 batches), larger than it."""
     events = assert_stream_resumable(map_loader, max_epoch=3, epoch_size=epoch_size)
     assert events
 
 
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
-def test_over_a_loader_with_a_resumable_sampler_and_reloads():
+def test_over_a_loader_with_a_resumable_sampler_and_reloads() -> None:
     assert_stream_resumable(sampler_loader, max_epoch=3, reload_each_epoch=True)
 
 
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
-def test_over_a_sharded_iterable_dataset():
+def test_over_a_sharded_iterable_dataset() -> None:
     assert_stream_resumable(sharded_loader, max_epoch=2, epoch_size=5, max_items=30)
 
 
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
-def test_after_set_loader_to_another_loader():
+def test_after_set_loader_to_another_loader() -> None:
     assert_stream_resumable(
         map_loader, max_epoch=3, epoch_size=3, switch=(4, functools.partial(map_loader, n=7))
     )
@@ -70,7 +70,7 @@ def test_after_set_loader_to_another_loader():
 @pytest.mark.timeout(120)
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
 @pytest.mark.parametrize("persistent", [False, True])
-def test_over_a_loader_with_worker_processes(persistent):
+def test_over_a_loader_with_worker_processes(persistent) -> None:
     factory = functools.partial(map_loader, 2, persistent_workers=persistent)
     assert_stream_resumable(
         factory, max_epoch=2, epoch_size=None, max_items=9, positions=[0, 2, 4, 5, 6, 8]
@@ -78,7 +78,7 @@ def test_over_a_loader_with_worker_processes(persistent):
 
 
 @pytest.mark.timeout(120)
-def test_a_resumed_stream_can_change_the_number_of_workers():
+def test_a_resumed_stream_can_change_the_number_of_workers() -> None:
     stream = Stream(map_loader(2))
     seen = []
     for epoch in stream.epochs(2, progress_bar=False):

@@ -33,7 +33,7 @@ def shown(output: str) -> list[tuple[int, str]]:
     return [(int(n), total) for n, total in re.findall(r"(\d+)/(\w+)", output)]
 
 
-def test_one_bar_counts_every_item_of_the_loop():
+def test_one_bar_counts_every_item_of_the_loop() -> None:
     out = io.StringIO()
     run(Stream(range(4)), 3, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     values = shown(out.getvalue())
@@ -42,14 +42,14 @@ def test_one_bar_counts_every_item_of_the_loop():
     assert out.getvalue().endswith("\n")  # closed at the end of the loop
 
 
-def test_custom_epoch_size_sets_the_total():
+def test_custom_epoch_size_sets_the_total() -> None:
     out = io.StringIO()
     run(Stream(range(4)), 2, 5, progress_bar=True, progress_bar_config={"file": out, **COUNTS})
     assert shown(out.getvalue())[-1] == (10, "10")
 
 
 @pytest.mark.parametrize("stop_at", [3, 4, 5, 9])
-def test_after_a_resume_the_bar_starts_at_the_restored_iteration(stop_at: int):
+def test_after_a_resume_the_bar_starts_at_the_restored_iteration(stop_at: int) -> None:
     make = functools.partial(SamplerLoader, 10, 3)  # 4 batches per epoch, 3 epochs: 12
     stream = Stream(make())
     run(stream, 3, progress_bar=False, stop_at=stop_at)
@@ -63,7 +63,7 @@ def test_after_a_resume_the_bar_starts_at_the_restored_iteration(stop_at: int):
     assert resumed.iteration == 12
 
 
-def test_the_total_follows_a_resumed_epoch_of_another_size():
+def test_the_total_follows_a_resumed_epoch_of_another_size() -> None:
     stream = Stream(SamplerLoader(10, 1))
     run(stream, 5, 4, progress_bar=False, stop_at=1)
     resumed = Stream(SamplerLoader(10, 1))
@@ -74,7 +74,7 @@ def test_the_total_follows_a_resumed_epoch_of_another_size():
     assert shown(out.getvalue())[-1] == (8, "8")
 
 
-def test_the_total_follows_set_loader():
+def test_the_total_follows_set_loader() -> None:
     out = io.StringIO()
     stream = Stream(range(2))
     for epoch in stream.epochs(3, progress_bar=True, progress_bar_config={"file": out, **COUNTS}):
@@ -84,14 +84,14 @@ def test_the_total_follows_set_loader():
     assert shown(out.getvalue())[-1] == (12, "12")
 
 
-def test_an_endless_loop_has_no_total():
+def test_an_endless_loop_has_no_total() -> None:
     out = io.StringIO()
     options = {"file": out, "bar_format": "{n_fmt}/{total_fmt}", "mininterval": 0}
     run(Stream(range(3)), float("inf"), progress_bar=True, progress_bar_config=options, stop_at=5)
     assert re.findall(r"\d+/\S", out.getvalue())[-1] == "5/?"
 
 
-def test_tqdm_options_pass_through():
+def test_tqdm_options_pass_through() -> None:
     out = io.StringIO()
     options = {"file": out, "desc": "train", "unit": "batch", "total": 99, "mininterval": 0}
     run(Stream(range(2)), 1, progress_bar=True, progress_bar_config=options)
@@ -106,7 +106,7 @@ def test_tqdm_options_pass_through():
         {"progress_bar_config": {"disable": True}},
     ],
 )
-def test_nothing_is_written_when_disabled(kwargs: dict[str, Any]):
+def test_nothing_is_written_when_disabled(kwargs: dict[str, Any]) -> None:
     out = io.StringIO()
     options = kwargs.pop("progress_bar_config", {})
     if options is not None:
@@ -115,20 +115,20 @@ def test_nothing_is_written_when_disabled(kwargs: dict[str, Any]):
     assert out.getvalue() == ""
 
 
-def test_auto_shows_the_bar_on_a_terminal():
+def test_auto_shows_the_bar_on_a_terminal() -> None:
     out = Terminal()
     run(Stream(range(3)), 2, progress_bar_config={"file": out, **COUNTS})
     assert shown(out.getvalue())[-1] == (6, "6")
 
 
-def test_default_bar_writes_to_stderr_only_when_asked(capsys: pytest.CaptureFixture[str]):
+def test_default_bar_writes_to_stderr_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     run(Stream(range(3)), 2)
     assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
     run(Stream(range(3)), 2, progress_bar=True)
     assert "6/6" in capsys.readouterr().err
 
 
-def test_leaving_the_loop_closes_the_bar():
+def test_leaving_the_loop_closes_the_bar() -> None:
     out = io.StringIO()
     stream = Stream(range(3))
     run(stream, 5, progress_bar=True, progress_bar_config={"file": out, **COUNTS}, stop_at=4)
@@ -138,7 +138,7 @@ def test_leaving_the_loop_closes_the_bar():
     assert shown(out.getvalue())[-1] == (4, "15")
 
 
-def test_a_new_loop_closes_the_bar_of_an_unfinished_one():
+def test_a_new_loop_closes_the_bar_of_an_unfinished_one() -> None:
     first, second = io.StringIO(), io.StringIO()
     stream = Stream(range(3))
     loop = stream.epochs(2, progress_bar=True, progress_bar_config={"file": first, **COUNTS})

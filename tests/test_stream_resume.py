@@ -40,14 +40,14 @@ def permutations() -> InfinitePermutationSourceIterator:
 
 @pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("epoch_size", [1, 2, 5])
-def test_over_a_finite_iterator_until_the_data_is_over(epoch_size: int):
+def test_over_a_finite_iterator_until_the_data_is_over(epoch_size: int) -> None:
     events = assert_stream_resumable(batches, max_epoch=float("inf"), epoch_size=epoch_size)
     assert [e[3] for e in events if e[0] == "batch"] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     assert events[-1][0] == "end"  # the loop ended because the data is over
 
 
 @pytest.mark.resumable("Stream")
-def test_over_an_endless_iterator():
+def test_over_an_endless_iterator() -> None:
     events = assert_stream_resumable(permutations, max_epoch=4, epoch_size=3)
     assert [e[1:3] for e in events if e[0] == "end"] == [(1, 3), (2, 6), (3, 9), (4, 12)]
     items = [e[3] for e in events if e[0] == "batch"]
@@ -69,7 +69,7 @@ def test_over_an_endless_iterator():
         (9, 5),
     ],
 )
-def test_over_a_stateful_data_loader(n: int, epoch_size: int | None):
+def test_over_a_stateful_data_loader(n: int, epoch_size: int | None) -> None:
     events = assert_stream_resumable(
         functools.partial(SamplerLoader, n, 3), max_epoch=3, epoch_size=epoch_size
     )
@@ -80,7 +80,7 @@ def test_over_a_stateful_data_loader(n: int, epoch_size: int | None):
 
 
 @pytest.mark.resumable("Stream")
-def test_every_position_of_a_loop_resumes():
+def test_every_position_of_a_loop_resumes() -> None:
     assert_stream_resumable(
         functools.partial(SamplerLoader, 6, 2), max_epoch=3, epoch_size=4, max_positions=100
     )
@@ -88,7 +88,7 @@ def test_every_position_of_a_loop_resumes():
 
 @pytest.mark.resumable("Stream")
 @pytest.mark.timeout(120)
-def test_resumes_in_a_fresh_process():
+def test_resumes_in_a_fresh_process() -> None:
     assert_stream_resumable(
         functools.partial(SamplerLoader, 7, 3), max_epoch=2, epoch_size=4, fresh_process=True
     )
@@ -102,7 +102,9 @@ def test_resumes_in_a_fresh_process():
     max_epoch=st.integers(1, 3),
     epoch_size=st.none() | st.integers(1, 6),
 )
-def test_resumes_for_any_sizes(n: int, batch_size: int, max_epoch: int, epoch_size: int | None):
+def test_resumes_for_any_sizes(
+    n: int, batch_size: int, max_epoch: int, epoch_size: int | None
+) -> None:
     assert_stream_resumable(
         functools.partial(SamplerLoader, n, batch_size),
         max_epoch=max_epoch,
@@ -113,7 +115,7 @@ def test_resumes_for_any_sizes(n: int, batch_size: int, max_epoch: int, epoch_si
 
 
 @pytest.mark.resumable("Stream")
-def test_resumes_after_reload_iterator_mid_pass():
+def test_resumes_after_reload_iterator_mid_pass() -> None:
     def factory() -> Stream:
         stream = Stream(SamplerLoader(10, 3))
         stream.next(), stream.next()
@@ -126,7 +128,7 @@ def test_resumes_after_reload_iterator_mid_pass():
 
 @pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("epoch_size", [2, 5])
-def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int):
+def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int) -> None:
     events = assert_stream_resumable(
         functools.partial(SamplerLoader, 10, 3),
         max_epoch=3,
@@ -143,7 +145,7 @@ def test_resumes_a_loop_that_reloads_the_loader_after_each_epoch(epoch_size: int
 
 
 @pytest.mark.resumable("Stream")
-def test_resumes_after_set_loader_in_iterator_mode():
+def test_resumes_after_set_loader_in_iterator_mode() -> None:
     def factory() -> Stream:
         stream = Stream(SamplerLoader(5, 2, seed=1))
         stream.next()
@@ -156,7 +158,7 @@ def test_resumes_after_set_loader_in_iterator_mode():
 
 @pytest.mark.resumable("Stream")
 @pytest.mark.parametrize("at", [2, 4, 5])
-def test_resumes_across_set_loader_in_an_epochs_loop(at: int):
+def test_resumes_across_set_loader_in_an_epochs_loop(at: int) -> None:
     events = assert_stream_resumable(
         functools.partial(SamplerLoader, 10, 3),
         max_epoch=3,
@@ -168,7 +170,7 @@ def test_resumes_across_set_loader_in_an_epochs_loop(at: int):
     assert len(after) == 9 - at
 
 
-def test_after_set_loader_the_state_is_the_new_loaders():
+def test_after_set_loader_the_state_is_the_new_loaders() -> None:
     stream = Stream(SamplerLoader(4, 2))
     stream.next()
     stream.set_loader(batches(4, 2))
@@ -182,7 +184,7 @@ def test_after_set_loader_the_state_is_the_new_loaders():
 # The state itself.
 
 
-def test_state_layout():
+def test_state_layout() -> None:
     stream = Stream(SamplerLoader(10, 3))
     loop = stream.epochs(2, 5, progress_bar=False)
     epoch = next(loop)
@@ -203,7 +205,7 @@ def test_state_layout():
     }
 
 
-def test_checkpoint_loop_resumes_from_one_saved_dict():
+def test_checkpoint_loop_resumes_from_one_saved_dict() -> None:
     def run(stop_at: int | None, checkpoint: bytes | None) -> tuple[list[Any], bytes | None]:
         stream = Stream(SamplerLoader(8, 3, seed=4))
         if checkpoint is not None:
@@ -227,7 +229,7 @@ def test_checkpoint_loop_resumes_from_one_saved_dict():
         assert head + tail == full
 
 
-def test_a_resumed_epoch_keeps_its_size_and_later_epochs_take_the_new_one():
+def test_a_resumed_epoch_keeps_its_size_and_later_epochs_take_the_new_one() -> None:
     stream = Stream(SamplerLoader(10, 1))
     epoch = next(stream.epochs(5, 4, progress_bar=False))
     next(epoch)
@@ -237,7 +239,7 @@ def test_a_resumed_epoch_keeps_its_size_and_later_epochs_take_the_new_one():
     assert sizes == [(1, 3), (2, 2), (3, 2)]
 
 
-def test_a_resume_with_a_smaller_max_epoch_stops():
+def test_a_resume_with_a_smaller_max_epoch_stops() -> None:
     stream = Stream(SamplerLoader(10, 1))
     loop = stream.epochs(5, 2, progress_bar=False)
     next(loop), next(loop)
@@ -247,24 +249,24 @@ def test_a_resume_with_a_smaller_max_epoch_stops():
     assert resumed.epoch == 2
 
 
-def test_stateful_state_into_a_stateless_stream():
+def test_stateful_state_into_a_stateless_stream() -> None:
     state = Stream(batches()).state_dict()
     with pytest.raises(IncompatibleStateError, match="'FixedBatchIterator' loader, but this"):
         Stream(range(3)).load_state_dict(state)
 
 
-def test_stateless_state_into_a_stateful_stream():
+def test_stateless_state_into_a_stateful_stream() -> None:
     with pytest.raises(IncompatibleStateError, match=r"only 'epoch' and 'iteration'.*stateful"):
         Stream(batches()).load_state_dict({"epoch": 1, "iteration": 3})
 
 
-def test_state_of_another_loader_class():
+def test_state_of_another_loader_class() -> None:
     state = Stream(batches()).state_dict()
     with pytest.raises(IncompatibleStateError, match=r"'FixedBatchIterator' loader, but .*'Sam"):
         Stream(SamplerLoader()).load_state_dict(state)
 
 
-def test_state_of_the_loader_with_other_configuration_is_refused_by_the_loader():
+def test_state_of_the_loader_with_other_configuration_is_refused_by_the_loader() -> None:
     stream = Stream(permutations())
     stream.next()
     other = InfinitePermutationSourceIterator(list(range(5)), seed=2)
@@ -285,7 +287,7 @@ def test_state_of_the_loader_with_other_configuration_is_refused_by_the_loader()
         ({"extra": 1}, r"unexpected key\(s\) \['extra'\]"),
     ],
 )
-def test_bad_states(change: dict[str, Any], message: str):
+def test_bad_states(change: dict[str, Any], message: str) -> None:
     state = {**Stream(batches()).state_dict(), **change}
     stream = Stream(batches())
     with pytest.raises(IncompatibleStateError, match=message):
@@ -293,7 +295,7 @@ def test_bad_states(change: dict[str, Any], message: str):
     assert stream.state_dict() == Stream(batches()).state_dict()  # nothing was loaded
 
 
-def test_bad_stateless_states():
+def test_bad_stateless_states() -> None:
     with pytest.raises(IncompatibleStateError, match="'iteration' must be an int >= 0"):
         Stream(range(3)).load_state_dict({"epoch": 0, "iteration": -2})
     with pytest.raises(IncompatibleStateError, match="saved by None"):
@@ -302,7 +304,7 @@ def test_bad_stateless_states():
         Stream(range(3)).load_state_dict([0, 1])  # type: ignore[arg-type]
 
 
-def test_a_loader_state_that_is_not_plain_data():
+def test_a_loader_state_that_is_not_plain_data() -> None:
     class TensorState:
         def __iter__(self):
             return iter([1])
@@ -316,7 +318,7 @@ def test_a_loader_state_that_is_not_plain_data():
         Stream(TensorState()).state_dict()
 
 
-def test_epoch_loop_helper_reports_epochs_and_iterations():
+def test_epoch_loop_helper_reports_epochs_and_iterations() -> None:
     loop = EpochLoop(functools.partial(SamplerLoader, 4, 2), 2, 3)
     events = list(loop)
     assert [e[:3] for e in events] == [
@@ -331,7 +333,7 @@ def test_epoch_loop_helper_reports_epochs_and_iterations():
     ]
 
 
-def test_loading_into_a_running_stream_drops_its_iterator():
+def test_loading_into_a_running_stream_drops_its_iterator() -> None:
     saved = Stream(SamplerLoader(10, 3))
     run = [saved.next() for _ in range(5)]
     state = saved.state_dict()
@@ -343,7 +345,7 @@ def test_loading_into_a_running_stream_drops_its_iterator():
     assert len(run) == 5
 
 
-def test_the_example_resumes_exactly(capsys: pytest.CaptureFixture[str]):
+def test_the_example_resumes_exactly(capsys: pytest.CaptureFixture[str]) -> None:
     import runpy
     from pathlib import Path
 
@@ -352,7 +354,7 @@ def test_the_example_resumes_exactly(capsys: pytest.CaptureFixture[str]):
     assert "resumed exactly" in capsys.readouterr().out
 
 
-def test_set_loader_right_after_a_resume():
+def test_set_loader_right_after_a_resume() -> None:
     def factory() -> Stream:
         return Stream(SamplerLoader(10, 3))
 
@@ -394,7 +396,7 @@ class OtherRestAfterResume:
 
 
 @pytest.mark.parametrize("rest", [2, 7])
-def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest):
+def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest) -> None:
     stream = Stream(OtherRestAfterResume(rest))
     loop = stream.epochs(2, progress_bar=False)
     epoch = next(loop)
@@ -408,7 +410,7 @@ def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest):
     ]
 
 
-def test_an_epoch_that_began_inside_a_pass_keeps_its_size():
+def test_an_epoch_that_began_inside_a_pass_keeps_its_size() -> None:
     """zero's endless-iterator semantics: a misaligned epoch of len(loader) items spans passes."""
     stream = Stream(OtherRestAfterResume(0))
     loop = stream.epochs(3, progress_bar=False)

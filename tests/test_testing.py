@@ -56,16 +56,16 @@ class EpochCounter:
         self.epoch, self.i, self.ended = state["epoch"], state["i"], state["ended"]
 
 
-def test_passes_for_a_correct_iterator():
+def test_passes_for_a_correct_iterator() -> None:
     assert assert_resumable(Counter) == list(range(10))
 
 
-def test_passes_for_a_correct_iterable_over_epochs():
+def test_passes_for_a_correct_iterable_over_epochs() -> None:
     items = assert_resumable(EpochCounter, epochs=3)
     assert len(items) == 15 and {epoch for epoch, _ in items} == {0, 1, 2}
 
 
-def test_passes_in_a_fresh_process():
+def test_passes_in_a_fresh_process() -> None:
     assert assert_resumable(Counter, fresh_process=True) == list(range(10))
 
 
@@ -176,7 +176,7 @@ class ForgetsAfterSecondResume(Counter):
         (ForgetsAfterSecondResume, "right after load_state_dict|second resume"),
     ],
 )
-def test_fails_for_a_broken_iterator(broken, message):
+def test_fails_for_a_broken_iterator(broken, message) -> None:
     error = TypeError if broken in (TupleState, IntKeyState, TensorState) else AssertionError
     with pytest.raises(error, match=message):
         assert_resumable(broken)
@@ -189,18 +189,18 @@ class EpochForgetter(EpochCounter):
         super().load_state_dict({**state, "epoch": 0})
 
 
-def test_fails_when_the_epoch_is_lost():
+def test_fails_when_the_epoch_is_lost() -> None:
     with pytest.raises(AssertionError):
         assert_resumable(EpochForgetter, epochs=3)
 
 
-def test_items_equal_compares_tensors_by_dtype_shape_and_values():
+def test_items_equal_compares_tensors_by_dtype_shape_and_values() -> None:
     assert items_equal((torch.zeros(2), [1, "a"]), (torch.zeros(2), [1, "a"]))
     assert not items_equal(torch.zeros(2), torch.zeros(3))
     assert not items_equal(torch.zeros(2), torch.zeros(2, dtype=torch.int64))
     assert not items_equal([1, 2], (1, 2))
 
 
-def test_positions_out_of_range_are_rejected():
+def test_positions_out_of_range_are_rejected() -> None:
     with pytest.raises(ValueError, match="positions select no step"):
         assert_resumable(Counter, positions=[100])

@@ -22,7 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": SRC}
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_sixty_kills_lose_duplicate_reorder_and_leak_nothing(tmp_path):
+def test_sixty_kills_lose_duplicate_reorder_and_leak_nothing(tmp_path: Path) -> None:
     out = tmp_path / "torture.json"
     result = subprocess.run(
         [
@@ -51,7 +51,7 @@ def test_sixty_kills_lose_duplicate_reorder_and_leak_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_the_harness_catches_a_component_that_forgets_its_position():
+def test_the_harness_catches_a_component_that_forgets_its_position() -> None:
     script = textwrap.dedent(
         """
         from checkpointable.testing import torture
@@ -82,7 +82,7 @@ def test_the_harness_catches_a_component_that_forgets_its_position():
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_a_short_soak_finds_no_growth_and_exactly_once_epochs(tmp_path):
+def test_a_short_soak_finds_no_growth_and_exactly_once_epochs(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [
@@ -107,7 +107,7 @@ def test_a_short_soak_finds_no_growth_and_exactly_once_epochs(tmp_path):
     assert report["epoch_errors"] == 0 and report["problems"] == []
 
 
-def test_the_soak_judges_growth_and_leftovers():
+def test_the_soak_judges_growth_and_leftovers() -> None:
     def sample(second: int, fds: int, shm: int) -> Sample:
         return Sample(second, 100 * 2**20, 0, 0, fds, 3, shm)
 
