@@ -30,14 +30,14 @@ def source(items) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("ZipIterator")
 @given(lengths=st.lists(st.integers(0, 8), min_size=1, max_size=3))
-def test_zip_is_resumable(lengths) -> None:
+def test_zip_is_resumable(lengths: list[int]) -> None:
     items = assert_resumable(lambda: ZipIterator(*[source(range(n)) for n in lengths]))
     assert items == list(zip(*[range(n) for n in lengths], strict=False))
 
 
 @pytest.mark.resumable("MultiplexIterator")
 @given(control=st.lists(st.integers(0, 2), max_size=20))
-def test_multiplex_is_resumable(control) -> None:
+def test_multiplex_is_resumable(control: list[int]) -> None:
     def make() -> MultiplexIterator:
         sources = [source(f"{k}{i}" for i in range(8)) for k in "abc"]
         return MultiplexIterator(source(control), sources)
@@ -71,7 +71,7 @@ def test_combine_refuses_a_state_with_another_number_of_sources() -> None:
     weights=st.lists(st.integers(0, 4), min_size=3, max_size=3),
     seed=st.integers(0, 1000),
 )
-def test_weighted_mix_is_resumable(sizes, weights, seed) -> None:
+def test_weighted_mix_is_resumable(sizes: list[int], weights: list[int], seed: int) -> None:
     weights = weights[: len(sizes)]
     if not any(weights):
         weights[0] = 1

@@ -46,7 +46,7 @@ def workers() -> set[object]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["thread", "fork"])
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_close_leaves_nothing_behind(kind, method, no_leaks) -> None:
+def test_close_leaves_nothing_behind(kind: str, method: str, no_leaks: None) -> None:
     it = kind(method)
     assert [next(it) for _ in range(3)] == [0, 2, 4]
     assert workers()
@@ -55,7 +55,9 @@ def test_close_leaves_nothing_behind(kind, method, no_leaks) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(kind, no_leaks) -> None:
+def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(
+    kind: str, no_leaks: None
+) -> None:
     it = kind("fork")
     next(it)
     del it
@@ -64,7 +66,9 @@ def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(kind, no_l
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(kind, no_leaks) -> None:
+def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(
+    kind: str, no_leaks: None
+) -> None:
     with pytest.raises(KeyError), kind("fork") as it:
         for item in it:
             if item == 6:
@@ -80,7 +84,9 @@ def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(kind, no_leaks
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_leaks) -> None:
+def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(
+    kind: str, no_leaks: None
+) -> None:
     it = kind("fork", n=100_000)
     with it:
         head = [next(it) for _ in range(10)]
@@ -100,7 +106,7 @@ def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(kind, no_lea
 
 
 @pytest.mark.timeout(60)
-def test_close_stops_workers_stuck_in_the_pipeline(no_leaks) -> None:
+def test_close_stops_workers_stuck_in_the_pipeline(no_leaks: None) -> None:
     source = NativeCheckpointableIterator(list(range(10)))
     pool = ParallelMapIterator(source, workload.stuck_after_0, 2, 1, multiprocessing_context="fork")
     other_source = NativeCheckpointableIterator(list(range(10)))
@@ -127,7 +133,9 @@ def run_a_copy_in_a_forked_child(iterator, connection) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_a_forked_copy_of_a_running_iterator_restarts_from_its_position(kind, no_leaks) -> None:
+def test_a_forked_copy_of_a_running_iterator_restarts_from_its_position(
+    kind: str, no_leaks: None
+) -> None:
     with kind("thread", n=30) as it:
         head = [next(it) for _ in range(7)]
         receiver, sender = multiprocessing.Pipe(duplex=False)
@@ -143,7 +151,9 @@ def test_a_forked_copy_of_a_running_iterator_restarts_from_its_position(kind, no
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
-def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(method, no_leaks) -> None:
+def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(
+    method: str, no_leaks: None
+) -> None:
     source = NativeCheckpointableIterator([1, 2, 3])
     it = ParallelMapIterator(source, lambda n: n + 1, 2, 1, multiprocessing_context=method)
     with it, pytest.raises(TypeError, match=r"transform must be picklable .* module level"):
@@ -189,7 +199,7 @@ def test_a_daemonic_process_falls_back_to_threads_with_a_warning() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
-def test_tensors_sent_by_a_prefetch_process_stay_valid(in_main, no_leaks) -> None:
+def test_tensors_sent_by_a_prefetch_process_stay_valid(in_main: bool, no_leaks: None) -> None:
     torch = pytest.importorskip("torch")
     source = MapIterator(NativeCheckpointableIterator(list(range(6))), workload.tensor_of)
     it = PrefetchIterator(source, 8, in_main, multiprocessing_context="fork")
@@ -220,7 +230,9 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("method", "processes"), [("fork", 2), ("spawn", 1)])
-def test_the_interpreter_exits_promptly_with_unclosed_iterators(method, processes) -> None:
+def test_the_interpreter_exits_promptly_with_unclosed_iterators(
+    method: str, processes: int
+) -> None:
     # Under fork, also a PrefetchIterator over a ParallelMapIterator (grandchildren); under
     # spawn, where each worker imports torch, one worker per iterator.
     result = run_script(
@@ -249,7 +261,7 @@ def test_the_interpreter_exits_promptly_with_unclosed_iterators(method, processe
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("method", "processes"), [("fork", 2), ("forkserver", 1)])
-def test_workers_exit_when_their_parent_is_killed(method, processes) -> None:
+def test_workers_exit_when_their_parent_is_killed(method: str, processes: int) -> None:
     # Under forkserver the workers' parent is the fork server, which outlives the consumer.
     result = run_script(
         f"""

@@ -37,7 +37,7 @@ def squares(n: int = 11) -> list[int]:
 @pytest.mark.resumable("ParallelMapIterator")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 20), processes=st.integers(1, 3), per_process=st.integers(1, 3))
-def test_resumes_at_every_position_with_threads(n, processes, per_process) -> None:
+def test_resumes_at_every_position_with_threads(n: int, processes: int, per_process: int) -> None:
     factory = functools.partial(mapped, n, processes, per_process, use_threads=True)
     assert assert_resumable(factory) == squares(n)
 
@@ -122,7 +122,7 @@ class Recorder:
 
 @pytest.mark.parametrize(("processes", "per_process"), [(2, 2), (1, 1), (3, 1), (1, 5)])
 def test_restoring_transforms_no_yielded_item_again_and_any_pool_size_resumes(
-    processes, per_process
+    processes: int, per_process: int
 ) -> None:
     with mapped(20, 2, 3, use_threads=True) as it:
         head = [next(it) for _ in range(9)]  # chunks of 6: in the second chunk, at offset 3
@@ -236,7 +236,7 @@ def test_next_and_setstate_raise_after_close() -> None:
         ({"multiprocessing_context": "fork2"}, ValueError, r"multiprocessing_context='fork2'"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message) -> None:
+def test_bad_arguments_are_named(arguments, error, message: str) -> None:
     options = {"transform": workload.square, "num_processes": 2, "num_items_per_process": 2}
     with pytest.raises(error, match=message):
         ParallelMapIterator(NativeCheckpointableIterator([1]), **{**options, **arguments})

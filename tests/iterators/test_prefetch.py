@@ -39,7 +39,7 @@ def expected(n: int = 13) -> list[int]:
 @pytest.mark.resumable("PrefetchIterator")
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 16), buffer_size=st.integers(1, 5), in_main=st.booleans())
-def test_resumes_at_every_position_with_threads(n, buffer_size, in_main) -> None:
+def test_resumes_at_every_position_with_threads(n: int, buffer_size: int, in_main: bool) -> None:
     factory = functools.partial(
         prefetched, n, buffer_size, buffer_in_main_process=in_main, use_threads=True
     )
@@ -49,7 +49,7 @@ def test_resumes_at_every_position_with_threads(n, buffer_size, in_main) -> None
 @pytest.mark.resumable("PrefetchIterator")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("in_main", [False, True], ids=["buffer_in_worker", "buffer_in_main"])
-def test_resumes_at_every_position_in_a_fork_process(in_main) -> None:
+def test_resumes_at_every_position_in_a_fork_process(in_main: bool) -> None:
     factory = functools.partial(
         prefetched, 11, 3, buffer_in_main_process=in_main, multiprocessing_context="fork"
     )
@@ -112,7 +112,7 @@ def test_an_unpicklable_item_is_reported_at_its_position_after_the_items_before_
 
 
 @pytest.mark.parametrize("new_size", [1, 2, 7])
-def test_a_state_restores_under_another_buffer_size(new_size) -> None:
+def test_a_state_restores_under_another_buffer_size(new_size: int) -> None:
     with prefetched(12, 5, use_threads=True) as it:
         head = [next(it) for _ in range(8)]
         state = it.getstate()
@@ -259,7 +259,7 @@ def test_a_window_offset_beyond_the_source_is_refused_at_load() -> None:
         ({"multiprocessing_context": 3}, ArgumentTypeError, r"multiprocessing_context must be"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message) -> None:
+def test_bad_arguments_are_named(arguments, error, message: str) -> None:
     options = {"buffer_size": 2, **arguments}
     with pytest.raises(error, match=message):
         PrefetchIterator(workload.doubled(3), **options)

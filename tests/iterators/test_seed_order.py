@@ -24,6 +24,6 @@ def test_every_recorded_case_is_checked() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_same_output_as_infinibatch(name) -> None:
+def test_same_output_as_infinibatch(name: str) -> None:
     output = CASES[name](checkpointable.iterators, checkpointable.datasets)
     assert as_lists(output) == GOLDEN[name]

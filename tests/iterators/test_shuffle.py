@@ -28,7 +28,7 @@ def source(n: int) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("BufferedShuffleIterator")
 @given(n=st.integers(0, 40), buffer_size=st.integers(1, 12), seed=st.integers(0, 100))
-def test_buffered_shuffle_is_resumable(n, buffer_size, seed) -> None:
+def test_buffered_shuffle_is_resumable(n: int, buffer_size: int, seed: int) -> None:
     items = assert_resumable(lambda: BufferedShuffleIterator(source(n), buffer_size, seed))
     assert sorted(items) == list(range(n))
 
@@ -81,7 +81,7 @@ def test_buffered_shuffle_state_over_a_shorter_source_is_refused() -> None:
 
 @pytest.mark.resumable("BlockwiseShuffleIterator")
 @given(n=st.integers(0, 30), block_size=st.integers(1, 8), seed=st.integers(0, 100))
-def test_blockwise_shuffle_is_resumable(n, block_size, seed) -> None:
+def test_blockwise_shuffle_is_resumable(n: int, block_size: int, seed: int) -> None:
     items = assert_resumable(lambda: BlockwiseShuffleIterator(source(n), block_size, seed))
     for start in range(0, n, block_size):
         assert sorted(items[start : start + block_size]) == list(
@@ -109,7 +109,7 @@ def test_blockwise_shuffle_restore_reads_one_block() -> None:
     use_boundary=st.booleans(),
 )
 def test_bucketed_readahead_is_resumable(
-    lengths, read_ahead, batch_size, shuffle, use_boundary
+    lengths: list[int], read_ahead: int, batch_size: int, shuffle: bool, use_boundary: bool
 ) -> None:
     words = ["x" * length + str(i) for i, length in enumerate(lengths)]
 

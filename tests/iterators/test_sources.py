@@ -105,7 +105,9 @@ def test_native_state_beyond_the_data_is_refused() -> None:
 
 @pytest.mark.resumable("ChunkedSourceIterator")
 @given(n=st.integers(1, 30), num_instances=st.integers(1, 5), data=st.data())
-def test_chunked_parts_are_resumable_and_cover_the_list_in_order(n, num_instances, data) -> None:
+def test_chunked_parts_are_resumable_and_cover_the_list_in_order(
+    n: int, num_instances: int, data: st.DataObject
+) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     items = list(range(n))
     assert_resumable(lambda: ChunkedSourceIterator(items, num_instances, rank))
@@ -135,7 +137,9 @@ def test_chunked_state_from_another_rank_is_refused() -> None:
     num_instances=st.integers(1, 4),
     data=st.data(),
 )
-def test_infinite_permutation_is_resumable(n, seed, shuffle, num_instances, data) -> None:
+def test_infinite_permutation_is_resumable(
+    n: int, seed: int, shuffle: bool, num_instances: int, data: st.DataObject
+) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     items = list(range(n))
     assert_resumable(
@@ -145,7 +149,9 @@ def test_infinite_permutation_is_resumable(n, seed, shuffle, num_instances, data
 
 
 @given(n=st.integers(1, 10), num_instances=st.integers(1, 4), passes=st.integers(1, 3))
-def test_infinite_permutation_instances_share_each_pass_exactly(n, num_instances, passes) -> None:
+def test_infinite_permutation_instances_share_each_pass_exactly(
+    n: int, num_instances: int, passes: int
+) -> None:
     """Taken together, the instances yield every item once per pass."""
     total = n * passes * num_instances
     streams = [
@@ -198,7 +204,9 @@ def test_infinite_permutation_refuses_other_data_and_bad_arguments() -> None:
     num_instances=st.integers(1, 3),
     data=st.data(),
 )
-def test_random_access_is_resumable(n, seed, shuffle, num_instances, data) -> None:
+def test_random_access_is_resumable(
+    n: int, seed: int, shuffle: bool, num_instances: int, data: st.DataObject
+) -> None:
     rank = data.draw(st.integers(0, num_instances - 1))
     assert_resumable(
         lambda: RandomAccessSourceIterator(range(n), seed, shuffle, num_instances, rank),
@@ -207,7 +215,7 @@ def test_random_access_is_resumable(n, seed, shuffle, num_instances, data) -> No
 
 
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**64), passes=st.integers(1, 3))
-def test_random_access_passes_are_permutations(n, seed, passes) -> None:
+def test_random_access_passes_are_permutations(n: int, seed: int, passes: int) -> None:
     it = RandomAccessSourceIterator(range(n), seed=seed)
     seen = [[next(it) for _ in range(n)] for _ in range(passes)]
     for one_pass in seen:
@@ -272,7 +280,7 @@ def test_source_state_is_small_and_plain() -> None:
 
 
 @pytest.mark.parametrize("n", [5, 5000])
-def test_keyed_permutation_is_uniform_enough(n) -> None:
+def test_keyed_permutation_is_uniform_enough(n: int) -> None:
     """Over many keys, the first positions take values evenly spread over 8 bins."""
     from checkpointable._iterators._bijection import KeyedPermutation
 

@@ -31,7 +31,7 @@ def source(n: int) -> NativeCheckpointableIterator:
 
 @pytest.mark.resumable("MapIterator", "FilterIterator")
 @given(n=st.integers(0, 25), modulus=st.integers(1, 4))
-def test_map_and_filter_are_resumable(n, modulus) -> None:
+def test_map_and_filter_are_resumable(n: int, modulus: int) -> None:
     assert assert_resumable(lambda: MapIterator(source(n), lambda x: x * 3)) == [
         3 * x for x in range(n)
     ]
@@ -41,7 +41,7 @@ def test_map_and_filter_are_resumable(n, modulus) -> None:
 
 @pytest.mark.resumable("FixedBatchIterator")
 @given(n=st.integers(0, 25), batch_size=st.integers(1, 7))
-def test_fixed_batch_is_resumable(n, batch_size) -> None:
+def test_fixed_batch_is_resumable(n: int, batch_size: int) -> None:
     batches = assert_resumable(lambda: FixedBatchIterator(source(n), batch_size))
     assert [x for b in batches for x in b] == list(range(n))
     assert all(len(b) == batch_size for b in batches[:-1])
@@ -49,7 +49,7 @@ def test_fixed_batch_is_resumable(n, batch_size) -> None:
 
 @pytest.mark.resumable("SelectManyIterator")
 @given(sizes=st.lists(st.integers(0, 4), max_size=8), use_selector=st.booleans())
-def test_select_many_is_resumable(sizes, use_selector) -> None:
+def test_select_many_is_resumable(sizes: list[int], use_selector: bool) -> None:
     collections = [[f"{i}.{j}" for j in range(size)] for i, size in enumerate(sizes)]
     if use_selector:
         items = assert_resumable(
@@ -89,7 +89,7 @@ def test_select_many_refuses_a_state_beyond_its_collection() -> None:
 
 @pytest.mark.resumable("WindowedIterator")
 @given(n=st.integers(0, 20), width=st.integers(1, 6))
-def test_windowed_is_resumable(n, width) -> None:
+def test_windowed_is_resumable(n: int, width: int) -> None:
     windows = assert_resumable(lambda: WindowedIterator(source(n), width))
     assert windows == [tuple(range(i, i + width)) for i in range(n - width + 1)]
 
@@ -111,7 +111,7 @@ def test_windowed_restore_reads_at_most_two_windows() -> None:
 
 @pytest.mark.resumable("RecurrentIterator")
 @given(n=st.integers(0, 15))
-def test_recurrent_is_resumable(n) -> None:
+def test_recurrent_is_resumable(n: int) -> None:
     def step(state: dict[str, Any], item: int) -> tuple[dict[str, Any], int]:
         state["total"] += item  # in-place modification is allowed
         state["history"].append(item)
@@ -134,7 +134,7 @@ def test_recurrent_refuses_a_state_that_is_not_plain_data() -> None:
 
 @pytest.mark.resumable("SamplingRandomMapIterator")
 @given(n=st.integers(0, 15), seed=st.integers(0, 1000))
-def test_sampling_random_map_is_resumable_and_draws_in_sequence(n, seed) -> None:
+def test_sampling_random_map_is_resumable_and_draws_in_sequence(n: int, seed: int) -> None:
     items = assert_resumable(
         lambda: SamplingRandomMapIterator(source(n), lambda rng, x: (x, rng.random()), seed)
     )
