@@ -41,13 +41,15 @@ def epoch_ids(dataset: ShardedDataset) -> list[int]:
     return [row_id(dataset[i]) for i in dataset.sampler]
 
 
-def test_shuffle_false_reads_the_files_in_order(shards) -> None:
+def test_shuffle_false_reads_the_files_in_order(shards: tuple[str, str]) -> None:
     dataset = ShardedDataset(shards[0], shuffle=False, block_rows=3)
     assert len(dataset) == TOTAL
     assert epoch_ids(dataset) == list(range(TOTAL))
 
 
-def test_shuffled_epochs_are_permutations_that_differ_and_repeat_from_the_seed(shards) -> None:
+def test_shuffled_epochs_are_permutations_that_differ_and_repeat_from_the_seed(
+    shards: tuple[str, str],
+) -> None:
     dataset = ShardedDataset(shards[0], seed=3, window=2, block_rows=3)
     first, second = epoch_ids(dataset), epoch_ids(dataset)  # each pass is the next epoch
     assert sorted(first) == sorted(second) == list(range(TOTAL))
@@ -86,7 +88,7 @@ def _loader(pattern: str, num_workers: int, batch_size: int = 4) -> StatefulData
 
 @pytest.mark.resumable("ShardedDataset")
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_resumable_through_the_loader(shards, num_workers) -> None:
+def test_resumable_through_the_loader(shards: tuple[str, str], num_workers: int) -> None:
     positions = None if num_workers == 0 else [1, 5, 6, 7, 12]
     items = assert_resumable(
         functools.partial(_loader, shards[0], num_workers), epochs=2, positions=positions
@@ -97,7 +99,7 @@ def test_resumable_through_the_loader(shards, num_workers) -> None:
 
 
 @pytest.mark.parametrize(("before", "after"), [(2, 0), (0, 2), (2, 1)])
-def test_resume_with_another_number_of_workers(tmp_path: Path, before, after) -> None:
+def test_resume_with_another_number_of_workers(tmp_path: Path, before: int, after: int) -> None:
     pattern = str(tmp_path / "*.parquet")
     write_shards(tmp_path, "parquet", SIZES)
     full = [ids(batch) for batch in _loader(pattern, 0)]
@@ -267,7 +269,7 @@ def test_worker_pickles_without_live_readers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("form", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
-def test_tar_names_of_every_format(tmp_path: Path, form) -> None:
+def test_tar_names_of_every_format(tmp_path: Path, form: int) -> None:
     folder = "d" * 60 + "/" + "e" * 50 if form != tarfile.USTAR_FORMAT else "dir/sub"
     path = tmp_path / "long.tar"
     with tarfile.open(path, "w", format=form) as archive:

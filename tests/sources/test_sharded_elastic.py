@@ -97,15 +97,15 @@ def whole_batches(n_left: int, world: int, batch_size: int, fraction: float) -> 
 )
 def test_every_row_once_over_n_then_m_then_p_ranks(
     tmp_path_factory: pytest.TempPathFactory,
-    sizes,
-    block_rows,
-    window,
-    lanes,
-    seed,
-    batch_size,
+    sizes: list[int],
+    block_rows: int,
+    window: int,
+    lanes: int,
+    seed: int,
+    batch_size: int,
     worlds,
     fractions,
-    drop_last,
+    drop_last: bool,
 ) -> None:
     folder = tmp_path_factory.mktemp("elastic")
     write_shards(folder, "jsonl", sizes)

@@ -61,7 +61,7 @@ def _loader(pattern: str, options: dict, num_workers: int) -> StatefulDataLoader
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet", "tar", "jsonl.gz"])
-def test_s3_shards_read_in_order(bucket, kind) -> None:
+def test_s3_shards_read_in_order(bucket, kind: str) -> None:
     dataset = ShardedDataset(
         f"s3://shards/{kind}/*.{kind}", shuffle=False, block_rows=2, storage_options=bucket
     )
@@ -71,7 +71,7 @@ def test_s3_shards_read_in_order(bucket, kind) -> None:
 
 @pytest.mark.resumable("ShardedDataset")
 @pytest.mark.parametrize(("kind", "num_workers"), [("parquet", 0), ("jsonl", 2)])
-def test_s3_resumable_through_the_loader(bucket, kind, num_workers) -> None:
+def test_s3_resumable_through_the_loader(bucket, kind: str, num_workers: int) -> None:
     pattern = f"s3://shards/{kind}/*.{kind}"
     positions = None if num_workers == 0 else [1, 6, 9]
     items = assert_resumable(
