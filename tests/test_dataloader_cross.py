@@ -55,7 +55,7 @@ def partial_epoch(loader: StatefulDataLoader, count: int) -> list[Any]:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["map", "sharded"])
-def test_a_state_saved_with_any_num_workers_loads_with_any_other(kind) -> None:
+def test_a_state_saved_with_any_num_workers_loads_with_any_other(kind: str) -> None:
     with make(kind, 0) as reference_loader:
         reference = epochs(reference_loader, 0, 2)
     for saved_with in WORKERS:
@@ -115,7 +115,7 @@ def _ids(batches: list[Any]) -> list[int]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("loaded_with", [0, 2])
-def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with) -> None:
+def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with: int) -> None:
     n = 40
     loader = StatefulDataLoader(
         Slow(n), batch_size=1, num_workers=2, in_order=False, prefetch_factor=4
@@ -142,7 +142,7 @@ def test_out_of_order_delivery_stays_exactly_once_after_a_resume(loaded_with) ->
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["sharded", "iterable"])
-def test_out_of_order_iterable_styles_stay_exactly_once(kind) -> None:
+def test_out_of_order_iterable_styles_stay_exactly_once(kind: str) -> None:
     def build(num_workers: int) -> StatefulDataLoader:
         dataset = sharded(37, 5) if kind == "sharded" else StatefulPartitioned(37)
         return StatefulDataLoader(dataset, batch_size=2, num_workers=num_workers, in_order=False)
@@ -161,7 +161,7 @@ def test_out_of_order_iterable_styles_stay_exactly_once(kind) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sampler", ["counting", "resumable"])
-def test_out_of_order_delivery_with_a_stateful_sampler_stays_exactly_once(sampler) -> None:
+def test_out_of_order_delivery_with_a_stateful_sampler_stays_exactly_once(sampler: str) -> None:
     """A resetting user sampler and our resumable one, two epochs, resumed with 0 workers."""
     n = 23
 

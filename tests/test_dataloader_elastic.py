@@ -76,7 +76,9 @@ def run_elastic(n: int, batch_size: int, before: int, after: int, steps: int, wo
     after=st.integers(1, 4),
     data=st.data(),
 )
-def test_every_sample_once_over_a_world_size_change(n, batch_size, before, after, data) -> None:
+def test_every_sample_once_over_a_world_size_change(
+    n: int, batch_size: int, before: int, after: int, data: st.DataObject
+) -> None:
     per_rank = math.ceil(n / before)
     per_rank_batches = math.ceil(per_rank / batch_size)
     steps = data.draw(st.integers(0, per_rank_batches))
@@ -108,7 +110,9 @@ def _sampler_loader(kind: str, workers: int) -> StatefulDataLoader:
 @pytest.mark.resumable("StatefulDataLoader")
 @pytest.mark.parametrize("kind", ["random", "distributed"])
 @pytest.mark.parametrize("set_epoch", [True, False])
-def test_a_loader_over_a_resumable_sampler_resumes_across_epochs(kind, set_epoch) -> None:
+def test_a_loader_over_a_resumable_sampler_resumes_across_epochs(
+    kind: str, set_epoch: bool
+) -> None:
     """Mid-epoch, after the last (short) batch, after an epoch's end: with the script's
     set_epoch() before each epoch or without it (then every epoch is epoch 0's order)."""
     before_epoch = (lambda loader, epoch: loader.sampler.set_epoch(epoch)) if set_epoch else None

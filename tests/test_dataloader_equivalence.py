@@ -95,7 +95,7 @@ def sampler_kinds(n: int, generator: torch.Generator | None) -> dict[str, Any]:
     seed=st.integers(0, 2**20),
 )
 def test_map_style_without_workers_matches_torch(
-    n, batch_size, drop_last, kind, generator_seed, seed
+    n: int, batch_size: int | None, drop_last: bool, kind: str, generator_seed: int, seed: int
 ) -> None:
     drop_last = drop_last and batch_size is not None
 
@@ -122,7 +122,9 @@ def test_map_style_without_workers_matches_torch(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_map_style_with_workers_matches_torch_seeding_and_worker_info(persistent, shuffle) -> None:
+def test_map_style_with_workers_matches_torch_seeding_and_worker_info(
+    persistent: bool, shuffle: bool
+) -> None:
     generator = torch.Generator()
     generator.manual_seed(5)
 
@@ -152,7 +154,9 @@ def _init_worker(worker_id: int) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 1, 2, 3])
 @pytest.mark.parametrize(("batch_size", "drop_last"), [(None, False), (3, False), (3, True)])
-def test_iterable_dataset_sharding_matches_torch(num_workers, batch_size, drop_last) -> None:
+def test_iterable_dataset_sharding_matches_torch(
+    num_workers: int, batch_size: int | None, drop_last: bool
+) -> None:
     def make(cls: type) -> Any:
         return cls(Partitioned(17), batch_size, drop_last=drop_last, num_workers=num_workers)
 
@@ -190,7 +194,9 @@ def test_collation_and_len_match_torch() -> None:
     num_shards=st.integers(1, 5),
     batch_size=st.one_of(st.none(), st.integers(1, 4)),
 )
-def test_sharded_dataset_order_is_round_robin_over_live_shards(n, num_shards, batch_size) -> None:
+def test_sharded_dataset_order_is_round_robin_over_live_shards(
+    n: int, num_shards: int, batch_size: int | None
+) -> None:
     dataset = sharded(n, num_shards)
     shards = [list(dataset.open_shard(s)) for s in range(num_shards)]
     expected, live = [], list(range(num_shards))

@@ -27,7 +27,7 @@ from tests.leaks import alive, child_pids, eventually, no_leaks_of_ours
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_dataset_exception_carries_the_worker_traceback(num_workers, no_leaks) -> None:
+def test_a_dataset_exception_carries_the_worker_traceback(num_workers: int, no_leaks: None) -> None:
     loader = StatefulDataLoader(Faulty(12), batch_size=2, num_workers=num_workers)
     pattern = r"item 7 is broken"
     if num_workers:
@@ -45,7 +45,7 @@ def test_a_dataset_exception_carries_the_worker_traceback(num_workers, no_leaks)
 
 
 @pytest.mark.timeout(60)
-def test_a_failing_worker_init_fn_is_reported(no_leaks) -> None:
+def test_a_failing_worker_init_fn_is_reported(no_leaks: None) -> None:
     loader = StatefulDataLoader(
         Squares(8), batch_size=2, num_workers=2, worker_init_fn=failing_init
     )
@@ -56,7 +56,9 @@ def test_a_failing_worker_init_fn_is_reported(no_leaks) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_a_failing_worker_init_fn_is_raised_by_iter_as_torchdata(persistent, no_leaks) -> None:
+def test_a_failing_worker_init_fn_is_raised_by_iter_as_torchdata(
+    persistent: bool, no_leaks: None
+) -> None:
     loader = StatefulDataLoader(
         Squares(8),
         batch_size=2,
@@ -71,7 +73,7 @@ def test_a_failing_worker_init_fn_is_raised_by_iter_as_torchdata(persistent, no_
 
 
 @pytest.mark.timeout(60)
-def test_a_batch_that_cannot_be_pickled_is_an_error_not_a_hang(no_leaks) -> None:
+def test_a_batch_that_cannot_be_pickled_is_an_error_not_a_hang(no_leaks: None) -> None:
     loader = StatefulDataLoader(
         Squares(8), batch_size=2, num_workers=1, collate_fn=unpicklable_collate
     )
@@ -81,7 +83,7 @@ def test_a_batch_that_cannot_be_pickled_is_an_error_not_a_hang(no_leaks) -> None
 
 
 @pytest.mark.timeout(60)
-def test_an_unpicklable_dataset_under_spawn_fails_with_a_hint(no_leaks) -> None:
+def test_an_unpicklable_dataset_under_spawn_fails_with_a_hint(no_leaks: None) -> None:
     loader = StatefulDataLoader(
         Squares(4), num_workers=1, collate_fn=lambda items: items, multiprocessing_context="spawn"
     )
@@ -119,7 +121,7 @@ def test_a_worker_killed_mid_epoch_raises_promptly_and_leaves_nothing() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_timeout_raises_and_stops_the_workers(no_leaks) -> None:
+def test_timeout_raises_and_stops_the_workers(no_leaks: None) -> None:
     loader = StatefulDataLoader(Sleepy(4, 5.0), batch_size=1, num_workers=1, timeout=0.5)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match=r"DataLoader timed out after 0.5 seconds"):
@@ -129,7 +131,7 @@ def test_timeout_raises_and_stops_the_workers(no_leaks) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks) -> None:
+def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks: None) -> None:
     before = child_pids()
     loader = StatefulDataLoader(Squares(10), batch_size=2, num_workers=2, persistent_workers=True)
     assert len(list(loader)) == 5
@@ -147,7 +149,7 @@ def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks) -> N
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_deleting_the_loader_mid_epoch_stops_everything(persistent, no_leaks) -> None:
+def test_deleting_the_loader_mid_epoch_stops_everything(persistent: bool, no_leaks: None) -> None:
     loader = StatefulDataLoader(
         Squares(50), batch_size=2, num_workers=2, persistent_workers=persistent
     )
@@ -158,7 +160,7 @@ def test_deleting_the_loader_mid_epoch_stops_everything(persistent, no_leaks) ->
 
 
 @pytest.mark.timeout(60)
-def test_an_exception_in_the_training_loop_stops_the_workers(no_leaks) -> None:
+def test_an_exception_in_the_training_loop_stops_the_workers(no_leaks: None) -> None:
     before = child_pids()
     loader = StatefulDataLoader(Squares(50), batch_size=2, num_workers=2)
 
@@ -175,7 +177,7 @@ def test_an_exception_in_the_training_loop_stops_the_workers(no_leaks) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_new_epoch_and_load_state_dict_stop_the_previous_epochs_workers(no_leaks) -> None:
+def test_a_new_epoch_and_load_state_dict_stop_the_previous_epochs_workers(no_leaks: None) -> None:
     loader = StatefulDataLoader(Squares(50), batch_size=2, num_workers=2)
     first = iter(loader)
     next(first)
@@ -192,7 +194,7 @@ def test_a_new_epoch_and_load_state_dict_stop_the_previous_epochs_workers(no_lea
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["exit", "interrupt", "killed"])
-def test_workers_go_away_when_the_main_process_exits_is_interrupted_or_killed(how) -> None:
+def test_workers_go_away_when_the_main_process_exits_is_interrupted_or_killed(how: str) -> None:
     script = textwrap.dedent(
         """
         import os, signal, sys, time
@@ -264,7 +266,9 @@ def test_our_own_arguments_are_checked() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_pinning_runs_in_a_thread_with_workers(monkeypatch: pytest.MonkeyPatch, no_leaks) -> None:
+def test_pinning_runs_in_a_thread_with_workers(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: None
+) -> None:
     pinned: list[int] = []
 
     def fake_pin(data: Any, device: Any = None) -> Any:

@@ -142,7 +142,9 @@ FEW = [0, 1, 3, 4, 5, 6, 9]
 
 @pytest.mark.parametrize("kind", ["subset", "weighted"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_workers) -> None:
+def test_samplers_drawing_from_the_global_rng_replay_the_same_order(
+    kind: str, num_workers: int
+) -> None:
     """SubsetRandomSampler() / WeightedRandomSampler() draw from the global RNG: the resumed run
     draws with a different global RNG, yet replays the epoch's order (every step but the first,
     which starts an epoch: its order comes from the global RNG, as with torch)."""
@@ -160,7 +162,7 @@ def test_samplers_drawing_from_the_global_rng_replay_the_same_order(kind, num_wo
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("persistent", [False, True])
-def test_map_style_with_two_workers(persistent) -> None:
+def test_map_style_with_two_workers(persistent: bool) -> None:
     # 11 items in batches of 3: 4 batches and an epoch end per epoch (steps 4 and 5, 9 and 10).
     factory = partial(map_loader, 2, persistent, shuffle=True, generator="seeded")
     assert_resumable(factory, epochs=2, before_epoch=reseed, positions=FEW)
@@ -186,7 +188,7 @@ def test_map_style_with_spawn_workers() -> None:
 @pytest.mark.parametrize(
     ("num_workers", "persistent"), [(0, False), (2, False), (2, True)], ids=str
 )
-def test_stateful_iterable_dataset(num_workers, persistent) -> None:
+def test_stateful_iterable_dataset(num_workers: int, persistent: bool) -> None:
     def factory() -> StatefulDataLoader:
         return StatefulDataLoader(
             StatefulPartitioned(13),
@@ -201,7 +203,7 @@ def test_stateful_iterable_dataset(num_workers, persistent) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_iterable_dataset_without_state_is_fast_forwarded(num_workers) -> None:
+def test_iterable_dataset_without_state_is_fast_forwarded(num_workers: int) -> None:
     def factory() -> StatefulDataLoader:
         return StatefulDataLoader(Partitioned(13), batch_size=2, num_workers=num_workers)
 
@@ -230,7 +232,7 @@ def test_snapshots_every_n_steps_restore_exactly() -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_sharded_dataset(num_workers) -> None:
+def test_sharded_dataset(num_workers: int) -> None:
     factory = partial(StatefulDataLoader, sharded(23, 3), batch_size=2, num_workers=num_workers)
     positions = None if num_workers == 0 else [0, 3, 8, 12, 13, 14]
     assert_resumable(factory, epochs=2, positions=positions)
@@ -268,7 +270,7 @@ def test_forkserver_workers_resume_exactly() -> None:
     seed=st.integers(0, 2**20),
 )
 def test_a_random_sampler_resumes_at_any_position_as_torch_draws_it(
-    n, batch_size, drop_last, replacement, extra, seed
+    n: int, batch_size: int, drop_last: bool, replacement: bool, extra: int | None, seed: int
 ) -> None:
     """torch's batches from every position on, and the shared generator left as torch leaves it."""
 

@@ -57,7 +57,7 @@ def test_every_key_is_documented() -> None:
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers) -> None:
+def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers: int) -> None:
     torch.manual_seed(0)
     loader = StatefulDataLoader(
         Squares(10**6), batch_size=64, shuffle=True, num_workers=num_workers
@@ -125,7 +125,7 @@ def _map(n: int = 10, batch_size: int = 2, **kwargs: Any) -> StatefulDataLoader:
         ),
     ],
 )
-def test_a_state_from_another_configuration_is_refused(saved, loading, pattern) -> None:
+def test_a_state_from_another_configuration_is_refused(saved, loading, pattern: str) -> None:
     state = saved.state_dict()
     with pytest.raises(IncompatibleStateError, match=pattern):
         loading.load_state_dict(state)
@@ -152,7 +152,7 @@ def test_damaged_states_are_refused_clearly() -> None:
 
 
 @pytest.mark.parametrize("sampler", [None, "plain"])
-def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler) -> None:
+def test_a_position_beyond_the_end_of_the_data_is_refused_at_load(sampler: str | None) -> None:
     from tests._loader_data import PlainSampler
 
     loader = _map(10, sampler=PlainSampler(10) if sampler else None)

@@ -45,7 +45,9 @@ def run_program(make: Any, reload: bool) -> tuple[list[Any], list[Any]]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("reload", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_map_style_program_with_a_stateful_sampler_and_dataset(num_workers, reload) -> None:
+def test_map_style_program_with_a_stateful_sampler_and_dataset(
+    num_workers: int, reload: bool
+) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             NoisyRange(5, 1, 1),
@@ -63,7 +65,7 @@ def test_map_style_program_with_a_stateful_sampler_and_dataset(num_workers, relo
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("reload", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_iterable_program_with_per_worker_state(num_workers, reload) -> None:
+def test_iterable_program_with_per_worker_state(num_workers: int, reload: bool) -> None:
     def make() -> StatefulDataLoader:
         return StatefulDataLoader(
             TutorialIterable(12, 0), batch_size=2, drop_last=False, num_workers=num_workers

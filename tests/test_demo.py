@@ -30,7 +30,7 @@ def demo(tmp_path: Path, *args: str, bars: bool = False) -> subprocess.Completed
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("seed", "kill_at"), [(0, 12), (3, 27)])
-def test_a_killed_run_resumes_identically(tmp_path: Path, seed, kill_at) -> None:
+def test_a_killed_run_resumes_identically(tmp_path: Path, seed: int, kill_at: int) -> None:
     # Bars asked for, but the output is a pipe: none is drawn, the output stays clean.
     done = demo(
         tmp_path, "--seed", str(seed), "--kill-at", str(kill_at), "--workers", "2", bars=True

@@ -65,7 +65,7 @@ def ids(batches) -> list[int]:
 )
 @pytest.mark.resumable("StatefulDataLoader")
 def test_streaming_dataset_resumes_exactly_with_its_own_state(
-    tmp_path: Path, kind, workers
+    tmp_path: Path, kind: str, workers: int
 ) -> None:
     paths = write_files(tmp_path, kind)
 

@@ -94,7 +94,7 @@ def stream_state() -> dict:
     ],
 )  # fmt: skip
 def test_prints_every_field_of_a_state(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, kind, where
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, kind: str, where
 ) -> None:
     state = make()
     path = tmp_path / "ckpt.pt"

@@ -51,7 +51,7 @@ def records(out: Path, phase: str) -> list[dict]:
     ("workers", "sampler"), [(0, "generator"), (2, "generator"), (2, "resumable")]
 )
 def test_a_fit_killed_mid_epoch_resumes_with_the_same_batches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers, sampler
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: int, sampler: str
 ) -> None:
     options = ("--workers", str(workers), "--sampler", sampler)
     # The reference has the same workers: torch's RandomSampler makes one more draw from the

@@ -57,7 +57,7 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
-def test_all_is_sorted_and_importable(module_name) -> None:
+def test_all_is_sorted_and_importable(module_name: str) -> None:
     module = importlib.import_module(module_name)
     assert module.__all__ == sorted(module.__all__, key=_isort_key)
     for name in module.__all__:
@@ -65,7 +65,7 @@ def test_all_is_sorted_and_importable(module_name) -> None:
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES[1:])
-def test_every_public_name_is_also_top_level(module_name) -> None:
+def test_every_public_name_is_also_top_level(module_name: str) -> None:
     module = importlib.import_module(module_name)
     missing = set(module.__all__) - set(checkpointable.__all__)
     assert not missing

@@ -43,7 +43,9 @@ def two_cpu_hogs() -> Iterator[None]:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["prefetch", "parallel_map"])
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method, kind) -> None:
+def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(
+    method: str, kind: str
+) -> None:
     script = str(Path(ROOT) / "tests" / "fault_scripts" / "orphans.py")
     result = subprocess.run(
         [sys.executable, script, method, kind, "100", str(random.randrange(2**31))],
@@ -60,7 +62,7 @@ def test_no_worker_outlives_a_consumer_killed_right_after_it_starts_them(method,
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs) -> None:
+def test_a_killed_loader_worker_is_reported_every_time_under_load(two_cpu_hogs: None) -> None:
     chance = random.Random()
     before = child_pids()
     killed: set[int] = set()
@@ -125,7 +127,7 @@ def test_running_out_of_file_descriptors_gets_torchs_hint() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks) -> None:
+def test_every_spawn_worker_gets_its_own_pickle_of_what_holds_tensors(no_leaks: None) -> None:
     # A pickle of a tensor hands its shared memory over once: two workers reading one pickle
     # failed with EOFError in the second one.
     torch = pytest.importorskip("torch")

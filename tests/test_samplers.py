@@ -32,7 +32,7 @@ def helios_order(n: int, seed: int, epoch: int) -> list[int]:
 
 # ---------------------------------------------------------------------------- orders
 @pytest.mark.parametrize(("n", "seed", "epoch"), [(0, 0, 0), (1, 3, 0), (10, 0, 4), (5000, 7, 2)])
-def test_random_order_is_helios_order(n, seed, epoch) -> None:
+def test_random_order_is_helios_order(n: int, seed: int, epoch: int) -> None:
     sampler = ResumableRandomSampler(range(n), seed=seed)
     sampler.set_epoch(epoch)
     assert list(sampler) == helios_order(n, seed, epoch)
@@ -49,7 +49,7 @@ def test_yields_python_ints() -> None:
 
 
 @pytest.mark.parametrize("position", [0, 1, 4095, 4096, 4097, 9999, 10000])
-def test_random_resumes_at_any_position_across_chunks(position) -> None:
+def test_random_resumes_at_any_position_across_chunks(position: int) -> None:
     sampler = ResumableRandomSampler(range(10000), seed=2)
     it = iter(sampler)
     head = list(islice(it, position))
@@ -63,7 +63,7 @@ def test_random_resumes_at_any_position_across_chunks(position) -> None:
 # ---------------------------------------------------------------------------- assert_resumable
 @pytest.mark.resumable("ResumableRandomSampler")
 @pytest.mark.parametrize(("n", "seed", "batch_size"), [(0, 0, 1), (1, 0, 1), (7, 1, 3), (25, 5, 4)])
-def test_random_sampler_is_resumable(n, seed, batch_size) -> None:
+def test_random_sampler_is_resumable(n: int, seed: int, batch_size: int) -> None:
     items = assert_resumable(
         lambda: ResumableRandomSampler(range(n), seed=seed, batch_size=batch_size),
         epochs=3,
@@ -74,7 +74,7 @@ def test_random_sampler_is_resumable(n, seed, batch_size) -> None:
 
 @pytest.mark.resumable("ResumableSequentialSampler")
 @pytest.mark.parametrize(("n", "batch_size"), [(0, 1), (5, 1), (13, 4)])
-def test_sequential_sampler_is_resumable(n, batch_size) -> None:
+def test_sequential_sampler_is_resumable(n: int, batch_size: int) -> None:
     items = assert_resumable(
         lambda: ResumableSequentialSampler(range(n), batch_size=batch_size),
         epochs=3,
@@ -96,7 +96,9 @@ def test_sequential_sampler_is_resumable(n, batch_size) -> None:
     ],
 )
 @pytest.mark.resumable("ResumableDistributedSampler")
-def test_distributed_sampler_is_resumable(n, replicas, rank, shuffle, drop_last) -> None:
+def test_distributed_sampler_is_resumable(
+    n: int, replicas: int, rank: int, shuffle: bool, drop_last: bool
+) -> None:
     def factory():
         return ResumableDistributedSampler(
             range(n), replicas, rank, shuffle=shuffle, seed=4, drop_last=drop_last, batch_size=2
@@ -221,7 +223,7 @@ def test_start_iter_setter_and_changed_batch_size() -> None:
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
-def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size) -> None:
+def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size: int) -> None:
     n = 11
 
     def loader(sampler):
@@ -325,7 +327,7 @@ def test_state_is_plain_ints_and_names_the_configuration() -> None:
         ),
     ],
 )
-def test_incompatible_states_are_refused_naming_both_values(saved, loading, message) -> None:
+def test_incompatible_states_are_refused_naming_both_values(saved, loading, message: str) -> None:
     with pytest.raises(IncompatibleStateError, match=message):
         loading().load_state_dict(saved().state_dict())
 
@@ -341,7 +343,7 @@ def test_incompatible_states_are_refused_naming_both_values(saved, loading, mess
         ({"extra": 1}, r"unexpected key\(s\) \['extra'\]"),
     ],
 )
-def test_corrupt_states_are_refused(change, message) -> None:
+def test_corrupt_states_are_refused(change, message: str) -> None:
     state = {**ResumableRandomSampler(range(10)).state_dict(), **change}
     with pytest.raises(IncompatibleStateError, match=message):
         ResumableRandomSampler(range(10)).load_state_dict(state)
@@ -383,7 +385,7 @@ def test_missing_key_is_refused() -> None:
         (lambda: ResumableDistributedSampler(range(3), num_replicas=2), ValueError, "rank=None needs an initialised"),
     ],
 )  # fmt: skip
-def test_bad_arguments_are_named(make, error, message) -> None:
+def test_bad_arguments_are_named(make, error, message: str) -> None:
     with pytest.raises(error, match=message):
         make()
 

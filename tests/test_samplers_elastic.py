@@ -36,7 +36,7 @@ CONFIG = st.fixed_dictionaries(
     epoch=st.integers(0, 5),
 )
 def test_uninterrupted_epoch_is_torch_bit_for_bit(
-    n, replicas, rank_fraction, config, epoch
+    n: int, replicas: int, rank_fraction: float, config, epoch: int
 ) -> None:
     rank = int(rank_fraction * replicas)
     ours = ResumableDistributedSampler(range(n), replicas, rank, **config)
@@ -106,7 +106,14 @@ def stop_point(draw, n, replicas, batch_size, drop_last):
     data=st.data(),
 )
 def test_elastic_resume_yields_every_sample_exactly_once(
-    n, batch_size, new_batch_size, before, after, config, epoch, data
+    n: int,
+    batch_size: int,
+    new_batch_size: int,
+    before: int,
+    after: int,
+    config,
+    epoch: int,
+    data: st.DataObject,
 ) -> None:
     samples, per_rank = data.draw(stop_point(n, before, batch_size, config["drop_last"]))
     first, state = run_ranks(make_ranks(n, before, config, batch_size, epoch), samples)
@@ -134,7 +141,9 @@ def test_elastic_resume_yields_every_sample_exactly_once(
     config=CONFIG,
     data=st.data(),
 )
-def test_chained_elastic_resumes_yield_every_sample_exactly_once(n, sizes, config, data) -> None:
+def test_chained_elastic_resumes_yield_every_sample_exactly_once(
+    n: int, sizes: list[int], config, data: st.DataObject
+) -> None:
     """N ranks, then M, then P (then Q): the state is always progress in the epoch's order."""
     yielded: list[list[int]] = []
     state = None

@@ -290,7 +290,9 @@ def _check(name: str, data: Any) -> None:
 @pytest.mark.parametrize("name", sorted(SUBJECTS))
 @settings(max_examples=EXAMPLES, derandomize=EXAMPLES <= 80)
 @given(data=st.data())
-def test_a_mutated_state_is_refused_at_load_or_resumes_exactly(name, data) -> None:
+def test_a_mutated_state_is_refused_at_load_or_resumes_exactly(
+    name: str, data: st.DataObject
+) -> None:
     _check(name, data)
 
 

@@ -44,7 +44,7 @@ def sampler_loader(num_workers: int = 0) -> StatefulDataLoader:
 
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
 @pytest.mark.parametrize("epoch_size", [None, 2, 7])
-def test_over_a_map_style_loader(epoch_size) -> None:
+def test_over_a_map_style_loader(epoch_size: int | None) -> None:
     """Epoch sizes: the loader's, smaller than it (4 batches), larger than it."""
     events = assert_stream_resumable(map_loader, max_epoch=3, epoch_size=epoch_size)
     assert events
@@ -70,7 +70,7 @@ def test_after_set_loader_to_another_loader() -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.resumable("Stream", "StatefulDataLoader")
 @pytest.mark.parametrize("persistent", [False, True])
-def test_over_a_loader_with_worker_processes(persistent) -> None:
+def test_over_a_loader_with_worker_processes(persistent: bool) -> None:
     factory = functools.partial(map_loader, 2, persistent_workers=persistent)
     assert_stream_resumable(
         factory, max_epoch=2, epoch_size=None, max_items=9, positions=[0, 2, 4, 5, 6, 8]

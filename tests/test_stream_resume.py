@@ -396,7 +396,7 @@ class OtherRestAfterResume:
 
 
 @pytest.mark.parametrize("rest", [2, 7])
-def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest) -> None:
+def test_an_epoch_sized_by_the_loader_ends_with_its_resumed_pass(rest: int) -> None:
     stream = Stream(OtherRestAfterResume(rest))
     loop = stream.epochs(2, progress_bar=False)
     epoch = next(loop)

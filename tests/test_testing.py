@@ -176,7 +176,7 @@ class ForgetsAfterSecondResume(Counter):
         (ForgetsAfterSecondResume, "right after load_state_dict|second resume"),
     ],
 )
-def test_fails_for_a_broken_iterator(broken, message) -> None:
+def test_fails_for_a_broken_iterator(broken, message: str) -> None:
     error = TypeError if broken in (TupleState, IntKeyState, TensorState) else AssertionError
     with pytest.raises(error, match=message):
         assert_resumable(broken)
