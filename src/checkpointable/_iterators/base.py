@@ -143,7 +143,8 @@ class Node(CheckpointableIterator):
         """Apply a checked state, or the initial state when `state` is None."""
 
     def getstate(self) -> dict[str, Any]:
-        return plain_state(self._snapshot())
+        state: dict[str, Any] = plain_state(self._snapshot())
+        return state
 
     def _snapshot(self) -> Snapshot:
         try:

@@ -6,7 +6,7 @@ import collections.abc
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from random import Random
-from typing import Any
+from typing import Any, cast
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
@@ -105,13 +105,13 @@ class NativeCheckpointableIterator(Node):
                 iterator = iter(iterable)
                 if count:
                     iterator.__setstate__(count)
-                return iterator
+                return cast("Iterator[Any]", iterator)  # iter() of an Any
             return map(iterable.__getitem__, range(count, length))
         iterator = iter(iterable)
         skipped = sum(1 for _ in islice(iterator, count))
         if skipped < count:
             self._beyond_end(count, skipped)
-        return iterator
+        return cast("Iterator[Any]", iterator)  # iter() of an Any
 
     def _beyond_end(self, count: int, length: int) -> None:
         raise IncompatibleStateError(

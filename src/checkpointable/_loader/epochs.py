@@ -75,7 +75,9 @@ def restart_main_process_iterable(loader: Any) -> None:
         reader.dataset_loaded = False
 
 
-def main_epoch(loader: Any, indices: EpochIndices | None, continuing: bool) -> Any:
+def main_epoch(
+    loader: Any, indices: EpochIndices | None, continuing: bool
+) -> MainMapEpoch | MainStreamEpoch:
     """The iterator of an epoch read in the main process."""
     state = loader._state
     pin = pin_function(loader)

@@ -367,7 +367,7 @@ class StatefulDataLoader(DataLoader[T_co]):
             # its workers never use: drawn too, so that the RNG moves as with torch
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if workers == 0:
-            epoch: Any = main_epoch(self, indices, continuing)
+            epoch: Iterator[Any] = main_epoch(self, indices, continuing)
         else:
             epoch, pool = worker_epoch(self, indices, continuing, pool_alive)
             self._pool = pool if self.persistent_workers else None

@@ -62,7 +62,8 @@ def resolve_context(
         return None
     if isinstance(value, BaseContext):
         return value
-    return multiprocessing.get_context(value)
+    context: BaseContext = multiprocessing.get_context(value)
+    return context
 
 
 @dataclass(frozen=True)
