@@ -21,11 +21,13 @@ import io
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from itertools import islice
+from typing import Any, cast
 
 import torch
 from _common import Row, median_seconds, print_rows
-from torch.utils.data import DistributedSampler, RandomSampler
+from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 
 from checkpointable.samplers import ResumableDistributedSampler, ResumableRandomSampler
 
@@ -51,7 +53,7 @@ def helios_resume(n: int, start_iter: int, batch_size: int = 1, epoch: int = 0) 
     """helios' ResumableRandomSampler.__iter__ after ``sampler.start_iter = start_iter``."""
     generator = torch.Generator()
     generator.manual_seed(epoch + SEED)
-    indices = torch.randperm(n, generator=generator).tolist()
+    indices: list[int] = torch.randperm(n, generator=generator).tolist()
     indices = indices[start_iter * batch_size :]
     return next(iter(indices))
 
@@ -64,7 +66,7 @@ def torch_fast_forward(n: int, position: int) -> int:
     return next(it)
 
 
-def torchdata_iterator(n: int):
+def torchdata_iterator(n: int) -> Any:
     from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
     sampler = StatefulRandomSampler(range(n), generator=torch.Generator().manual_seed(SEED))
@@ -75,13 +77,15 @@ def torchdata_state(n: int, position: int) -> dict:
     it = torchdata_iterator(n)
     for _ in islice(it, position):
         pass
-    return it.state_dict()
+    state: dict[str, Any] = it.state_dict()
+    return state
 
 
 def torchdata_resume(n: int, state: dict) -> int:
     it = torchdata_iterator(n)
     it.load_state_dict(state)
-    return next(it)
+    first: int = next(it)
+    return first
 
 
 def state_bytes(state: dict) -> int:
@@ -115,15 +119,15 @@ def run(quick: bool = False) -> list[Row]:
         where = f"{name}, resume at {position:.0e}"
         state = ours_state(n, position)
         assert ours_resume(n, state) == helios_resume(n, position)  # the same order
-        restore[position] = median_seconds(lambda s=state: ours_resume(n, s), repeat)
+        restore[position] = median_seconds(partial(ours_resume, n, state), repeat)
         ours = restore[position]
-        helios = median_seconds(lambda p=position: helios_resume(n, p), repeat)
+        helios = median_seconds(partial(helios_resume, n, position), repeat)
         rows.append(Row(where, "restore+first s", ours, helios, HELIOS, False, "flat, < peer"))
-        torch_ff = median_seconds(lambda p=position: torch_fast_forward(n, p), repeat)
+        torch_ff = median_seconds(partial(torch_fast_forward, n, position), repeat)
         rows.append(Row(where, "restore+first s", ours, torch_ff, TORCH_FF, False, "< peer"))
         if torchdata_name:
             peer_state = torchdata_state(n, position)
-            peer = median_seconds(lambda s=peer_state: torchdata_resume(n, s), repeat)
+            peer = median_seconds(partial(torchdata_resume, n, peer_state), repeat)
             rows.append(Row(where, "restore+first s", ours, peer, torchdata_name, False, "< peer"))
     near, far = positions
     rows.append(
@@ -182,7 +186,9 @@ def run(quick: bool = False) -> list[Row]:
     ours_rate = items_per_second(
         lambda: ResumableDistributedSampler(range(m), 2, 1), m // 2, repeat
     )
-    torch_rate = items_per_second(lambda: DistributedSampler(range(m), 2, 1), m // 2, repeat)
+    torch_rate = items_per_second(
+        lambda: DistributedSampler(cast("Dataset[int]", range(m)), 2, 1), m // 2, repeat
+    )
     rows.append(
         Row(
             f"samplers: distributed rank 1 of 2, iterate an epoch of {m:.0e}",
@@ -206,7 +212,11 @@ def run(quick: bool = False) -> list[Row]:
         return next(iter(sampler))
 
     def dist_fast_forward() -> int:
-        it = iter(DistributedSampler(range(n), ranks, 1, seed=SEED))
+        # torch's sampler only takes len(dataset): a range will do
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast("Dataset[int]", range(n)), ranks, 1, seed=SEED
+        )
+        it = iter(sampler)
         for _ in islice(it, far // ranks):
             pass
         return next(it)

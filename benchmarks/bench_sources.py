@@ -32,6 +32,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ FLAT = "< 50 ms, flat"
 
 
 def write_files(folder: Path, rows: int) -> dict[str, list[str]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     per_file = rows // FILES
     out: dict[str, list[str]] = {"parquet": [], "jsonl": [], "tar": []}
@@ -218,8 +219,8 @@ def throughput_rows(
         return rows_per_second(lambda: loader, rows)
 
     for kind in ("parquet", "jsonl"):
-        ours = rows_per_second(lambda k=kind: ours_loader(files[k], workers), rows)
-        peer = attempt(f"datasets streaming ({kind})", lambda k=kind: hf(k))
+        ours = rows_per_second(partial(ours_loader, files[kind], workers), rows)
+        peer = attempt(f"datasets streaming ({kind})", partial(hf, kind))
         if peer:
             out.append(
                 Row(f"sources: {kind}", metric, ours, peer, "datasets streaming", True, GOAL)
@@ -230,7 +231,7 @@ def throughput_rows(
         out.append(Row("sources: tar", metric, ours, peer, "webdataset", True, GOAL))
     ours = rows_per_second(lambda: ours_loader(files["parquet"], workers), rows)
     for name, epoch in (("mosaic streaming", mosaic_epoch), ("litdata", litdata_epoch)):
-        peer = attempt(name, lambda e=epoch: e(files["parquet"], workers, folder, rows))
+        peer = attempt(name, partial(epoch, files["parquet"], workers, folder, rows))
         if peer:
             label = f"{metric} (peer incl. conversion)"
             out.append(Row("sources: parquet", label, ours, peer, name, True, GOAL))
@@ -250,7 +251,7 @@ def restore_rows(files: dict[str, list[str]], rows: int) -> list[Row]:
         extra = max(restore - fresh, 1e-4) * 1000
         metric = f"restore-fresh ms at {percent}%"
         hf = attempt(
-            "datasets restore", lambda p=percent: hf_restore("parquet", parquet, rows, p / 100)
+            "datasets restore", partial(hf_restore, "parquet", parquet, rows, percent / 100)
         )
         if hf and hf_fresh:
             peer_ms = max(hf[0] - hf_fresh, 1e-4) * 1000
@@ -262,7 +263,7 @@ def restore_rows(files: dict[str, list[str]], rows: int) -> list[Row]:
                         "sources: parquet", "state bytes", state_bytes, hf[1], name, False, "< 1 KB"
                     )
                 )
-        wds = attempt("webdataset restore", lambda p=percent: wds_restore(tars, rows, p / 100))
+        wds = attempt("webdataset restore", partial(wds_restore, tars, rows, percent / 100))
         if wds and wds_fresh:
             peer_ms = max(wds - wds_fresh, 1e-4) * 1000
             out.append(

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
