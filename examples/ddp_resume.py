@@ -25,6 +25,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -69,7 +70,11 @@ def main() -> None:
     out = Path(args.out)
     checkpoint = {"model": model, "optimizer": optimizer, "stream": stream}
     if args.resume:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stream": stream}
+        state: dict[str, Any] = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "stream": stream,
+        }
         dcp.load(state, checkpoint_id=out / "checkpoint")  # loads the Stateful stream in place
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
