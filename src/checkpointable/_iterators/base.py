@@ -14,6 +14,8 @@ import collections.abc
 from abc import abstractmethod
 from typing import Any, ClassVar
 
+from typing_extensions import Self
+
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import (
     STATE_VERSION,
@@ -93,7 +95,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
             state_dict = {k: v for k, v in state_dict.items() if k != "version"}
         self.setstate(state_dict)
 
-    def __enter__(self) -> CheckpointableIterator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
