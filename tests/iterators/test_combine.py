@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +13,7 @@ from checkpointable import IncompatibleStateError
 from checkpointable.iterators import (
     BlockwiseShuffleIterator,
     BufferedShuffleIterator,
+    CheckpointableIterator,
     FixedBatchIterator,
     InfinitePermutationSourceIterator,
     MapIterator,
@@ -24,7 +28,7 @@ from checkpointable.iterators import (
 from checkpointable.testing import assert_resumable
 
 
-def source(items) -> NativeCheckpointableIterator:
+def source(items: Iterable[Any]) -> NativeCheckpointableIterator:
     return NativeCheckpointableIterator(list(items))
 
 
@@ -111,7 +115,7 @@ def test_weighted_mix_rejects_bad_weights() -> None:
 
 def _five_stage_pipeline() -> FixedBatchIterator:
     lines = [[f"line {c}.{i}" for i in range(c % 4 + 1)] for c in range(12)]
-    it = InfinitePermutationSourceIterator(list(range(12)), seed=1)
+    it: CheckpointableIterator = InfinitePermutationSourceIterator(list(range(12)), seed=1)
     it = SelectManyIterator(it, lambda c: iter(lines[c]))
     it = BufferedShuffleIterator(it, 5, seed=2)
     it = BlockwiseShuffleIterator(it, 4, seed=3)

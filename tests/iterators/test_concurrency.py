@@ -14,12 +14,15 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
 import checkpointable
 from checkpointable.iterators import (
+    CheckpointableIterator,
     MapIterator,
     NativeCheckpointableIterator,
     ParallelMapIterator,
@@ -36,6 +39,8 @@ ROOT = str(Path(__file__).resolve().parents[2])  # where the package `tests` is
 prefetch, parallel_map = workload.prefetch_of, workload.parallel_map_of
 KINDS = [prefetch, parallel_map]
 IDS = ["prefetch", "parallel_map"]
+# a factory of KINDS: (method, n=...) -> a running iterator with workers
+Kind = Callable[..., PrefetchIterator | ParallelMapIterator]
 
 
 def workers() -> set[object]:
@@ -46,7 +51,7 @@ def workers() -> set[object]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["thread", "fork"])
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
-def test_close_leaves_nothing_behind(kind: str, method: str, no_leaks: None) -> None:
+def test_close_leaves_nothing_behind(kind: Kind, method: str, no_leaks: None) -> None:
     it = kind(method)
     assert [next(it) for _ in range(3)] == [0, 2, 4]
     assert workers()
@@ -56,7 +61,7 @@ def test_close_leaves_nothing_behind(kind: str, method: str, no_leaks: None) -> 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
 def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(
-    kind: str, no_leaks: None
+    kind: Kind, no_leaks: None
 ) -> None:
     it = kind("fork")
     next(it)
@@ -67,7 +72,7 @@ def test_garbage_collection_of_an_unclosed_iterator_stops_its_workers(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
 def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(
-    kind: str, no_leaks: None
+    kind: Kind, no_leaks: None
 ) -> None:
     with pytest.raises(KeyError), kind("fork") as it:
         for item in it:
@@ -85,12 +90,13 @@ def test_an_exception_in_the_consuming_loop_leaves_nothing_behind(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
 def test_a_killed_worker_raises_promptly_and_the_iterator_can_go_on(
-    kind: str, no_leaks: None
+    kind: Kind, no_leaks: None
 ) -> None:
     it = kind("fork", n=100_000)
     with it:
         head = [next(it) for _ in range(10)]
         victim = next(p for p in multiprocessing.active_children() if "checkpointable" in p.name)
+        assert victim.pid is not None  # a started process
         os.kill(victim.pid, signal.SIGKILL)
         with pytest.raises(
             RuntimeError,
@@ -121,12 +127,15 @@ def test_ctrl_c_in_a_worker_process_is_left_to_the_consumer() -> None:
         head = [next(it) for _ in range(3)]
         for process in multiprocessing.active_children():
             if "checkpointable" in process.name:
+                assert process.pid is not None  # a started process
                 os.kill(process.pid, signal.SIGINT)
         time.sleep(0.2)
         assert head + list(it) == [2 * i for i in range(50)]
 
 
-def run_a_copy_in_a_forked_child(iterator, connection) -> None:
+def run_a_copy_in_a_forked_child(
+    iterator: PrefetchIterator | ParallelMapIterator, connection: Connection
+) -> None:
     connection.send(list(iterator))
     iterator.close()
 
@@ -134,7 +143,7 @@ def run_a_copy_in_a_forked_child(iterator, connection) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
 def test_a_forked_copy_of_a_running_iterator_restarts_from_its_position(
-    kind: str, no_leaks: None
+    kind: Kind, no_leaks: None
 ) -> None:
     with kind("thread", n=30) as it:
         head = [next(it) for _ in range(7)]
@@ -155,7 +164,9 @@ def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(
     method: str, no_leaks: None
 ) -> None:
     source = NativeCheckpointableIterator([1, 2, 3])
-    it = ParallelMapIterator(source, lambda n: n + 1, 2, 1, multiprocessing_context=method)
+    it: CheckpointableIterator = ParallelMapIterator(
+        source, lambda n: n + 1, 2, 1, multiprocessing_context=method
+    )
     with it, pytest.raises(TypeError, match=r"transform must be picklable .* module level"):
         next(it)
     it = PrefetchIterator(MapIterator(source, lambda n: n), 2, multiprocessing_context=method)
@@ -171,7 +182,7 @@ def test_an_unpicklable_function_under_spawn_raises_a_clear_type_error(
         assert list(it) == [1, 2, 3]  # threads need no pickling
 
 
-def run_in_a_daemonic_process(connection) -> None:
+def run_in_a_daemonic_process(connection: Connection) -> None:
     """Runs both iterators with their default (process) configuration in a daemonic process."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,9 @@ from checkpointable.testing import assert_resumable
 from . import workload
 
 
-def mapped(n: int = 11, processes: int = 2, per_process: int = 2, **options):
+def mapped(
+    n: int = 11, processes: int = 2, per_process: int = 2, **options: Any
+) -> ParallelMapIterator:
     source = NativeCheckpointableIterator(list(range(n)))
     return ParallelMapIterator(source, workload.square, processes, per_process, **options)
 
@@ -236,7 +239,9 @@ def test_next_and_setstate_raise_after_close() -> None:
         ({"multiprocessing_context": "fork2"}, ValueError, r"multiprocessing_context='fork2'"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message: str) -> None:
+def test_bad_arguments_are_named(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
     options = {"transform": workload.square, "num_processes": 2, "num_items_per_process": 2}
     with pytest.raises(error, match=message):
         ParallelMapIterator(NativeCheckpointableIterator([1]), **{**options, **arguments})

@@ -11,6 +11,7 @@ import logging
 import pickle
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,7 +29,7 @@ from checkpointable.testing import assert_resumable
 from . import workload
 
 
-def prefetched(n: int = 13, buffer_size: int = 3, **options) -> PrefetchIterator:
+def prefetched(n: int = 13, buffer_size: int = 3, **options: Any) -> PrefetchIterator:
     return PrefetchIterator(workload.doubled(n), buffer_size, **options)
 
 
@@ -259,7 +260,9 @@ def test_a_window_offset_beyond_the_source_is_refused_at_load() -> None:
         ({"multiprocessing_context": 3}, ArgumentTypeError, r"multiprocessing_context must be"),
     ],
 )
-def test_bad_arguments_are_named(arguments, error, message: str) -> None:
+def test_bad_arguments_are_named(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
     options = {"buffer_size": 2, **arguments}
     with pytest.raises(error, match=message):
         PrefetchIterator(workload.doubled(3), **options)

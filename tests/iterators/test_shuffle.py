@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -155,6 +156,6 @@ def test_bucketed_readahead_rejects_bad_arguments() -> None:
         lambda: BlockwiseShuffleIterator(source(3), -2),
     ],
 )
-def test_shuffles_reject_a_non_positive_size(make) -> None:
+def test_shuffles_reject_a_non_positive_size(make: Callable[[], object]) -> None:
     with pytest.raises(ValueError, match="must be a positive int"):
         make()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, cast
 
 import pytest
 import torch
@@ -44,7 +45,7 @@ class Restartable:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.n))
 
 
@@ -65,13 +66,13 @@ class Restartable:
     ],
     ids=lambda x: type(x).__name__,
 )
-def test_native_is_resumable(iterable) -> None:
+def test_native_is_resumable(iterable: Iterable[Any]) -> None:
     items = assert_resumable(lambda: NativeCheckpointableIterator(iterable))
     assert len(items) == len(list(iter(iterable)))
 
 
 @pytest.mark.parametrize("make", [lambda n: list(range(n)), CountingSequence])
-def test_native_restores_a_sequence_without_reading(make) -> None:
+def test_native_restores_a_sequence_without_reading(make: Callable[[int], Sequence[int]]) -> None:
     data = make(1000)
     it = NativeCheckpointableIterator(data)
     for _ in range(700):
@@ -90,7 +91,7 @@ def test_native_rejects_an_iterator_and_a_non_iterable() -> None:
         NativeCheckpointableIterator(iter([1, 2]))
     assert isinstance(info.value, TypeError)
     with pytest.raises(TypeError, match="must be an iterable, got int"):
-        NativeCheckpointableIterator(3)
+        NativeCheckpointableIterator(3)  # type: ignore[arg-type]
 
 
 def test_native_state_beyond_the_data_is_refused() -> None:
@@ -118,7 +119,7 @@ def test_chunked_parts_are_resumable_and_cover_the_list_in_order(
 
 
 def test_chunked_works_on_a_sequence_without_slicing() -> None:
-    assert list(ChunkedSourceIterator(CountingSequence(5), 2, 1)) == [30, 40]
+    assert list(ChunkedSourceIterator(cast("Sequence[int]", CountingSequence(5)), 2, 1)) == [30, 40]
 
 
 def test_chunked_state_from_another_rank_is_refused() -> None:
@@ -226,7 +227,7 @@ def test_random_access_passes_are_permutations(n: int, seed: int, passes: int) -
 
 def test_random_access_restores_far_away_without_reading() -> None:
     data = CountingSequence(10_000)
-    it = RandomAccessSourceIterator(data, seed=3)
+    it = RandomAccessSourceIterator(cast("Sequence[int]", data), seed=3)
     it.load_state_dict({**it.state_dict(), "num_items_yielded": 2_345_678})
     assert data.reads == 0
     reference = RandomAccessSourceIterator(range(10_000), seed=3)

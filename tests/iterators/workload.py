@@ -71,14 +71,14 @@ def doubled(n: int = 13) -> MapIterator:
 def prefetch_of(method: str, n: int = 200) -> PrefetchIterator:
     """A PrefetchIterator over `doubled(n)` in a worker started by `method` (or a thread)."""
     options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
-    return PrefetchIterator(doubled(n), 4, **options)  # type: ignore[arg-type]
+    return PrefetchIterator(doubled(n), 4, **options)
 
 
 def parallel_map_of(method: str, n: int = 200, processes: int = 2) -> ParallelMapIterator:
     """A ParallelMapIterator doubling range(n) in workers started by `method` (or threads)."""
     options = {"use_threads": True} if method == "thread" else {"multiprocessing_context": method}
     source = NativeCheckpointableIterator(list(range(n)))
-    return ParallelMapIterator(source, double, processes, 3, **options)  # type: ignore[arg-type]
+    return ParallelMapIterator(source, double, processes, 3, **options)
 
 
 def add_tensor_sum(tensor: Any, n: int) -> int:
