@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,10 +137,12 @@ def test_restore_reads_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     state = loader.state_dict()
     reads = []
     original = formats.read_block
-    monkeypatch.setattr(
-        "checkpointable._sources.dataset.read_file_block",
-        lambda *args: reads.append(args[3]) or original(*args),
-    )
+
+    def recording(*args: Any) -> Any:
+        reads.append(args[3])
+        return original(*args)
+
+    monkeypatch.setattr("checkpointable._sources.dataset.read_file_block", recording)
     resumed = ShardedDataset(pattern, window=1, block_rows=10)
     again = StatefulDataLoader(resumed, batch_size=2, sampler=resumed.sampler, collate_fn=list)
     again.load_state_dict(state)
@@ -305,7 +308,9 @@ def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path: Path)
 
     def loader(workers: int) -> StatefulDataLoader:
         dataset = ShardedDataset(pattern, seed=8, window=2, block_rows=3)
-        extra = {"multiprocessing_context": "spawn", "persistent_workers": True} if workers else {}
+        extra: dict[str, Any] = (
+            {"multiprocessing_context": "spawn", "persistent_workers": True} if workers else {}
+        )
         return StatefulDataLoader(
             dataset,
             batch_size=4,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpointable import ShardedDataset, StatefulDataLoader
+from checkpointable.samplers import ResumableDistributedSampler
 
 from ._data import row_id, write_shards
 
@@ -103,8 +105,8 @@ def test_every_row_once_over_n_then_m_then_p_ranks(
     lanes: int,
     seed: int,
     batch_size: int,
-    worlds,
-    fractions,
+    worlds: tuple[int, int, int],
+    fractions: tuple[float, float],
     drop_last: bool,
 ) -> None:
     folder = tmp_path_factory.mktemp("elastic")
@@ -168,7 +170,7 @@ def test_resume_at_the_epoch_end_starts_the_next_epoch(tmp_path: Path) -> None:
         resumed = make_loader(pattern, 3, rank, config)
         resumed.load_state_dict(state)
         parts.append([row_id(r) for batch in resumed for r in batch])
-        assert resumed.sampler.epoch == 1
+        assert cast(ResumableDistributedSampler, resumed.sampler).epoch == 1
     check_epoch(10, [parts], 3, False)
 
 
