@@ -13,9 +13,10 @@ import json
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import cast
 
 import torch.distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from checkpointable.samplers import ResumableDistributedSampler
 
@@ -36,7 +37,10 @@ def main(phase: str, directory: Path, tag: str) -> None:
         saved = json.loads((directory / "first_rank0.json").read_text())
         sampler.load_state_dict(saved["state"])
     sampler.set_epoch(EPOCH)
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, sampler=sampler, num_workers=0)
+    # torch's DataLoader reads a map-style dataset by len() and [i]: a range will do
+    loader = DataLoader(
+        cast("Dataset[int]", dataset), batch_size=BATCH_SIZE, sampler=sampler, num_workers=0
+    )
     batches = islice(loader, FIRST_BATCHES) if phase == "first" else loader
     indices = [i for batch in batches for i in batch.tolist()]
     out = {"world": world, "indices": indices, "state": sampler.state_dict()}
