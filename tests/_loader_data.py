@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -34,7 +35,8 @@ class Squares(Dataset[Any]):
 class WorkerView(Squares):
     """Map-style: each item also shows the worker that read it and draws from its global RNGs."""
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    # items of another type than Squares': a view for the tests, not a Squares to substitute
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         info = get_worker_info()
         return {
             "index": index,
@@ -59,7 +61,7 @@ class CountingNoise(Squares):
         self.count = 0
         self.seed: int | None = None
 
-    def __getitem__(self, index: int) -> tuple[int, int]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[int, int]:
         if self.seed is None:
             info = get_worker_info()
             self.seed = 7 if info is None else info.seed % 1000
@@ -90,7 +92,7 @@ class CountingSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         order = list(range(self.n))
         random.Random(self.seed * 1000 + self.passes).shuffle(order)
         while self.i < self.n:
@@ -114,7 +116,7 @@ class PlainSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(sorted(range(self.n), key=lambda i: (i * 7919) % 101))
 
 
@@ -124,7 +126,7 @@ class Partitioned(IterableDataset[Any]):
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         info = get_worker_info()
         first, step = (0, 1) if info is None else (info.id, info.num_workers)
         yield from range(first, self.n, step)
@@ -137,7 +139,7 @@ class StatefulPartitioned(IterableDataset[Any]):
         self.n = n
         self.i = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         info = get_worker_info()
         first, step = (0, 1) if info is None else (info.id, info.num_workers)
         mine = range(first, self.n, step)
@@ -182,7 +184,7 @@ class TutorialSampler(Sampler[int]):
         self.g.manual_seed(self.seed)
         self.i = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         while self.i < self.limit:
             val = int(torch.randint(high=self.high, size=(1,), generator=self.g))
             self.i += 1
@@ -226,7 +228,7 @@ class TutorialIterable(IterableDataset[Any]):
         self.g = torch.Generator()
         self.i = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         worker_info = get_worker_info()
         if worker_info is not None:
             worker_id, num_workers = worker_info.id, worker_info.num_workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -86,7 +87,7 @@ def map_loader(num_workers: int = 0, persistent: bool = False, **kwargs: Any) ->
     ],
     ids=str,
 )
-def test_map_style_without_workers(kwargs) -> None:
+def test_map_style_without_workers(kwargs: dict[str, Any]) -> None:
     factory = partial(map_loader, 0, False, **kwargs)
     epochs = 1 if kwargs.get("shuffle") else 3  # seeds from the global RNG: see reseed
     items = assert_resumable(factory, epochs=epochs, before_epoch=reseed)
@@ -116,7 +117,7 @@ class _StatefulBatches:
     def __len__(self) -> int:
         return (len(self.sampler) + 1) // 2
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         batch = []
         for index in self.sampler:
             batch.append(index)

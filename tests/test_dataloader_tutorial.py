@@ -7,6 +7,7 @@ the uninterrupted run, for num_workers 0 and 2.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -81,7 +82,7 @@ def test_the_imports_of_torchdata_have_a_one_line_equivalent() -> None:
         def __init__(self) -> None:
             self.i = 0
 
-        def __iter__(self):
+        def __iter__(self) -> Iterator[int]:
             while self.i < 4:
                 self.i += 1
                 yield self.i

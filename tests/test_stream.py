@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import checkpointable
 from checkpointable import ArgumentValueError, Stream
@@ -32,14 +33,19 @@ class CountingIterable:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         self.iter_calls += 1
         return iter(self.items)
 
 
 class Unsized(IterableDataset):
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(range(4))
+
+
+def tensor_dataset(values: torch.Tensor) -> Dataset[torch.Tensor]:
+    """A tensor as torch's DataLoader reads it (by len() and [i]), typed as the Dataset it acts as."""
+    return cast("Dataset[torch.Tensor]", values)
 
 
 # The seed's documented examples.
@@ -196,7 +202,7 @@ def test_stateless_mid_epoch_resume_starts_a_new_epoch_as_the_seed() -> None:
 
 
 def test_tutorial_epochs_loop() -> None:
-    stream = Stream(DataLoader(torch.arange(6), batch_size=2))
+    stream = Stream(DataLoader(tensor_dataset(torch.arange(6)), batch_size=2))
     seen = []
     for epoch in stream.epochs(2, progress_bar=False):
         for batch in epoch:
@@ -281,7 +287,7 @@ def test_a_loader_whose_later_pass_is_empty_ends_the_stream() -> None:
         def __init__(self) -> None:
             self.passes = 0
 
-        def __iter__(self):
+        def __iter__(self) -> Iterator[int]:
             self.passes += 1
             return iter([1, 2] if self.passes == 1 else [])
 
@@ -369,7 +375,7 @@ def test_empty_sized_loader_is_both_assertion_and_value_error() -> None:
         with pytest.raises(error, match=r"loader must not be empty.*len\(loader\)=0"):
             Stream([])
     with pytest.raises(ArgumentValueError, match="must not be empty"):
-        Stream([1]).set_loader(DataLoader(torch.arange(0)))
+        Stream([1]).set_loader(DataLoader(tensor_dataset(torch.arange(0))))
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -306,7 +307,7 @@ def test_bad_stateless_states() -> None:
 
 def test_a_loader_state_that_is_not_plain_data() -> None:
     class TensorState:
-        def __iter__(self):
+        def __iter__(self) -> Iterator[int]:
             return iter([1])
 
         def state_dict(self) -> dict[str, Any]:
@@ -380,7 +381,7 @@ class OtherRestAfterResume:
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.i >= self.end:  # a finished pass: the next one is whole
             self.i, self.end, self.passes = 0, self.n, self.passes + 1
         while self.i < self.end:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ class EpochCounter:
     def __init__(self, n: int = 5) -> None:
         self.n, self.epoch, self.i, self.ended = n, 0, 0, False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.ended:
             self.epoch, self.i, self.ended = self.epoch + 1, 0, False
         order = list(range(self.n))
@@ -176,7 +177,7 @@ class ForgetsAfterSecondResume(Counter):
         (ForgetsAfterSecondResume, "right after load_state_dict|second resume"),
     ],
 )
-def test_fails_for_a_broken_iterator(broken, message: str) -> None:
+def test_fails_for_a_broken_iterator(broken: type[Any], message: str) -> None:
     error = TypeError if broken in (TupleState, IntKeyState, TensorState) else AssertionError
     with pytest.raises(error, match=message):
         assert_resumable(broken)
