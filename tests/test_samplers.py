@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from itertools import islice
+from typing import Any, cast
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from checkpointable import IncompatibleStateError
 from checkpointable.samplers import (
@@ -22,6 +24,12 @@ from checkpointable.samplers import (
     create_sampler,
 )
 from checkpointable.testing import assert_resumable
+
+
+def ints(n: int) -> Dataset[int]:
+    """range(n) as torch's samplers and DataLoader read a dataset (len() and [i])."""
+    return cast("Dataset[int]", range(n))
+
 
 set_epoch = ResumableSampler.set_epoch  # picklable, for before_epoch in a fresh process
 
@@ -99,7 +107,7 @@ def test_sequential_sampler_is_resumable(n: int, batch_size: int) -> None:
 def test_distributed_sampler_is_resumable(
     n: int, replicas: int, rank: int, shuffle: bool, drop_last: bool
 ) -> None:
-    def factory():
+    def factory() -> ResumableDistributedSampler:
         return ResumableDistributedSampler(
             range(n), replicas, rank, shuffle=shuffle, seed=4, drop_last=drop_last, batch_size=2
         )
@@ -107,8 +115,10 @@ def test_distributed_sampler_is_resumable(
     items = assert_resumable(factory, epochs=3, before_epoch=set_epoch)
     expected = []
     for epoch in range(3):
-        torch_sampler = torch.utils.data.DistributedSampler(
-            range(n), replicas, rank, shuffle=shuffle, seed=4, drop_last=drop_last
+        torch_sampler: torch.utils.data.DistributedSampler[int] = (
+            torch.utils.data.DistributedSampler(
+                ints(n), replicas, rank, shuffle=shuffle, seed=4, drop_last=drop_last
+            )
         )
         torch_sampler.set_epoch(epoch)
         expected += list(torch_sampler)
@@ -226,10 +236,10 @@ def test_start_iter_setter_and_changed_batch_size() -> None:
 def test_resumes_through_a_torch_dataloader_at_every_batch(batch_size: int) -> None:
     n = 11
 
-    def loader(sampler):
-        return DataLoader(range(n), batch_size=batch_size, sampler=sampler, num_workers=0)
+    def loader(sampler: Sampler[int]) -> DataLoader[int]:
+        return DataLoader(ints(n), batch_size=batch_size, sampler=sampler, num_workers=0)
 
-    def sampler():
+    def sampler() -> ResumableRandomSampler:
         return ResumableRandomSampler(range(n), seed=3, batch_size=batch_size)
 
     full = [b.tolist() for b in loader(sampler())]
@@ -254,7 +264,7 @@ def test_distributed_batch_size_changes_only_start_iter() -> None:
     other = ResumableDistributedSampler(range(20), 2, 0, batch_size=4)
     other.load_state_dict(state)
     assert other.start_iter == 2 and other.position == 6
-    torch_order = list(torch.utils.data.DistributedSampler(range(20), 2, 0))
+    torch_order: list[int] = list(torch.utils.data.DistributedSampler(ints(20), 2, 0))
     assert list(other) == torch_order[6:]
 
 
@@ -262,7 +272,9 @@ def test_distributed_start_iter_setter_is_heliosish() -> None:
     sampler = ResumableDistributedSampler(range(11), 3, 1, seed=2, batch_size=2)
     sampler.set_epoch(5)
     sampler.start_iter = 1
-    torch_sampler = torch.utils.data.DistributedSampler(range(11), 3, 1, seed=2)
+    torch_sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        ints(11), 3, 1, seed=2
+    )
     torch_sampler.set_epoch(5)
     assert sampler.progress == 6 and list(sampler) == list(torch_sampler)[2:]
 
@@ -327,7 +339,9 @@ def test_state_is_plain_ints_and_names_the_configuration() -> None:
         ),
     ],
 )
-def test_incompatible_states_are_refused_naming_both_values(saved, loading, message: str) -> None:
+def test_incompatible_states_are_refused_naming_both_values(
+    saved: Callable[[], Any], loading: Callable[[], Any], message: str
+) -> None:
     with pytest.raises(IncompatibleStateError, match=message):
         loading().load_state_dict(saved().state_dict())
 
@@ -343,7 +357,7 @@ def test_incompatible_states_are_refused_naming_both_values(saved, loading, mess
         ({"extra": 1}, r"unexpected key\(s\) \['extra'\]"),
     ],
 )
-def test_corrupt_states_are_refused(change, message: str) -> None:
+def test_corrupt_states_are_refused(change: dict[str, Any], message: str) -> None:
     state = {**ResumableRandomSampler(range(10)).state_dict(), **change}
     with pytest.raises(IncompatibleStateError, match=message):
         ResumableRandomSampler(range(10)).load_state_dict(state)
@@ -367,25 +381,27 @@ def test_missing_key_is_refused() -> None:
     ("make", "error", "message"),
     [
         (lambda: ResumableRandomSampler(range(3), batch_size=0), ValueError, "batch_size must be a positive int, got batch_size=0"),
-        (lambda: ResumableRandomSampler(range(3), batch_size="2"), TypeError, "batch_size must be an int, got '2'"),
+        (lambda: ResumableRandomSampler(range(3), batch_size="2"), TypeError, "batch_size must be an int, got '2'"),  # type: ignore[arg-type]
         (lambda: ResumableRandomSampler(range(3), batch_size=True), TypeError, "batch_size must be an int, got True"),
         (lambda: ResumableSampler(-1), ValueError, "batch_size must be a positive int, got batch_size=-1"),
-        (lambda: ResumableRandomSampler(iter([1, 2])), TypeError, "data_source must be a sized dataset"),
-        (lambda: ResumableSequentialSampler(None), TypeError, "data_source must be a sized dataset.*NoneType"),
-        (lambda: ResumableRandomSampler(range(3), seed=1.5), TypeError, "seed must be an int, got 1.5"),
+        (lambda: ResumableRandomSampler(iter([1, 2])), TypeError, "data_source must be a sized dataset"),  # type: ignore[arg-type]
+        (lambda: ResumableSequentialSampler(None), TypeError, "data_source must be a sized dataset.*NoneType"),  # type: ignore[arg-type]
+        (lambda: ResumableRandomSampler(range(3), seed=1.5), TypeError, "seed must be an int, got 1.5"),  # type: ignore[arg-type]
         (lambda: ResumableRandomSampler(range(3), seed=2**64), ValueError, r"seed must be in \[-2\*\*63, 2\*\*64\)"),
         (lambda: ResumableDistributedSampler(range(3), 2, 2), ValueError, "rank must be < num_replicas, got rank=2, num_replicas=2"),
         (lambda: ResumableDistributedSampler(range(3), 2, -1), ValueError, "rank must be an int >= 0, got rank=-1"),
         (lambda: ResumableDistributedSampler(range(3), 0, 0), ValueError, "num_replicas must be a positive int, got num_replicas=0"),
-        (lambda: ResumableDistributedSampler(range(3), 2.0, 0), TypeError, "num_replicas must be an int"),
-        (lambda: ResumableDistributedSampler(range(3), 2, 0, shuffle=1), TypeError, "shuffle must be a bool, got 1"),
-        (lambda: ResumableDistributedSampler(range(3), 2, 0, drop_last=None), TypeError, "drop_last must be a bool"),
+        (lambda: ResumableDistributedSampler(range(3), 2.0, 0), TypeError, "num_replicas must be an int"),  # type: ignore[arg-type]
+        (lambda: ResumableDistributedSampler(range(3), 2, 0, shuffle=1), TypeError, "shuffle must be a bool, got 1"),  # type: ignore[arg-type]
+        (lambda: ResumableDistributedSampler(range(3), 2, 0, drop_last=None), TypeError, "drop_last must be a bool"),  # type: ignore[arg-type]
         (lambda: ResumableDistributedSampler(range(3), 2, 0, batch_size=0), ValueError, "batch_size must be a positive int"),
         (lambda: ResumableDistributedSampler(range(3)), ValueError, "num_replicas=None needs an initialised torch.distributed process group"),
         (lambda: ResumableDistributedSampler(range(3), num_replicas=2), ValueError, "rank=None needs an initialised"),
     ],
 )  # fmt: skip
-def test_bad_arguments_are_named(make, error, message: str) -> None:
+def test_bad_arguments_are_named(
+    make: Callable[[], object], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         make()
 
@@ -395,7 +411,7 @@ def test_bad_epoch_and_start_iter_are_named() -> None:
     with pytest.raises(ValueError, match="epoch must be an int >= 0, got epoch=-1"):
         sampler.set_epoch(-1)
     with pytest.raises(TypeError, match=r"epoch must be an int, got 1\.0"):
-        sampler.epoch = 1.0
+        sampler.epoch = 1.0  # type: ignore[assignment]
     with pytest.raises(ValueError, match="start_iter must be an int >= 0, got start_iter=-1"):
         sampler.start_iter = -1
     with pytest.raises(
