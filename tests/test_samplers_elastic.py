@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
+from collections.abc import Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import Dataset
 
 from checkpointable.samplers import ResumableDistributedSampler
 
@@ -36,18 +38,23 @@ CONFIG = st.fixed_dictionaries(
     epoch=st.integers(0, 5),
 )
 def test_uninterrupted_epoch_is_torch_bit_for_bit(
-    n: int, replicas: int, rank_fraction: float, config, epoch: int
+    n: int, replicas: int, rank_fraction: float, config: dict[str, Any], epoch: int
 ) -> None:
     rank = int(rank_fraction * replicas)
     ours = ResumableDistributedSampler(range(n), replicas, rank, **config)
-    theirs = torch.utils.data.DistributedSampler(range(n), replicas, rank, **config)
+    # torch's sampler only takes len(dataset): a range will do
+    theirs: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        cast("Dataset[int]", range(n)), replicas, rank, **config
+    )
     ours.set_epoch(epoch)
     theirs.set_epoch(epoch)
     assert list(ours) == list(theirs)
     assert len(ours) == len(theirs) == theirs.num_samples
 
 
-def make_ranks(n: int, replicas: int, config: dict[str, Any], batch_size: int, epoch: int):
+def make_ranks(
+    n: int, replicas: int, config: dict[str, Any], batch_size: int, epoch: int
+) -> list[ResumableDistributedSampler]:
     ranks = [
         ResumableDistributedSampler(range(n), replicas, r, batch_size=batch_size, **config)
         for r in range(replicas)
@@ -57,7 +64,9 @@ def make_ranks(n: int, replicas: int, config: dict[str, Any], batch_size: int, e
     return ranks
 
 
-def run_ranks(ranks, samples: int | None) -> tuple[list[list[int]], dict[str, Any]]:
+def run_ranks(
+    ranks: list[ResumableDistributedSampler], samples: int | None
+) -> tuple[list[list[int]], dict[str, Any]]:
     """Every rank yields `samples` (all when None); return what each yielded and the state,
     after checking that all ranks yielded as many and hold the same state."""
     taken = [list(islice(iter(sampler), samples)) for sampler in ranks]
@@ -67,7 +76,14 @@ def run_ranks(ranks, samples: int | None) -> tuple[list[list[int]], dict[str, An
     return taken, json.loads(json.dumps(states[0]))
 
 
-def resume(n, replicas, config, batch_size, epoch, state):
+def resume(
+    n: int,
+    replicas: int,
+    config: dict[str, Any],
+    batch_size: int,
+    epoch: int,
+    state: dict[str, Any],
+) -> list[ResumableDistributedSampler]:
     ranks = make_ranks(n, replicas, config, batch_size, epoch)
     for sampler in ranks:
         sampler.load_state_dict(state)
@@ -75,7 +91,14 @@ def resume(n, replicas, config, batch_size, epoch, state):
     return ranks
 
 
-def check_exactly_once(n, yielded, config, world_sizes, *, dropped_below) -> None:
+def check_exactly_once(
+    n: int,
+    yielded: list[list[int]],
+    config: dict[str, Any],
+    world_sizes: Sequence[int],
+    *,
+    dropped_below: int,
+) -> None:
     counts = Counter(i for part in yielded for i in part)
     assert set(counts) <= set(range(n))
     if config["drop_last"]:
@@ -88,7 +111,9 @@ def check_exactly_once(n, yielded, config, world_sizes, *, dropped_below) -> Non
 
 
 @st.composite
-def stop_point(draw, n, replicas, batch_size, drop_last):
+def stop_point(
+    draw: st.DrawFn, n: int, replicas: int, batch_size: int, drop_last: bool
+) -> tuple[int, int]:
     per_rank = len(ResumableDistributedSampler(range(n), replicas, 0, drop_last=drop_last))
     batches = -(-per_rank // batch_size)
     return min(draw(st.integers(0, batches)) * batch_size, per_rank), per_rank
@@ -111,7 +136,7 @@ def test_elastic_resume_yields_every_sample_exactly_once(
     new_batch_size: int,
     before: int,
     after: int,
-    config,
+    config: dict[str, Any],
     epoch: int,
     data: st.DataObject,
 ) -> None:
@@ -142,7 +167,7 @@ def test_elastic_resume_yields_every_sample_exactly_once(
     data=st.data(),
 )
 def test_chained_elastic_resumes_yield_every_sample_exactly_once(
-    n: int, sizes: list[int], config, data: st.DataObject
+    n: int, sizes: list[int], config: dict[str, Any], data: st.DataObject
 ) -> None:
     """N ranks, then M, then P (then Q): the state is always progress in the epoch's order."""
     yielded: list[list[int]] = []
