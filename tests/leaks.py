@@ -77,7 +77,7 @@ def no_leaks_of_ours(seconds: float = 10.0, killed: set[int] | None = None) -> I
         start(process)
         pids.add(process.pid)
 
-    multiprocessing.process.BaseProcess.start = recorded_start  # type: ignore[method-assign]
+    multiprocessing.process.BaseProcess.start = recorded_start  # type: ignore[method-assign, assignment]
     stop_recording = record_semaphores(semaphores.add)
     try:
         yield

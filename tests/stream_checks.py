@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from checkpointable import Stream
 from checkpointable.testing import assert_resumable
@@ -178,7 +178,8 @@ class SamplerLoader:
 
     def __init__(self, n: int = 10, batch_size: int = 3, seed: int = 0) -> None:
         self.sampler = ResumableSampler(n, seed)
-        self.loader = DataLoader(range(100, 100 + n), batch_size=batch_size, sampler=self.sampler)
+        data = cast("Dataset[int]", range(100, 100 + n))  # read by len() and [i]
+        self.loader = DataLoader(data, batch_size=batch_size, sampler=self.sampler)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import warnings
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from checkpointable import IncompatibleStateError
 from checkpointable.dataloader import StatefulDataLoader
@@ -74,7 +74,8 @@ def test_the_restored_iterator_is_not_fast_forwarded(num_workers: int, persisten
     resumed.load_state_dict(state)
     assert items_equal(list(resumed), rest)
     if num_workers == 0:
-        assert resumed.dataset.iter_calls == 1  # one new iterator, its state loaded
+        dataset = cast(StatefulIteratorDataset, resumed.dataset)
+        assert dataset.iter_calls == 1  # one new iterator, its state loaded
 
 
 # ------------------------------------------------- 2. the loaded dataset state sticks
@@ -314,10 +315,14 @@ def test_the_sampler_module_draws_torchs_order() -> None:
     for replacement, num_samples in ((False, None), (False, 23), (True, 40)):
         for with_generator in (False, True):
 
-            def ours(g: Any, r=replacement, k=num_samples, w=with_generator) -> Any:
+            def ours(
+                g: Any, r: bool = replacement, k: int | None = num_samples, w: bool = with_generator
+            ) -> Any:
                 return [sampler.RandomSampler(range(10), r, k, g if w else None)]
 
-            def theirs(g: Any, r=replacement, k=num_samples, w=with_generator) -> Any:
+            def theirs(
+                g: Any, r: bool = replacement, k: int | None = num_samples, w: bool = with_generator
+            ) -> Any:
                 return [TorchRandom(range(10), r, k, g if w else None)]
 
             assert run(ours)[0] == run(theirs)[0]
@@ -329,8 +334,11 @@ def test_the_sampler_module_draws_torchs_order() -> None:
     assert got == list(TorchBatch(TorchRandom(range(10)), 3, False))
     for rank in (0, 1):
         mine = sampler.StatefulDistributedSampler(range(11), 2, rank, seed=3)
-        torch_one = DistributedSampler(range(11), 2, rank, seed=3)
-        mine.set_epoch(2), torch_one.set_epoch(2)
+        torch_one: DistributedSampler[int] = DistributedSampler(
+            cast("Dataset[int]", range(11)), 2, rank, seed=3
+        )
+        mine.set_epoch(2)
+        torch_one.set_epoch(2)
         assert list(mine) == list(torch_one)
 
 

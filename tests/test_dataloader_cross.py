@@ -35,7 +35,7 @@ def make(kind: str, num_workers: int, **kwargs: Any) -> StatefulDataLoader:
 
 def epochs(loader: StatefulDataLoader, first: int, last: int) -> list[Any]:
     """The batches of epochs first..last-1, with the global RNG seeded per epoch."""
-    out = []
+    out: list[Any] = []
     for epoch in range(first, last):
         torch.manual_seed(100 + epoch)
         out.extend(loader)
