@@ -31,7 +31,9 @@ class Indices(torch.utils.data.Dataset[int]):
         return index
 
 
-def rank_loaders(n: int, world: int, batch_size: int, workers: int = 0):
+def rank_loaders(
+    n: int, world: int, batch_size: int, workers: int = 0
+) -> list[tuple[ResumableDistributedSampler, StatefulDataLoader]]:
     loaders = []
     for rank in range(world):
         sampler = ResumableDistributedSampler(
@@ -48,7 +50,9 @@ def rank_loaders(n: int, world: int, batch_size: int, workers: int = 0):
     return loaders
 
 
-def run_elastic(n: int, batch_size: int, before: int, after: int, steps: int, workers: int = 0):
+def run_elastic(
+    n: int, batch_size: int, before: int, after: int, steps: int, workers: int = 0
+) -> Counter[int]:
     """Each of `before` ranks takes `steps` batches; `after` ranks finish the epoch."""
     seen: list[int] = []
     first = rank_loaders(n, before, batch_size, workers)

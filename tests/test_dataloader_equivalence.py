@@ -7,7 +7,7 @@ seeding and `get_worker_info()`, same IterableDataset conventions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
+    Dataset,
     RandomSampler,
     SequentialSampler,
     SubsetRandomSampler,
@@ -185,7 +186,11 @@ def test_collation_and_len_match_torch() -> None:
     assert_same(lambda cls: cls(data, batch_size=3), epochs=1)
     assert_same(lambda cls: cls(data, batch_size=None), epochs=1)
     assert_same(lambda cls: cls(data, batch_size=2, collate_fn=lambda items: items), epochs=1)
-    assert len(StatefulDataLoader(data, batch_size=3)) == len(DataLoader(data, batch_size=3)) == 3
+    assert (
+        len(StatefulDataLoader(data, batch_size=3))
+        == len(DataLoader(cast("Dataset[Any]", data), batch_size=3))
+        == 3
+    )
 
 
 @settings(max_examples=25, deadline=None)

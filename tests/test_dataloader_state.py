@@ -125,7 +125,9 @@ def _map(n: int = 10, batch_size: int = 2, **kwargs: Any) -> StatefulDataLoader:
         ),
     ],
 )
-def test_a_state_from_another_configuration_is_refused(saved, loading, pattern: str) -> None:
+def test_a_state_from_another_configuration_is_refused(
+    saved: StatefulDataLoader, loading: StatefulDataLoader, pattern: str
+) -> None:
     state = saved.state_dict()
     with pytest.raises(IncompatibleStateError, match=pattern):
         loading.load_state_dict(state)

@@ -12,7 +12,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -74,7 +76,7 @@ BLOCKS = [
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("code", BLOCKS)
-def test_every_runnable_block_runs_as_written(tmp_path: Path, code) -> None:
+def test_every_runnable_block_runs_as_written(tmp_path: Path, code: str) -> None:
     run_script(code, tmp_path)
 
 
@@ -133,11 +135,12 @@ def _demo_text_state(folder: Path) -> dict:
 DATA = list(range(10_000))
 
 
-def _shuffled(folder: Path, **options) -> dict:
+def _shuffled(folder: Path, **options: Any) -> dict:
     return _mid_epoch(StatefulDataLoader(DATA, batch_size=64, shuffle=True, **options))
 
 
 def _sampled(folder: Path, distributed: bool = False) -> dict:
+    sampler: ResumableDistributedSampler | ResumableRandomSampler
     if distributed:
         sampler = ResumableDistributedSampler(DATA, num_replicas=2, rank=0, seed=0)
     else:
@@ -149,7 +152,7 @@ def _with_generator(folder: Path) -> dict:
     return _shuffled(folder, generator=torch.Generator().manual_seed(0))
 
 
-SIZES = {
+SIZES: dict[str, Callable[[Path], dict]] = {
     "`StatefulDataLoader`, map-style, `shuffle=True` (any `num_workers`)": _shuffled,
     "`StatefulDataLoader`, map-style, `shuffle=True` with a seeded `generator`": _with_generator,
     "`StatefulDataLoader` with a `ResumableRandomSampler`": _sampled,
@@ -163,7 +166,7 @@ SIZES = {
 
 
 @pytest.mark.parametrize("case", list(SIZES))
-def test_the_guide_states_sizes_as_measured(tmp_path: Path, case) -> None:
+def test_the_guide_states_sizes_as_measured(tmp_path: Path, case: str) -> None:
     guide = (ROOT / "docs" / "guide.md").read_text()
     row = re.search(re.escape(f"| {case} | ") + r"([\d.]+) KB \|", guide)
     assert row is not None, f"no row for {case!r} in the guide's size table"

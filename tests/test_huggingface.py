@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -42,7 +44,7 @@ def write_files(folder: Path, kind: str) -> list[str]:
     return paths
 
 
-def streaming(paths: list[str], kind: str):
+def streaming(paths: list[str], kind: str) -> Any:  # a datasets.IterableDataset (untyped)
     builder = "json" if kind == "jsonl" else "parquet"
     return datasets.load_dataset(builder, data_files=paths, split="train", streaming=True)
 
@@ -51,7 +53,7 @@ def every_row() -> list[int]:
     return sorted(f * 100 + i for f in range(FILES) for i in range(ROWS))
 
 
-def ids(batches) -> list[int]:
+def ids(batches: Iterable[dict[str, Any]]) -> list[int]:
     return [i for batch in batches for i in batch["id"].tolist()]
 
 
@@ -90,7 +92,8 @@ def test_persistent_workers_resume_exactly_with_set_epoch(tmp_path: Path) -> Non
         return StatefulDataLoader(rows, batch_size=5, num_workers=2, persistent_workers=True)
 
     def set_epoch(loader: StatefulDataLoader, epoch: int) -> None:
-        loader.dataset.set_epoch(epoch)
+        dataset: Any = loader.dataset  # a datasets.IterableDataset (untyped)
+        dataset.set_epoch(epoch)
 
     batches = assert_resumable(
         make, epochs=2, before_epoch=set_epoch, max_positions=4, same_structure=False

@@ -7,7 +7,9 @@ import pickle
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +35,7 @@ def pipeline_state() -> dict:
     return it.state_dict()
 
 
-def leaves(value, key=""):
+def leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     """(key, value) of every scalar field, keyed as the printer shows them."""
     if isinstance(value, dict):
         for name, item in value.items():
@@ -94,7 +96,11 @@ def stream_state() -> dict:
     ],
 )  # fmt: skip
 def test_prints_every_field_of_a_state(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, kind: str, where
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[], dict[str, Any]],
+    kind: str,
+    where: list[str],
 ) -> None:
     state = make()
     path = tmp_path / "ckpt.pt"
@@ -241,7 +247,7 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"{broken json"])
 def test_unreadable_files_give_a_clear_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
 ) -> None:
     path = tmp_path / "bad"
     path.write_bytes(content)

@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -94,7 +95,9 @@ def _resumable_marks() -> set[str]:
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "resumable"
             ):
-                names.update(arg.value for arg in node.args if isinstance(arg, ast.Constant))
+                names.update(
+                    cast(str, arg.value) for arg in node.args if isinstance(arg, ast.Constant)
+                )
     return names
 
 

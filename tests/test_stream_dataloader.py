@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from ._loader_data import Squares
 from .stream_checks import assert_stream_resumable
 
 
-def map_loader(num_workers: int = 0, n: int = 10, **kwargs) -> StatefulDataLoader:
+def map_loader(num_workers: int = 0, n: int = 10, **kwargs: Any) -> StatefulDataLoader:
     generator = torch.Generator().manual_seed(3)
     return StatefulDataLoader(
         Squares(n), batch_size=3, shuffle=True, generator=generator, num_workers=num_workers,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import io
 import re
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, cast
 
 import pytest
 
@@ -141,7 +142,11 @@ def test_leaving_the_loop_closes_the_bar() -> None:
 def test_a_new_loop_closes_the_bar_of_an_unfinished_one() -> None:
     first, second = io.StringIO(), io.StringIO()
     stream = Stream(range(3))
-    loop = stream.epochs(2, progress_bar=True, progress_bar_config={"file": first, **COUNTS})
+    # epochs() is a generator, closed below as a loop left unfinished is
+    loop = cast(
+        "Generator[Iterator[Any], None, None]",
+        stream.epochs(2, progress_bar=True, progress_bar_config={"file": first, **COUNTS}),
+    )
     next(next(loop))
     run(stream, 3, progress_bar=True, progress_bar_config={"file": second, **COUNTS})
     assert first.getvalue().endswith("\n") and shown(first.getvalue())[-1] == (1, "6")
