@@ -96,7 +96,12 @@ def sampler_kinds(n: int, generator: torch.Generator | None) -> dict[str, Any]:
     seed=st.integers(0, 2**20),
 )
 def test_map_style_without_workers_matches_torch(
-    n: int, batch_size: int | None, drop_last: bool, kind: str, generator_seed: int | None, seed: int
+    n: int,
+    batch_size: int | None,
+    drop_last: bool,
+    kind: str,
+    generator_seed: int | None,
+    seed: int,
 ) -> None:
     drop_last = drop_last and batch_size is not None
 
