@@ -7,6 +7,7 @@ sequence of epochs (epochs keep their numbers; an epoch whose rest is all skippe
 from __future__ import annotations
 
 import json
+from itertools import chain
 from typing import Any
 
 import pytest
@@ -88,6 +89,11 @@ def cut(epochs: Epochs, epoch: int, batch: int, count: int) -> Epochs:
         del out[index][start : start + left]
         left -= len(taken)
     return out
+
+
+def flat(parts: Any) -> list[int]:
+    """The ids of a list of batches, in order."""
+    return list(chain.from_iterable(parts))
 
 
 def rest(epochs: Epochs, epoch: int, batch: int, count: int) -> Epochs:
@@ -196,7 +202,7 @@ def test_the_skip_is_in_the_state_and_a_later_resume_stays_exact() -> None:
 
     items = assert_resumable(factory, epochs=3)
     reference = run(make("torch_random", n=10, batch_size=2), 0, 3)
-    assert [batch.tolist() for batch in items] == sum(cut(reference, 0, 0, 7), [])
+    assert [batch.tolist() for batch in items] == flat(cut(reference, 0, 0, 7))
 
 
 def test_a_resume_after_a_skip_with_workers_and_another_worker_count() -> None:
@@ -219,11 +225,11 @@ def test_a_skip_reads_no_skipped_item() -> None:
     resumed.skip(4)
     rest = run(resumed, 0, 1)[0]
     reads = resumed.dataset.reads
-    assert len(reads) == 3 * 2 - 1 and sorted(reads) == sorted(sum(rest, []))
+    assert len(reads) == 3 * 2 - 1 and sorted(reads) == sorted(flat(rest))
     sampled = make("resumable_random")
     sampled.skip(5)
     assert sampled.dataset.reads == []
-    assert len(sum(run(sampled, 0, 1)[0], [])) == len(sampled.dataset.reads) == 23 - 15
+    assert len(flat(run(sampled, 0, 1)[0])) == len(sampled.dataset.reads) == 23 - 15
 
 
 def distributed(rank: int, world: int, workers: int = 0) -> StatefulDataLoader[Any]:
@@ -261,10 +267,10 @@ def test_a_skip_then_an_elastic_resume_deals_each_other_sample_once() -> None:
     for rank in range(3):
         loader = distributed(rank, 3)
         loader.load_state_dict(after)
-        seen += sum(run(loader, 0, 1)[0], [])
+        seen += flat(run(loader, 0, 1)[0])
     reference = [run(distributed(rank, 2), 0, 1)[0] for rank in range(2)]
-    before = sum((sum(part[:2], []) for part in reference), [])
-    skipped = sum((part[2] for part in reference), [])
+    before = flat(flat(part[:2]) for part in reference)
+    skipped = flat(part[2] for part in reference)
     assert len(seen) == 6 * 3  # 29 - 8 - 4 = 17 left, padded to 6 per rank on 3 ranks
     assert sorted(set(before + skipped + seen)) == list(range(29))
     assert not set(seen) & set(skipped) and len(set(seen) - set(before)) == 17
@@ -292,7 +298,7 @@ def test_skip_refuses_a_live_iterator_and_what_it_cannot_move() -> None:
         loader.skip(2)
     del iterator
     loader.skip(2)  # the abandoned epoch ends at the next iter(): the skip begins the next
-    assert [b.tolist() for b in loader][0] == [6, 7, 8]
+    assert next(iter(loader)).tolist() == [6, 7, 8]
 
     class Stream(IterableDataset[int]):
         def __iter__(self) -> Any:
@@ -383,4 +389,3 @@ def test_advance_after_a_pass_ran_out_begins_the_next_pass() -> None:
         sampler.advance(-1)
     with pytest.raises(TypeError, match=r"num_samples must be an int, got True"):
         sampler.advance(True)
-

@@ -171,7 +171,8 @@ def _describe_skips(skips: Any) -> list[str]:
     """The batches left out by ``StatefulDataLoader.skip`` (counted among the delivered ones)."""
     if not isinstance(skips, dict) or not skips.get("total"):
         return []
-    log = skips.get("log") if isinstance(skips.get("log"), list) else []
+    saved = skips.get("log")
+    log: list[Any] = saved if isinstance(saved, list) else []
     where = "; ".join(
         f"pass {entry[0]} from batch {entry[1]}: {entry[2]}"
         for entry in log

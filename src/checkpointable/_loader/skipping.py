@@ -23,7 +23,7 @@ from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
 from .rng import encode_generator_state
 from .state import LoaderState
 
-__all__ = ["check_skippable", "cut_positions", "cut_epoch"]
+__all__ = ["check_skippable", "cut_epoch", "cut_positions"]
 
 _OWNER = "StatefulDataLoader.skip"
 

@@ -158,7 +158,9 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
 
     def _pass_length(self) -> int:
         """This rank's samples in the current segment (the position counts from its start)."""
-        return _segment_length(self._length - self._segment_start, self.num_replicas, self.drop_last)
+        return _segment_length(
+            self._length - self._segment_start, self.num_replicas, self.drop_last
+        )
 
     def _rewind(self) -> None:
         self._segment_start = 0
