@@ -106,8 +106,9 @@ class StatefulDataLoader(DataLoader[T_co]):
 
     State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
     "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
-    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream"}``, documented
-    key by key in ``docs/state_format.md``; about 0.6 KB of JSON for a map-style dataset with
+    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream", "skips"}``
+    (the loader's format version 3; version-2 states still load), documented
+    key by key in ``docs/state_format.md``; about 0.7 KB of JSON for a map-style dataset with
     torch's samplers, about 7 KB with a ``generator`` (its state is kept).
 
     >>> loader = StatefulDataLoader(list(range(10)), batch_size=4)
