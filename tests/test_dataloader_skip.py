@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import Dataset, IterableDataset
 
-from checkpointable import IncompatibleStateError
+from checkpointable import IncompatibleStateError, ShardedDataset
 from checkpointable._inspect import describe
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.samplers import (
@@ -25,6 +26,7 @@ from checkpointable.samplers import (
     ResumableSequentialSampler,
 )
 from checkpointable.testing import assert_resumable
+from tests.sources._data import write_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
@@ -389,3 +391,40 @@ def test_advance_after_a_pass_ran_out_begins_the_next_pass() -> None:
         sampler.advance(-1)
     with pytest.raises(TypeError, match=r"num_samples must be an int, got True"):
         sampler.advance(True)
+
+
+def sharded_loader(folder: Path, rank: int, workers: int = 0) -> StatefulDataLoader[Any]:
+    dataset = ShardedDataset(
+        str(folder / "*.jsonl"), world_size=2, rank=rank, seed=4, window=2, block_rows=3
+    )
+    return StatefulDataLoader(
+        dataset, batch_size=2, sampler=dataset.sampler, collate_fn=ids_of, num_workers=workers
+    )
+
+
+def ids_of(rows: list[dict[str, Any]]) -> list[int]:
+    return [row["id"] for row in rows]
+
+
+def passes(loader: Any, count: int) -> Epochs:
+    """`count` passes without set_epoch: a ShardedDataset's next pass is its next epoch."""
+    return [list(loader) for _ in range(count)]
+
+
+@pytest.mark.parametrize(("batch", "count", "workers"), [(1, 2, 0), (3, 6, 0), (2, 7, 2)])
+def test_a_sharded_dataset_skips_through_its_sampler(
+    tmp_path: Path, batch: int, count: int, workers: int
+) -> None:
+    write_shards(tmp_path, "jsonl", [7, 5, 9])  # 21 rows: 11 and 10 a rank, 6 batches
+    for rank in range(2):
+        reference = passes(sharded_loader(tmp_path, rank), 2)
+        loader = sharded_loader(tmp_path, rank)
+        iterator = iter(loader)
+        for _ in range(batch):
+            next(iterator)
+        state = json.loads(json.dumps(loader.state_dict()))
+        del iterator
+        with sharded_loader(tmp_path, rank, workers) as resumed:
+            resumed.load_state_dict(state)
+            resumed.skip(count)
+            assert passes(resumed, 2) == rest(reference, 0, batch, count)
