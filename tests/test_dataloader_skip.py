@@ -7,6 +7,7 @@ sequence of epochs (epochs keep their numbers; an epoch whose rest is all skippe
 from __future__ import annotations
 
 import json
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from checkpointable import IncompatibleStateError, ShardedDataset
 from checkpointable._inspect import describe
-from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.dataloader import ShardedIterableDataset, StatefulDataLoader
 from checkpointable.samplers import (
     ResumableDistributedSampler,
     ResumableRandomSampler,
@@ -428,3 +429,78 @@ def test_a_sharded_dataset_skips_through_its_sampler(
             resumed.load_state_dict(state)
             resumed.skip(count)
             assert passes(resumed, 2) == rest(reference, 0, batch, count)
+
+
+class Numbers:
+    """A shard: the ints ``100 * index + j`` for ``j < size``, with a state and ``skip``."""
+
+    def __init__(self, index: int, size: int) -> None:
+        self.items = [100 * index + j for j in range(size)]
+        self.next = 0
+
+    def __iter__(self) -> Numbers:
+        return self
+
+    def __next__(self) -> int:
+        if self.next >= len(self.items):
+            raise StopIteration
+        self.next += 1
+        return self.items[self.next - 1]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"next": self.next}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.next = state["next"]
+
+    def skip(self, num_items: int) -> int:
+        skipped = min(num_items, len(self.items) - self.next)
+        self.next += skipped
+        return skipped
+
+
+def numbers(sizes: list[int], index: int, count: int) -> Numbers:
+    return Numbers(index, sizes[index])
+
+
+def shards_loader(workers: int = 0, drop_last: bool = False, every: int = 1) -> Any:
+    dataset = ShardedIterableDataset(partial(numbers, [9, 3, 6]), num_shards=3)
+    return StatefulDataLoader(
+        dataset,
+        batch_size=2,
+        num_workers=workers,
+        drop_last=drop_last,
+        snapshot_every_n_steps=every,
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    batch=st.integers(0, 9),
+    count=st.integers(0, 12),
+    drop_last=st.booleans(),
+    every=st.sampled_from([1, 3]),
+)
+def test_a_sharded_iterable_skips_through_its_shards(
+    batch: int, count: int, drop_last: bool, every: int
+) -> None:
+    reference = run(shards_loader(drop_last=drop_last), 0, 2)
+    batch = min(batch, len(reference[0]))
+    state = stop_at(shards_loader(drop_last=drop_last, every=every), 0, batch)
+    resumed = shards_loader(drop_last=drop_last, every=every)
+    resumed.load_state_dict(state)
+    resumed.skip(count)
+    assert run(resumed, 0, 2) == rest(reference, 0, batch, count)
+
+
+def test_a_sharded_iterable_skip_with_two_workers() -> None:
+    reference = run(shards_loader(), 0, 2)
+    state = stop_at(shards_loader(workers=2), 0, 3)
+    with shards_loader(workers=2) as resumed:
+        resumed.load_state_dict(state)
+        resumed.skip(7)  # 9 batches an epoch: 6 left, then 1 of the next epoch
+        assert run(resumed, 0, 2) == rest(reference, 0, 3, 7)
+    loader = shards_loader(workers=2)
+    loader.skip(2)
+    with loader:
+        assert run(loader, 0, 1) == cut(reference, 0, 0, 2)[:1]

@@ -27,7 +27,7 @@ from .foreign import state_caveat
 from .indices import RANDOM, STATEFUL, EpochIndices, IndexPlan, has_state
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
-from .skipping import check_skippable, cut_epoch
+from .skipping import check_skippable, cut_epoch, cut_shards
 from .state import LoaderState
 
 __all__ = ["StatefulDataLoader"]
@@ -334,9 +334,8 @@ class StatefulDataLoader(DataLoader[T_co]):
             seeds, state.next_seeds = state.next_seeds or {}, None
             state.seed = seeds.get("sampler_seed")
         cut = 0
-        if plan is not None and not continuing and state.skip_pending:  # a skip carried over
-            cut = cut_epoch(state, plan, self._epoch_length(), state.skip_pending, record=False)
-            state.skip_pending -= cut
+        if not continuing and state.skip_pending:  # a skip carried over
+            cut = self._cut(record=False)
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
             # A stateful sampler's state is the one from after the last delivered task's draw.
@@ -400,7 +399,9 @@ class StatefulDataLoader(DataLoader[T_co]):
         samplers, and our samplers' ``advance(num_samples)``, elastic distributed ones and a
         ``ShardedDataset``'s included: every rank skips the same batches of the global order);
         a sampler without state is replayed from its epoch's start, as any resume does (its
-        indices, never the data). The skip is in the state (``"skips"``), so a later resume
+        indices, never the data). A `ShardedIterableDataset` whose shards have
+        ``skip(num_items)`` (returning the items skipped) skips in its shards, taken
+        round-robin as the loader takes them; a plain ``IterableDataset`` cannot skip. The skip is in the state (``"skips"``), so a later resume
         stays exact, and ``checkpointable inspect`` shows it. A dataset's own state (e.g. an
         augmentation RNG) does not move over skipped batches.
 
@@ -408,9 +409,10 @@ class StatefulDataLoader(DataLoader[T_co]):
             num_batches: how many batches to leave out, an int >= 0 (0 does nothing).
 
         Raises:
-            TypeError: `num_batches` is not an int (a bool is refused); the dataset is
-                iterable-style, or its stateful sampler has no ``advance(num_samples)``, or a
-                sampler without state has no ``len()``.
+            TypeError: `num_batches` is not an int (a bool is refused); the dataset is a
+                plain ``IterableDataset`` or a `ShardedIterableDataset` whose shards have no
+                ``skip(num_items)``, or its stateful sampler has no ``advance(num_samples)``,
+                or a sampler without state has no ``len()``.
             ValueError: `num_batches` < 0.
             RuntimeError: an iterator of this loader is inside an epoch.
 
@@ -422,7 +424,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         {'pending': 0, 'total': 3, 'log': [[0, 0, 3]]}
         """
         plan, state = self._plan, self._state
-        count = check_skippable(num_batches, self._kind, plan, self._epoch_length())
+        count = check_skippable(num_batches, self._kind, plan, self._epoch_length(), self.dataset)
         epoch = self._epoch() if self._epoch is not None else None
         if epoch is not None and not epoch.done:
             raise RuntimeError(
@@ -431,7 +433,7 @@ class StatefulDataLoader(DataLoader[T_co]):
                 "iter(loader) delivers: finish or drop that iterator first (e.g. break out of "
                 "the loop, or save and load the state), then skip and iterate again"
             )
-        if count == 0 or plan is None:
+        if count == 0:
             return
         continuing = self._resume and state.in_epoch
         if continuing:
@@ -440,8 +442,21 @@ class StatefulDataLoader(DataLoader[T_co]):
             state.record_skip(state.epoch + int(state.in_epoch), 0, count)
         state.skip_pending += count
         if continuing:
-            cut = cut_epoch(state, plan, self._epoch_length(), state.skip_pending)
-            state.skip_pending -= cut
+            self._cut(record=True)
+
+    def _cut(self, record: bool) -> int:
+        """Cut the pending skip from the rest of the current epoch; return the batches cut."""
+        state = self._state
+        if self._plan is not None:
+            cut = cut_epoch(state, self._plan, self._epoch_length(), state.skip_pending, record)
+        elif self._kind == "sharded":
+            cut = cut_shards(
+                state, self.dataset, self.batch_size, self.drop_last, state.skip_pending
+            )
+        else:
+            cut = 0
+        state.skip_pending -= cut
+        return cut
 
     def _epoch_length(self) -> int | None:
         """Batches per epoch as torch counts them (None: a sampler without ``len()``)."""

@@ -12,6 +12,12 @@ position moves depends on how the map-style plan keeps it (see `indices`):
 - a stateful sampler with ``advance(num_samples)`` (our resumable samplers, a
   ``ShardedDataset``'s sampler): ``advance`` moves the sampler itself, and the sampler tells
   where its pass ends.
+
+A `ShardedIterableDataset` whose shards have ``skip(num_items)`` (returning the items skipped,
+fewer when the shard ends) is skipped the loader's way: batch after batch, the next shard in
+round-robin order that has not ended skips a batch's worth of items, so the shards that end
+inside the skip are found as the loader would find them; each touched shard's state is then
+taken as its new snapshot.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
 from .rng import encode_generator_state
 from .state import LoaderState
 
-__all__ = ["check_skippable", "cut_epoch", "cut_positions"]
+__all__ = ["check_skippable", "cut_epoch", "cut_positions", "cut_shards"]
 
 _OWNER = "StatefulDataLoader.skip"
 
 
-def check_skippable(num_batches: Any, kind: str, plan: IndexPlan | None, length: int | None) -> int:
+def check_skippable(
+    num_batches: Any, kind: str, plan: IndexPlan | None, length: int | None, dataset: Any
+) -> int:
     """Check the argument and that this loader's position can be moved by arithmetic.
 
     Raises:
@@ -37,6 +45,18 @@ def check_skippable(num_batches: Any, kind: str, plan: IndexPlan | None, length:
         ValueError: `num_batches` < 0.
     """
     count = require_int(num_batches, _OWNER, "num_batches", minimum=0)
+    if kind == "sharded":
+        shard = dataset.open_shard(0)
+        try:
+            if not callable(getattr(shard, "skip", None)):
+                raise TypeError(
+                    f"{_OWNER}: the shards of this ShardedIterableDataset "
+                    f"({type(shard).__name__}) have no skip(num_items) method, so their "
+                    "positions cannot be moved without reading"
+                )
+        finally:
+            _close(shard)
+        return count
     if plan is None:
         raise TypeError(
             f"{_OWNER}: skipping needs a map-style dataset (with a sampler); this loader reads a "
@@ -126,3 +146,55 @@ def record_order(state: LoaderState, plan: IndexPlan) -> None:
         import torch
 
         state.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+def cut_shards(
+    state: LoaderState, dataset: Any, batch_size: int | None, drop_last: bool, count: int
+) -> int:
+    """Cut up to `count` batches from the rest of a `ShardedIterableDataset` epoch, taking the
+    shards round-robin as the loader does; return how many were cut (fewer: every shard ended).
+    A shard's batches delivered after its snapshot (``replay``) are skipped too, not read."""
+    size = batch_size or 1
+    streams = state.streams
+    shards: dict[int, Any] = {}
+
+    def shard_at(index: int) -> Any:
+        if index not in shards:
+            entry = streams[index]
+            shard = dataset.open_shard(index)
+            if not entry["fresh"]:
+                shard.load_state_dict(entry["state"])
+            if entry["replay"]:
+                shard.skip(entry["replay"] * size)
+            shards[index] = shard
+        return shards[index]
+
+    cut = 0
+    try:
+        while cut < count and not all(entry["ended"] for entry in streams):
+            index = state.next_stream
+            state.next_stream = (index + 1) % len(streams)
+            entry = streams[index]
+            if entry["ended"]:
+                continue
+            skipped = shard_at(index).skip(size)
+            skipped = size if skipped is None else skipped
+            if skipped < size:
+                entry["ended"] = True
+            if skipped and not (drop_last and skipped < size):
+                cut += 1
+        for index, shard in shards.items():
+            entry = streams[index]
+            entry["state"], entry["iterator_state"] = shard.state_dict(), None
+            entry["fresh"], entry["replay"] = False, 0
+    finally:
+        for shard in shards.values():
+            _close(shard)
+    state.batches += cut
+    return cut
+
+
+def _close(shard: Any) -> None:
+    close = getattr(shard, "close", None)
+    if callable(close):
+        close()
