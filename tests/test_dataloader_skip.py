@@ -16,9 +16,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, DistributedSampler, IterableDataset
 
-from checkpointable import IncompatibleStateError, ShardedDataset
+from checkpointable import IncompatibleStateError, ShardedDataset, Stream
 from checkpointable._inspect import describe
 from checkpointable.dataloader import ShardedIterableDataset, StatefulDataLoader
 from checkpointable.samplers import (
@@ -63,6 +63,9 @@ def make(kind: str, n: int = 23, batch_size: int = 3, workers: int = 0, **kwargs
         )
     if kind == "resumable_random":
         sampler = ResumableRandomSampler(data, seed=3)
+        return StatefulDataLoader(data, batch_size, sampler=sampler, num_workers=workers, **kwargs)
+    if kind == "torch_distributed":  # a sampler without state: replayed, never read
+        sampler = DistributedSampler(data, num_replicas=2, rank=1, seed=2)
         return StatefulDataLoader(data, batch_size, sampler=sampler, num_workers=workers, **kwargs)
     return StatefulDataLoader(data, batch_size, num_workers=workers, **kwargs)
 
@@ -125,7 +128,9 @@ EPOCHS = 3
 PER_EPOCH = 8  # ceil(23 / 3)
 
 
-@pytest.mark.parametrize("kind", ["torch_random", "resumable_random", "sequential"])
+@pytest.mark.parametrize(
+    "kind", ["torch_random", "resumable_random", "sequential", "torch_distributed"]
+)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     epoch=st.integers(0, EPOCHS - 1),
@@ -309,6 +314,37 @@ def test_skip_refuses_a_live_iterator_and_what_it_cannot_move() -> None:
 
     with pytest.raises(TypeError, match=r"needs a map-style dataset"):
         StatefulDataLoader(Stream(), batch_size=2).skip(1)
+
+
+class NoAdvance(ResumableSequentialSampler):
+    advance = None  # type: ignore[assignment]
+
+
+def test_skip_refuses_samplers_it_cannot_move_without_drawing() -> None:
+    data = Counted(10)
+    loader = StatefulDataLoader(data, batch_size=2, sampler=NoAdvance(data))
+    with pytest.raises(TypeError, match=r"sampler NoAdvance has a state but no advance"):
+        loader.skip(1)
+    shards = ShardedIterableDataset(partial(plain_shard, 6), num_shards=2)
+    with pytest.raises(TypeError, match=r"shards of this ShardedIterableDataset .* no skip"):
+        StatefulDataLoader(shards, batch_size=2).skip(1)
+
+
+def plain_shard(n: int, index: int, count: int) -> Any:
+    from checkpointable.iterators import ChunkedSourceIterator
+
+    return ChunkedSourceIterator(list(range(n)), num_instances=count, instance_rank=index)
+
+
+def test_a_stream_skips_through_its_loader() -> None:
+    stream = Stream(make("sequential"))
+    for _ in range(3):
+        stream.next()
+    state = stream.state_dict()
+    resumed = Stream(make("sequential"))
+    resumed.load_state_dict(state)
+    resumed.loader.skip(2)
+    assert resumed.next().tolist() == [15, 16, 17]
 
 
 def test_an_old_state_without_skips_still_loads() -> None:
