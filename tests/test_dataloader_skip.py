@@ -141,6 +141,7 @@ def test_a_skip_after_a_resume_cuts_those_batches_out(
     kind: str, epoch: int, batch: int, count: int
 ) -> None:
     reference = run(make(kind), 0, EPOCHS)
+    batch = min(batch, len(reference[epoch]))  # a rank of 2 has half an epoch's batches
     state = stop_at(make(kind), epoch, batch)
     resumed = make(kind)
     resumed.load_state_dict(state)
