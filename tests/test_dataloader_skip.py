@@ -160,6 +160,26 @@ def test_a_skip_with_two_workers(kind: str, epoch: int, batch: int, count: int) 
         assert run(resumed, epoch, EPOCHS) == rest(reference, epoch, batch, count)
 
 
+def test_a_skip_carried_into_the_next_epoch_of_persistent_workers() -> None:
+    reference = run(make("resumable_random"), 0, EPOCHS)
+    state = stop_at(make("resumable_random"), 0, 5)
+    with make("resumable_random", workers=2, persistent_workers=True) as resumed:
+        resumed.load_state_dict(state)
+        resumed.skip(13)  # 3 left in epoch 0, 8 (all) of epoch 1, 2 of epoch 2
+        assert run(resumed, 0, EPOCHS) == rest(reference, 0, 5, 13)
+
+
+def test_a_sharded_iterable_skip_resumes_exactly() -> None:
+    def factory() -> StatefulDataLoader[Any]:
+        loader = shards_loader(every=2)
+        loader.skip(12)  # 10 batches an epoch: carries 2 into the second epoch
+        return loader
+
+    items = assert_resumable(factory, epochs=2)
+    reference = run(shards_loader(), 0, 2)
+    assert [batch.tolist() for batch in items] == flat(cut(reference, 0, 0, 12))
+
+
 def test_a_skip_out_of_order_counts_the_batches_delivered_beyond() -> None:
     loader = make("resumable_random", workers=2, in_order=False)
     state = stop_at(loader, 0, 4)
@@ -283,6 +303,40 @@ def test_a_skip_then_an_elastic_resume_deals_each_other_sample_once() -> None:
     assert len(seen) == 6 * 3  # 29 - 8 - 4 = 17 left, padded to 6 per rank on 3 ranks
     assert sorted(set(before + skipped + seen)) == list(range(29))
     assert not set(seen) & set(skipped) and len(set(seen) - set(before)) == 17
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(8, 40),
+    before_world=st.integers(1, 3),
+    after_world=st.integers(1, 4),
+    stop=st.integers(0, 3),
+    count=st.integers(0, 4),
+)
+def test_a_skip_on_n_ranks_then_a_resume_on_m_ranks_leaves_out_those_samples_only(
+    n: int, before_world: int, after_world: int, stop: int, count: int
+) -> None:
+    def loader(rank: int, world: int) -> StatefulDataLoader[Any]:
+        sampler = ResumableDistributedSampler(Counted(n), world, rank, seed=3)
+        return StatefulDataLoader(Counted(n), batch_size=2, sampler=sampler)
+
+    reference = [run(loader(rank, before_world), 0, 1)[0] for rank in range(before_world)]
+    stop = min(stop, len(reference[0]))
+    count = min(count, len(reference[0]) - stop)
+    state = stop_at(loader(0, before_world), 0, stop)
+    skipping = loader(0, before_world)
+    skipping.load_state_dict(state)
+    skipping.skip(count)  # every rank does the same, and their states are equal
+    after = json.loads(json.dumps(skipping.state_dict()))
+    rest_ = [loader(rank, after_world) for rank in range(after_world)]
+    for resumed in rest_:
+        resumed.load_state_dict(after)
+    seen = flat(flat(run(resumed, 0, 1)[0]) for resumed in rest_)
+    done = flat(flat(part[:stop]) for part in reference)
+    skipped = flat(flat(part[stop : stop + count]) for part in reference)
+    assert set(done) | set(skipped) | set(seen) == set(range(n))  # nothing lost
+    left = n - len(set(done) | set(skipped))  # nothing else left out, padding < M samples
+    assert left <= len(seen) < left + after_world
 
 
 def test_skip_refuses_bad_values() -> None:
