@@ -77,7 +77,8 @@ def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers: int) -> No
         torch.save(state, buffer)
         buffer.seek(0)
         assert torch.load(buffer, weights_only=True) == state
-        assert state["version"] == STATE_VERSION and state["type"] == "StatefulDataLoader"
+        # the loader has its own format version (3: skips), the other objects STATE_VERSION
+        assert state["version"] == STATE_VERSION + 1 and state["type"] == "StatefulDataLoader"
 
 
 def test_a_state_never_changes_after_it_was_taken() -> None:

@@ -107,7 +107,7 @@ def test_prints_every_field_of_a_state(
     torch.save({"model": {"w": torch.zeros(2)}, "data": state}, path)
     assert inspect_main(str(path)) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"data: {kind} (version 2, ")
+    assert out.startswith(f"data: {kind} (version {state['version']}, ")
     if where:
         assert "\n  where:\n" in out
         for line in where:

@@ -144,6 +144,7 @@ def _describe_loader(state: dict[str, Any]) -> list[str]:
     beyond = state.get("delivered_beyond")
     if beyond:
         lines.append(f"and {len(beyond)} later batches delivered out of order (in_order=False)")
+    lines += _describe_skips(state.get("skips"))
     kind = state.get("dataset_kind")
     count = state.get("num_workers")
     workers = f"{count} worker" if count == 1 else f"{count} workers"
@@ -163,6 +164,27 @@ def _describe_loader(state: dict[str, Any]) -> list[str]:
     if isinstance(sampler, dict):
         lines.append(f"its sampler ({sampler.get('type')}):")
         lines += ["  " + line for line in describe(sampler)]
+    return lines
+
+
+def _describe_skips(skips: Any) -> list[str]:
+    """The batches left out by ``StatefulDataLoader.skip`` (counted among the delivered ones)."""
+    if not isinstance(skips, dict) or not skips.get("total"):
+        return []
+    saved = skips.get("log")
+    log: list[Any] = saved if isinstance(saved, list) else []
+    where = "; ".join(
+        f"pass {entry[0]} from batch {entry[1]}: {entry[2]}"
+        for entry in log
+        if isinstance(entry, list) and len(entry) == 3
+    )
+    lines = [
+        f"skipped {skips['total']} batches with skip(), counted as delivered, never read"
+        + (f" (latest {len(log)}: {where})" if where else "")
+    ]
+    pending = skips.get("pending")
+    if pending:
+        lines.append(f"{pending} more batches to skip at the start of the next pass(es)")
     return lines
 
 

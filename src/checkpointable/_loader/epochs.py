@@ -101,7 +101,7 @@ def main_epoch(
         if entry["ended"]:
             continue
         if loader._kind == "sharded":
-            load = continuing and not entry["fresh"]
+            load = not entry["fresh"]  # a new epoch's shards are fresh, unless a skip moved them
             stream.start(dataset.open_shard(index), True, state.snapshot(index), load, replay)
         else:  # continuing a loaded epoch: the snapshot kept by load_main_process_states
             start = {**(loaded or {}), "shared_seed": state.shared_seed}

@@ -218,6 +218,11 @@ class EpochIndices(Iterator[Any]):
                 raise StopIteration
         return items if self.plan.batch_size is not None else items[0]
 
+    def open(self) -> None:
+        """Draw the epoch's order now (seed, generator state) instead of at the first batch."""
+        if not self._opened and not self._ended:
+            self._open()
+
     def _open(self) -> None:
         self._opened = True
         plan, sampler = self.plan, self.plan.sampler

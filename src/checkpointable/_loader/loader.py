@@ -27,6 +27,7 @@ from .foreign import state_caveat
 from .indices import RANDOM, STATEFUL, EpochIndices, IndexPlan, has_state
 from .pool import WorkerPool
 from .sharded import ShardedIterableDataset
+from .skipping import check_skippable, cut_epoch, cut_shards
 from .state import LoaderState
 
 __all__ = ["StatefulDataLoader"]
@@ -105,8 +106,9 @@ class StatefulDataLoader(DataLoader[T_co]):
 
     State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
     "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
-    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream"}``, documented
-    key by key in ``docs/state_format.md``; about 0.6 KB of JSON for a map-style dataset with
+    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream", "skips"}``
+    (the loader's format version 3; version-2 states still load), documented
+    key by key in ``docs/state_format.md``; about 0.7 KB of JSON for a map-style dataset with
     torch's samplers, about 7 KB with a ``generator`` (its state is kept).
 
     >>> loader = StatefulDataLoader(list(range(10)), batch_size=4)
@@ -331,6 +333,9 @@ class StatefulDataLoader(DataLoader[T_co]):
             state.start_epoch(carry=self.persistent_workers and workers > 0)
             seeds, state.next_seeds = state.next_seeds or {}, None
             state.seed = seeds.get("sampler_seed")
+        cut = 0
+        if not continuing and state.skip_pending:  # a skip carried over
+            cut = self._cut(record=False)
         indices = None
         if plan is not None:  # before the base seed: torch calls iter(index sampler) first
             # A stateful sampler's state is the one from after the last delivered task's draw.
@@ -361,6 +366,8 @@ class StatefulDataLoader(DataLoader[T_co]):
                 state.base_seed = base_seed
         elif state.base_seed is None:
             state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        if cut and indices is not None and plan is not None and plan.kind == RANDOM:
+            indices.open()  # the skipped epoch's order is drawn now, as its first batch would
         new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
         if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
             # torch's new worker iterator draws a second shared seed (its first _reset) that
@@ -373,6 +380,90 @@ class StatefulDataLoader(DataLoader[T_co]):
             self._pool = pool if self.persistent_workers else None
         self._epoch = weakref.ref(epoch)
         return epoch
+
+    def skip(self, num_batches: int) -> None:
+        """Leave out the next `num_batches` batches without reading them (the loss-spike recipe).
+
+        The batches that the next ``iter(loader)`` (and the ones after it) would have delivered
+        first are not produced: the one after them comes next, as in the uninterrupted run with
+        those batches cut out. Call it after ``load_state_dict`` (typically: restore the
+        checkpoint taken before a loss spike, then skip the batches that caused it), before
+        iterating, or between epochs; not while an iterator of this loader is inside an epoch
+        (``RuntimeError``: drop or finish that iterator first). After an abandoned epoch (a
+        ``break``), the next ``iter()`` starts a new epoch, so the skip applies there.
+
+        A skip longer than the rest of the epoch carries over: that epoch's ``iter()`` yields
+        what is left of it (possibly nothing), and the next epochs lose their first batches
+        until `num_batches` are left out, so the epochs of a training loop keep their numbers.
+        It costs O(1): position arithmetic through the sampler (torch's sequential and random
+        samplers, and our samplers' ``advance(num_samples)``, elastic distributed ones and a
+        ``ShardedDataset``'s included: every rank skips the same batches of the global order);
+        a sampler without state is replayed from its epoch's start, as any resume does (its
+        indices, never the data). A `ShardedIterableDataset` whose shards have
+        ``skip(num_items)`` (returning the items skipped) skips in its shards, taken
+        round-robin as the loader takes them; a plain ``IterableDataset`` cannot skip. The skip is in the state (``"skips"``), so a later resume
+        stays exact, and ``checkpointable inspect`` shows it. A dataset's own state (e.g. an
+        augmentation RNG) does not move over skipped batches.
+
+        Args:
+            num_batches: how many batches to leave out, an int >= 0 (0 does nothing).
+
+        Raises:
+            TypeError: `num_batches` is not an int (a bool is refused); the dataset is a
+                plain ``IterableDataset`` or a `ShardedIterableDataset` whose shards have no
+                ``skip(num_items)``, or its stateful sampler has no ``advance(num_samples)``,
+                or a sampler without state has no ``len()``.
+            ValueError: `num_batches` < 0.
+            RuntimeError: an iterator of this loader is inside an epoch.
+
+        >>> loader = StatefulDataLoader(list(range(10)), batch_size=2)
+        >>> loader.skip(3)
+        >>> list(loader)
+        [tensor([6, 7]), tensor([8, 9])]
+        >>> loader.state_dict()["skips"]
+        {'pending': 0, 'total': 3, 'log': [[0, 0, 3]]}
+        """
+        plan, state = self._plan, self._state
+        count = check_skippable(num_batches, self._kind, plan, self._epoch_length(), self.dataset)
+        epoch = self._epoch() if self._epoch is not None else None
+        if epoch is not None and not epoch.done:
+            raise RuntimeError(
+                f"StatefulDataLoader.skip: an iterator of this loader is inside epoch "
+                f"{state.epoch} (batch {state.batches}); skip applies to the batches the next "
+                "iter(loader) delivers: finish or drop that iterator first (e.g. break out of "
+                "the loop, or save and load the state), then skip and iterate again"
+            )
+        if count == 0:
+            return
+        continuing = self._resume and state.in_epoch
+        if continuing:
+            state.record_skip(state.epoch, state.batches, count)
+        else:  # an abandoned epoch ends at the next iter(): the skip begins the one after
+            state.record_skip(state.epoch + int(state.in_epoch), 0, count)
+        state.skip_pending += count
+        if continuing:
+            self._cut(record=True)
+
+    def _cut(self, record: bool) -> int:
+        """Cut the pending skip from the rest of the current epoch; return the batches cut."""
+        state = self._state
+        if self._plan is not None:
+            cut = cut_epoch(state, self._plan, self._epoch_length(), state.skip_pending, record)
+        elif self._kind == "sharded":
+            cut = cut_shards(
+                state, self.dataset, self.batch_size, self.drop_last, state.skip_pending
+            )
+        else:
+            cut = 0
+        state.skip_pending -= cut
+        return cut
+
+    def _epoch_length(self) -> int | None:
+        """Batches per epoch as torch counts them (None: a sampler without ``len()``)."""
+        try:
+            return len(self)
+        except TypeError:
+            return None
 
     def _boundary_draws(self) -> tuple[bool, bool] | None:
         """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a

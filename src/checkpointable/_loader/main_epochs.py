@@ -29,6 +29,11 @@ class _MainEpoch(Iterator[Any]):
         self._finish = finish
         self._done = False
 
+    @property
+    def done(self) -> bool:
+        """Whether this epoch ended (or was closed): it delivers no more batches."""
+        return self._done
+
     def close(self) -> None:
         """Stop this epoch: later ``next()`` calls raise StopIteration, the state is left as is."""
         self._done = True

@@ -16,9 +16,14 @@ from .._errors import IncompatibleStateError
 from .._state import STATE_VERSION, check_config, check_state, state_int
 from .rng import decode_generator_state
 
-__all__ = ["STATE_TYPE", "LoaderState"]
+__all__ = ["LOADER_STATE_VERSION", "STATE_TYPE", "LoaderState"]
 
 STATE_TYPE = "StatefulDataLoader"
+#: The loader's own format version: 3 added "skips" (`StatefulDataLoader.skip`). A version-2
+#: state (`STATE_VERSION`, the other objects' format) is read as one without skips.
+LOADER_STATE_VERSION = 3
+#: Skips kept in the state's log (the oldest are dropped; "total" counts them all).
+SKIP_LOG_LENGTH = 32
 _OWNER = "StatefulDataLoader.load_state_dict"
 _CONFIG_KEYS = (
     "dataset_kind",
@@ -42,6 +47,7 @@ _POSITION_KEYS = (
     "dataset_states",
     "streams",
     "next_stream",
+    "skips",
 )
 _SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
@@ -102,6 +108,11 @@ class LoaderState:
         self.streams: list[dict[str, Any]] = self.fresh_streams(num_streams)
         self.next_stream = 0
         self._fresh_state = fresh_state
+        #: Batches still to cut from the start of the next epoch(s) (`StatefulDataLoader.skip`).
+        self.skip_pending = 0
+        #: Batches skipped in all, and the latest skips as [epoch, batch, count].
+        self.skip_total = 0
+        self.skip_log: list[list[int]] = []
         #: Called before writing the state: reads the generators' states and, without workers,
         #: the user's states from the live main-process objects.
         self.refresh: Callable[[], None] | None = None
@@ -171,7 +182,7 @@ class LoaderState:
             self.refresh()
         states = self.dataset_states
         return {
-            "version": STATE_VERSION,
+            "version": LOADER_STATE_VERSION,
             "type": STATE_TYPE,
             **self.config,
             "epoch": self.epoch,
@@ -194,7 +205,17 @@ class LoaderState:
             else [self._entry(i, e) for i, e in enumerate(states)],
             "streams": [self._entry(i, e) for i, e in enumerate(self.streams)],
             "next_stream": self.next_stream,
+            "skips": {
+                "pending": self.skip_pending,
+                "total": self.skip_total,
+                "log": [list(entry) for entry in self.skip_log],
+            },
         }
+
+    def record_skip(self, epoch: int, batch: int, count: int) -> None:
+        """Log a skip of `count` batches from batch `batch` of epoch `epoch`."""
+        self.skip_total += count
+        self.skip_log = [*self.skip_log, [epoch, batch, count]][-SKIP_LOG_LENGTH:]
 
     def _entry(self, index: int, entry: dict[str, Any]) -> dict[str, Any]:
         if entry["state"] is PENDING:
@@ -209,6 +230,7 @@ class LoaderState:
                 version, or for another dataset kind, length, batch size, sampler, number of
                 shards, or (plain iterable-style datasets) number of workers.
         """
+        state = _current_format(state)
         state = check_state(state, STATE_TYPE, (*_CONFIG_KEYS, *_POSITION_KEYS), _OWNER)
         config = self.config
         check_config(_OWNER, state, dataset_kind=config["dataset_kind"])
@@ -286,6 +308,7 @@ class LoaderState:
             )
         dataset_states = self._load_workers(state)
         streams = self._load_streams(state)
+        skips = _load_skips(state)
         next_stream = state_int(_OWNER, state, "next_stream")
         if next_stream >= max(len(streams), 1):
             raise IncompatibleStateError(
@@ -302,6 +325,7 @@ class LoaderState:
         self.next_seeds = dict(next_seeds) if drawn else None
         self.loader_generator_state = loader_generator_state
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
+        self.skip_pending, self.skip_total, self.skip_log = skips
 
     def _load_workers(self, state: dict[str, Any]) -> list[dict[str, Any]] | None:
         saved = state["dataset_states"]
@@ -345,6 +369,46 @@ class LoaderState:
                     f"{_OWNER}: a stream's 'replay' must be an int >= 0, got {entry['replay']!r}"
                 )
         return entries
+
+
+def _current_format(state: Any) -> Any:
+    """`state` without its version, read as the current format: a version-2 state (before
+    skips) gets no skips; any other version than 2 or 3 is refused, naming both."""
+    if not isinstance(state, dict) or state.get("type") != STATE_TYPE:
+        return state  # check_state names what is wrong
+    version = state.get("version", LOADER_STATE_VERSION)
+    if version == STATE_VERSION and "skips" not in state:
+        return {**state, "version": STATE_VERSION, "skips": _NO_SKIPS}
+    if version != LOADER_STATE_VERSION:
+        raise IncompatibleStateError(
+            f"{_OWNER}: the state has format version {version!r}, this release of "
+            f"checkpointable reads StatefulDataLoader states of versions {STATE_VERSION} and "
+            f"{LOADER_STATE_VERSION}"
+        )
+    return {key: value for key, value in state.items() if key != "version"}
+
+
+_NO_SKIPS: dict[str, Any] = {"pending": 0, "total": 0, "log": []}
+
+
+def _load_skips(state: dict[str, Any]) -> tuple[int, int, list[list[int]]]:
+    skips = check_state(
+        {"type": "skips", **_dict(state, "skips")}, "skips", ("pending", "total", "log"), _OWNER
+    )
+    pending = state_int(_OWNER, skips, "pending")
+    total = state_int(_OWNER, skips, "total")
+    log = skips["log"]
+    if not isinstance(log, list) or not all(
+        isinstance(entry, list)
+        and len(entry) == 3
+        and all(type(value) is int and value >= 0 for value in entry)
+        for entry in log
+    ):
+        raise IncompatibleStateError(
+            f"{_OWNER}: the state's skips 'log' must be a list of [epoch, batch, count] "
+            f"lists of ints >= 0, got {log!r:.80}"
+        )
+    return pending, total, [list(entry) for entry in log]
 
 
 def _entry(item: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:

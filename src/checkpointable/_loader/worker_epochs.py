@@ -231,6 +231,11 @@ class WorkerEpoch(Iterator[Any]):
         self._finish()
         raise StopIteration
 
+    @property
+    def done(self) -> bool:
+        """Whether this epoch ended (or was closed): it delivers no more batches."""
+        return self._done
+
     def close(self) -> None:
         """Stop this epoch: later ``next()`` calls raise StopIteration, the state is left as is."""
         self._done = True

@@ -129,6 +129,45 @@ class ResumableMixin:
         self._restart()
         self._skip = min(start_iter * self._batch_size, length)
 
+    def advance(self, num_samples: int) -> int:
+        """Skip the next `num_samples` samples of the pass without drawing them; O(1).
+
+        The samples skipped are those the next iterator would yield first (after a pass that
+        ran out: the start of the next pass, as an iterator would begin it); the skip ends with
+        the pass. A live iterator stops counting, as when a new iterator is taken: the next
+        iterator starts after the skipped samples. The position, and so the state, moves by
+        the samples skipped (the distributed sampler's ``progress`` by that many per rank: the
+        same prefix of the epoch's order on every rank that advances alike).
+
+        Args:
+            num_samples: how many samples to skip, an int >= 0.
+
+        Returns:
+            The samples skipped: `num_samples`, or fewer when the pass ends first.
+
+        Raises:
+            TypeError, ValueError: `num_samples` is not an int >= 0.
+
+        >>> from checkpointable.samplers import ResumableSequentialSampler
+        >>> sampler = ResumableSequentialSampler(range(6))
+        >>> sampler.advance(4), list(sampler)
+        (4, [4, 5])
+        >>> sampler.advance(10), list(sampler)  # the next pass, cut at its end
+        (6, [])
+        """
+        require_int(num_samples, type(self).__name__, "num_samples", minimum=0)
+        if self._finished:
+            iter(self)  # begin the next pass as an iterator would (a subclass may change epoch)
+        start = self._offset()
+        end = min(start + num_samples, self._pass_length())
+        self._cursor = None
+        self._skip = end
+        return end - start
+
+    def _pass_length(self) -> int:
+        """The samples of the current pass, counted like the position."""
+        return len(self)
+
     def _offset(self) -> int:
         cursor = self._cursor
         return self._skip if cursor is None else cursor.position()

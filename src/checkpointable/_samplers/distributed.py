@@ -158,6 +158,12 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         first = self._segment_start
         return first + min(self._offset() * self.num_replicas, self._length - first)
 
+    def _pass_length(self) -> int:
+        """This rank's samples in the current segment (the position counts from its start)."""
+        return _segment_length(
+            self._length - self._segment_start, self.num_replicas, self.drop_last
+        )
+
     def _rewind(self) -> None:
         self._segment_start = 0
         self._base = 0
