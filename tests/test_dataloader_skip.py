@@ -10,13 +10,13 @@ import json
 from functools import partial
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.utils.data import Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import Dataset, DistributedSampler, IterableDataset, Sampler
 
 from checkpointable import IncompatibleStateError, ShardedDataset, Stream
 from checkpointable._inspect import describe
@@ -53,7 +53,9 @@ def seeded(seed: int = 5) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make(kind: str, n: int = 23, batch_size: int = 3, workers: int = 0, **kwargs: Any) -> Any:
+def make(
+    kind: str, n: int = 23, batch_size: int = 3, workers: int = 0, **kwargs: Any
+) -> StatefulDataLoader[Any]:
     """A loader over ``Counted(n)``: torch's random sampler with a generator, our stateful
     random sampler (set_epoch by the caller), or the sequential order."""
     data = Counted(n)
@@ -61,6 +63,7 @@ def make(kind: str, n: int = 23, batch_size: int = 3, workers: int = 0, **kwargs
         return StatefulDataLoader(
             data, batch_size, shuffle=True, generator=seeded(), num_workers=workers, **kwargs
         )
+    sampler: Sampler[int]
     if kind == "resumable_random":
         sampler = ResumableRandomSampler(data, seed=3)
         return StatefulDataLoader(data, batch_size, sampler=sampler, num_workers=workers, **kwargs)
@@ -120,7 +123,8 @@ def stop_at(loader: Any, epoch: int, batch: int) -> dict[str, Any]:
         if current == epoch:
             state = loader.state_dict()
             del iterator
-            return json.loads(json.dumps(state))
+            loaded: dict[str, Any] = json.loads(json.dumps(state))
+            return loaded
     raise AssertionError("unreachable")
 
 
@@ -253,12 +257,12 @@ def test_a_skip_reads_no_skipped_item() -> None:
     resumed.load_state_dict(state)
     resumed.skip(4)
     rest = run(resumed, 0, 1)[0]
-    reads = resumed.dataset.reads
+    reads = cast(Counted, resumed.dataset).reads
     assert len(reads) == 3 * 2 - 1 and sorted(reads) == sorted(flat(rest))
     sampled = make("resumable_random")
     sampled.skip(5)
-    assert sampled.dataset.reads == []
-    assert len(flat(run(sampled, 0, 1)[0])) == len(sampled.dataset.reads) == 23 - 15
+    assert cast(Counted, sampled.dataset).reads == []
+    assert len(flat(run(sampled, 0, 1)[0])) == len(cast(Counted, sampled.dataset).reads) == 23 - 15
 
 
 def distributed(rank: int, world: int, workers: int = 0) -> StatefulDataLoader[Any]:
@@ -346,7 +350,7 @@ def test_skip_refuses_bad_values() -> None:
     with pytest.raises(TypeError, match=r"num_batches must be an int, got 1.5 \(float\)"):
         loader.skip(1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"num_batches must be an int, got True \(bool\)"):
-        loader.skip(True)
+        loader.skip(True)  # a bool is an int to mypy, refused at run time
     before = loader.state_dict()
     loader.skip(0)
     assert loader.state_dict() == before
@@ -398,7 +402,7 @@ def test_a_stream_skips_through_its_loader() -> None:
     state = stream.state_dict()
     resumed = Stream(make("sequential"))
     resumed.load_state_dict(state)
-    resumed.loader.skip(2)
+    cast(StatefulDataLoader[Any], resumed.loader).skip(2)
     assert resumed.next().tolist() == [15, 16, 17]
 
 
@@ -554,7 +558,9 @@ def numbers(sizes: list[int], index: int, count: int) -> Numbers:
     return Numbers(index, sizes[index])
 
 
-def shards_loader(workers: int = 0, drop_last: bool = False, every: int = 1) -> Any:
+def shards_loader(
+    workers: int = 0, drop_last: bool = False, every: int = 1
+) -> StatefulDataLoader[Any]:
     dataset = ShardedIterableDataset(partial(numbers, [9, 3, 6]), num_shards=3)
     return StatefulDataLoader(
         dataset,
