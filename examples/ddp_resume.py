@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
 from checkpointable import ResumableDistributedSampler, StatefulDataLoader, Stream
@@ -61,7 +62,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = DistributedDataParallel(torch.nn.Linear(FEATURES, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sampler = ResumableDistributedSampler(Points(), shuffle=True, seed=7, batch_size=BATCH)
     loader = StatefulDataLoader(
         Points(), batch_size=BATCH, sampler=sampler, num_workers=args.workers
@@ -70,14 +71,12 @@ def main() -> None:
     out = Path(args.out)
     checkpoint = {"model": model, "optimizer": optimizer, "stream": stream}
     if args.resume:
-        state: dict[str, Any] = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "stream": stream,
-        }
+        # get_state_dict gives the optimizer's state its full shape: a fresh optimizer's own
+        # state_dict() is empty (no momentum yet), so DCP would load nothing into it.
+        weights, moments = get_state_dict(model, optimizer)
+        state: dict[str, Any] = {"model": weights, "optimizer": moments, "stream": stream}
         dcp.load(state, checkpoint_id=out / "checkpoint")  # loads the Stateful stream in place
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=moments)
 
     used: list[list[int]] = []
     for epoch in stream.epochs(args.epochs, progress_bar=False):
@@ -141,11 +140,8 @@ def save(parts: dict[str, object], path: Path) -> None:
     """Save with torch.distributed.checkpoint; every rank writes its part."""
     model, optimizer = parts["model"], parts["optimizer"]
     assert isinstance(model, torch.nn.Module) and isinstance(optimizer, torch.optim.Optimizer)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "stream": parts["stream"],
-    }
+    weights, moments = get_state_dict(model, optimizer)
+    state = {"model": weights, "optimizer": moments, "stream": parts["stream"]}
     dcp.save(state, checkpoint_id=path)
 
 
