@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts
         ResumableSequentialSampler,
         create_sampler,
     )
-    from .sources import ShardedDataset
+    from .sources import ShardedDataset, TokenArrayDataset
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
@@ -69,6 +69,7 @@ _LAZY = {
         "samplers",
     ),
     "ShardedDataset": "sources",
+    "TokenArrayDataset": "sources",
     "ShardedIterableDataset": "dataloader",
     "StatefulDataLoader": "dataloader",
     "Stream": "stream",
@@ -125,6 +126,7 @@ __all__ = [
     "Stateful",
     "StatefulDataLoader",
     "Stream",
+    "TokenArrayDataset",
     "WeightedMixIterator",
     "WindowedIterator",
     "ZipIterator",

@@ -6,5 +6,6 @@ on any number of ranks and loader workers through its ``sampler``.
 """
 
 from ._sources.dataset import ShardedDataset
+from ._sources.tokens import TokenArrayDataset
 
-__all__ = ["ShardedDataset"]
+__all__ = ["ShardedDataset", "TokenArrayDataset"]

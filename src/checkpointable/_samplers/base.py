@@ -144,9 +144,41 @@ class ResumableMixin:
         """Reset what the subclass adds to the position (the distributed segment)."""
 
     # ------------------------------------------------------------------ iteration
+    def _new_pass(self) -> None:
+        """Start the pass that follows a finished one: the same epoch again, as in torch."""
+        self._restart()
+
+    def advance(self, num_samples: int) -> int:
+        """Skip the next `num_samples` samples of this rank without reading them: O(1).
+
+        Only the position moves (every rank calls it with the same number, so the global
+        progress stays a prefix of the epoch's order); it is recorded in the state, so a later
+        resume, on any world size, continues after the skipped samples. A live iterator is
+        abandoned: the next ``iter()`` starts after the skip. The skip stops at the end of the
+        epoch (after a finished pass, it applies to the next pass).
+
+        Returns:
+            The number of samples skipped (fewer than asked at the end of the epoch).
+
+        Raises:
+            TypeError, ValueError: `num_samples` is not an int >= 0.
+        """
+        require_int(num_samples, type(self).__name__, "num_samples", minimum=0)
+        if self._finished:
+            self._new_pass()
+        start = self._offset()
+        stop = min(start + num_samples, self._pass_length())
+        self._cursor = None
+        self._skip = max(start, stop)
+        return self._skip - start
+
+    def _pass_length(self) -> int:
+        """Samples of the current pass from the start of the epoch (the position's bound)."""
+        return len(self)
+
     def __iter__(self) -> Iterator[int]:
-        if self._finished:  # iterated again after a whole epoch: the epoch again, as in torch
-            self._restart()
+        if self._finished:  # iterated again after a whole epoch
+            self._new_pass()
         start = self._offset()  # an abandoned iterator's position is the epoch's position
         self._skip = start
         cursor = Cursor(start)

@@ -145,6 +145,10 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         shuffle = generator(self.seed, epoch, "ResumableDistributedSampler")
         return torch.randperm(self._length, generator=shuffle)
 
+    def _pass_length(self) -> int:
+        first = self._segment_start
+        return _segment_length(self._length - first, self.num_replicas, self.drop_last)
+
     @property
     def position(self) -> int:
         """Samples this rank yielded in the current epoch (the same on every rank)."""

@@ -8,17 +8,35 @@ and stores the file list's fingerprint so that a state never resumes over other 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import torch
 
 from .._errors import IncompatibleStateError
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
 
-if TYPE_CHECKING:
-    from .dataset import ShardedDataset
+__all__ = ["BlockLayout", "BlockSource", "ShardedSampler"]
 
-__all__ = ["ShardedSampler"]
+
+class BlockLayout(Protocol):
+    """What the window order and the fingerprint need of a source's blocks."""
+
+    block_rows: torch.Tensor  # int64: rows per block, in file order
+    block_first: torch.Tensor  # int64: the global row id of each block's first row
+    names: list[str]
+    names_digest: str
+    sizes_digest: str
+
+
+class BlockSource(Protocol):
+    """A map-style source cut into blocks: `ShardedDataset`, `TokenArrayDataset`."""
+
+    layout: BlockLayout
+
+    def __len__(self) -> int: ...
+
+    def describe_files(self) -> str: ...
 
 
 class ShardedSampler(ResumableDistributedSampler):
@@ -29,7 +47,7 @@ class ShardedSampler(ResumableDistributedSampler):
 
     def __init__(
         self,
-        dataset: ShardedDataset,
+        dataset: BlockSource,
         num_replicas: int | None,
         rank: int | None,
         shuffle: bool,
@@ -51,11 +69,9 @@ class ShardedSampler(ResumableDistributedSampler):
             layout.block_rows, layout.block_first, self.seed, epoch, self._window, self._lanes
         )
 
-    def __iter__(self) -> Iterator[int]:
-        if self._finished:  # a pass ran out: the next pass is the next epoch
-            self._epoch += 1
-            self._restart()
-        return super().__iter__()
+    def _new_pass(self) -> None:  # a pass ran out: the next pass is the next epoch
+        self._epoch += 1
+        self._restart()
 
     def _config(self) -> dict[str, Any]:
         layout = self._sharded.layout
@@ -88,7 +104,7 @@ class ShardedSampler(ResumableDistributedSampler):
             else:
                 what = "the same file names, but their sizes or row counts differ"
             raise IncompatibleStateError(
-                f"ShardedDataset: the state was saved over other files ({what}); "
+                f"{type(self._sharded).__name__}: the state was saved over other files ({what}); "
                 f"files now: {self._sharded.describe_files()}"
             )
         super().load_state_dict(state_dict)
