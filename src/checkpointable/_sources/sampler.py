@@ -8,7 +8,7 @@ and stores the file list's fingerprint so that a state never resumes over other 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -22,17 +22,23 @@ __all__ = ["BlockLayout", "BlockSource", "ShardedSampler"]
 class BlockLayout(Protocol):
     """What the window order and the fingerprint need of a source's blocks."""
 
-    block_rows: torch.Tensor  # int64: rows per block, in file order
-    block_first: torch.Tensor  # int64: the global row id of each block's first row
-    names: list[str]
-    names_digest: str
-    sizes_digest: str
+    @property
+    def block_rows(self) -> torch.Tensor: ...  # int64: rows per block, in file order
+    @property
+    def block_first(self) -> torch.Tensor: ...  # int64: global row id of each block's first row
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def names_digest(self) -> str: ...
+    @property
+    def sizes_digest(self) -> str: ...
 
 
 class BlockSource(Protocol):
     """A map-style source cut into blocks: `ShardedDataset`, `TokenArrayDataset`."""
 
-    layout: BlockLayout
+    @property
+    def layout(self) -> BlockLayout: ...
 
     def __len__(self) -> int: ...
 
@@ -59,7 +65,7 @@ class ShardedSampler(ResumableDistributedSampler):
         self._sharded = dataset
         self._window = window
         self._lanes = lanes
-        super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
+        super().__init__(cast(Any, dataset), num_replicas, rank, shuffle, seed, drop_last)
 
     def _permutation(self, epoch: int) -> Any:
         if not self.shuffle:
