@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts
         ResumableSequentialSampler,
         create_sampler,
     )
-    from .sources import ShardedDataset, TokenArrayDataset
+    from .sources import Mixture, ShardedDataset, TokenArrayDataset
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
@@ -68,6 +68,7 @@ _LAZY = {
         ],
         "samplers",
     ),
+    "Mixture": "sources",
     "ShardedDataset": "sources",
     "TokenArrayDataset": "sources",
     "ShardedIterableDataset": "dataloader",
@@ -106,6 +107,7 @@ __all__ = [
     "IncompatibleStateError",
     "InfinitePermutationSourceIterator",
     "MapIterator",
+    "Mixture",
     "MultiplexIterator",
     "NativeCheckpointableIterator",
     "ParallelMapIterator",

@@ -6,6 +6,7 @@ on any number of ranks and loader workers through its ``sampler``.
 """
 
 from ._sources.dataset import ShardedDataset
+from ._sources.mixture import Mixture
 from ._sources.tokens import TokenArrayDataset
 
-__all__ = ["ShardedDataset", "TokenArrayDataset"]
+__all__ = ["Mixture", "ShardedDataset", "TokenArrayDataset"]
