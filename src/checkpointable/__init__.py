@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts
         ResumableSequentialSampler,
         create_sampler,
     )
-    from .sources import Mixture, ShardedDataset, TokenArrayDataset
+    from .sources import Mixture, PackedSequences, ShardedDataset, TokenArrayDataset
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
@@ -69,6 +69,7 @@ _LAZY = {
         "samplers",
     ),
     "Mixture": "sources",
+    "PackedSequences": "sources",
     "ShardedDataset": "sources",
     "TokenArrayDataset": "sources",
     "ShardedIterableDataset": "dataloader",
@@ -110,6 +111,7 @@ __all__ = [
     "Mixture",
     "MultiplexIterator",
     "NativeCheckpointableIterator",
+    "PackedSequences",
     "ParallelMapIterator",
     "PrefetchIterator",
     "RandomAccessSourceIterator",
