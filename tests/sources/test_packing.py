@@ -182,3 +182,15 @@ def test_bad_input_is_named() -> None:
         PackedSequences(documents(40), 6, eos_id=0, num_shards=3, epochs=2).open_shard(
             0
         ).load_state_dict(state)
+
+
+def test_a_mixture_with_other_weights_is_refused_under_packing() -> None:
+    def build(weights: dict[str, int]) -> Any:
+        mix = Mixture({"a": documents(10), "b": documents(10, 1)}, weights=weights)
+        return PackedSequences(mix, 4, num_shards=1).open_shard(0)
+
+    shard = build({"a": 1, "b": 1})
+    next(shard)
+    build({"a": 1, "b": 1}).load_state_dict(shard.state_dict())
+    with pytest.raises(IncompatibleStateError, match="another source order"):
+        build({"a": 2, "b": 1}).load_state_dict(shard.state_dict())

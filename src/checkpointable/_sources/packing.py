@@ -11,10 +11,11 @@ import torch.distributed as dist
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._samplers.base import require_int
+from .._samplers.distributed import ResumableDistributedSampler
 from .._state import STATE_VERSION, check_config, check_state, state_int
 from ..dataloader import ShardedIterableDataset
 from .dataset import _placement
-from .mixture import source_order
+from .mixture import Mixture, source_order
 
 __all__ = ["PackedSequences", "PackedShard"]
 
@@ -29,12 +30,24 @@ class PackedShard:
     their tokens into sequences of `seq_len`. Made by `PackedSequences`; see there.
 
     State: ``{"version", "type": "PackedShard", "world_size", "num_shards", "shard",
-    "seq_len", "eos_id", "source_length", "epochs", "epoch", "document", "offset"}``: the
-    document in progress (its number ``j`` in this shard's walk of the epoch) and the tokens of
-    it already delivered. Restoring reads that one document.
+    "seq_len", "key", "eos_id", "epochs", "source_length", "source", "epoch", "document",
+    "offset"}``: the document in progress (its number ``j`` in this shard's walk of the epoch)
+    and the tokens of it already delivered; ``source`` is the configuration of the source's
+    order (its sampler's seed, files, a mixture's weights), checked on load. Restoring reads
+    that one document.
     """
 
-    _CONFIG = ("world_size", "num_shards", "shard", "seq_len", "eos_id", "source_length", "epochs")
+    _CONFIG = (
+        "world_size",
+        "num_shards",
+        "shard",
+        "seq_len",
+        "key",
+        "eos_id",
+        "epochs",
+        "source_length",
+        "source",
+    )
 
     def __init__(self, packed: PackedSequences, shard: int) -> None:
         self._packed = packed
@@ -130,9 +143,11 @@ class PackedShard:
             "num_shards": packed.num_shards,
             "shard": self._shard,
             "seq_len": packed.seq_len,
+            "key": packed.key,
             "eos_id": packed.eos_id,
-            "source_length": len(packed.source),
             "epochs": packed.epochs,
+            "source_length": len(packed.source),
+            "source": packed.source_config,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -166,6 +181,11 @@ class PackedShard:
                     f"{key}={mine[key]!r}; packed sequences resume exactly only on the same "
                     "world size and number of shards (any num_workers)"
                 )
+        if state["source"] != mine["source"]:
+            raise IncompatibleStateError(
+                f"{NAME}: the state was saved over another source order ({state['source']!r:.120}); "
+                f"this source: {mine['source']!r:.120}"
+            )
         check_config(name, state, **mine)
         epoch = state_int(name, state, "epoch")
         document = state_int(name, state, "document")
@@ -191,6 +211,18 @@ class PackedShard:
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self._config().items())
         return f"PackedShard({args})"
+
+
+def source_config(source: Any) -> dict[str, Any] | None:
+    """The configuration that fixes `source`'s order, as plain data (None: index order)."""
+    sampler = getattr(source, "sampler", None)
+    if not isinstance(sampler, ResumableDistributedSampler):
+        return None
+    config = {"type": type(sampler).__name__, **sampler._config()}
+    config.pop("drop_last", None)  # the packing streams never pad nor drop
+    if isinstance(source, Mixture):
+        config["schedule"] = source.schedule.entries()
+    return config
 
 
 def _open_shard(packed: PackedSequences, shard: int, num_shards: int) -> PackedShard:
@@ -268,6 +300,9 @@ class PackedSequences(ShardedIterableDataset):
         world, place = _placement(world_size, rank)
         self.world_size = dist.get_world_size() if world is None else world
         self.rank = dist.get_rank() if place is None else place
+        #: what fixes the source's order (its sampler's configuration, a mixture's schedule),
+        #: checked on load: None for a plain dataset (read in index order)
+        self.source_config = source_config(source)
         super().__init__(partial(_open_shard, self), num_shards)
 
     def open_shard(self, shard_index: int) -> PackedShard:
