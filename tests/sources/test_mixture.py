@@ -213,3 +213,13 @@ def test_bad_input_is_named() -> None:
         other.sampler.load_state_dict(state)
     with pytest.raises(IncompatibleStateError, match="period"):
         _mixture(period=20).sampler.load_state_dict(state)
+    stop = _mixture(exhausted="stop")
+    length = len(stop)
+    bad = {**stop.sampler.state_dict(), "drawn": {"web": 1, "code": 0, "books": 0}}
+    bad["schedule"] = [
+        bad["schedule"][0],
+        {"start": 3, "weights": {"web": 0, "code": 0, "books": 10}},
+    ]
+    with pytest.raises(IncompatibleStateError, match="does not follow from its schedule"):
+        stop.sampler.load_state_dict(bad)
+    assert len(stop) == length and len(stop.sampler.state_dict()["schedule"]) == 1

@@ -296,6 +296,16 @@ class MixtureSampler(ResumableDistributedSampler):
 
     def _load_position(self, state: dict[str, Any]) -> None:
         mixture = self._mixture
+        before = mixture.schedule.entries()
+        try:
+            self._load_schedule(state)
+        except Exception:  # a refused state leaves the mixture as it was
+            mixture.set_schedule(before)
+            self._resize()
+            raise
+
+    def _load_schedule(self, state: dict[str, Any]) -> None:
+        mixture = self._mixture
         mixture.set_schedule(_checked_schedule(state["schedule"], mixture))
         self._resize()
         progress = state_int(NAME, state, "progress")
