@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkpointable import IncompatibleStateError, Mixture, PackedSequences, StatefulDataLoader
+from checkpointable import (
+    IncompatibleStateError,
+    Mixture,
+    PackedSequences,
+    ShardedDataset,
+    StatefulDataLoader,
+)
 from checkpointable.testing import assert_resumable
 
 
@@ -194,3 +201,27 @@ def test_a_mixture_with_other_weights_is_refused_under_packing() -> None:
     build({"a": 1, "b": 1}).load_state_dict(shard.state_dict())
     with pytest.raises(IncompatibleStateError, match="another source order"):
         build({"a": 2, "b": 1}).load_state_dict(shard.state_dict())
+
+
+def test_jsonl_shards_mixed_and_packed_resume_with_other_workers(tmp_path: Path) -> None:
+    for name, count in (("web", 40), ("code", 25)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for doc in documents(count, seed=len(name)):
+                f.write(json.dumps(doc) + "\n")
+
+    def build(workers: int) -> StatefulDataLoader:
+        web = ShardedDataset(str(tmp_path / "web.jsonl"), seed=1, block_rows=4, window=2)
+        code = ShardedDataset(str(tmp_path / "code.jsonl"), seed=2, block_rows=4, window=2)
+        mix = Mixture({"web": web, "code": code}, weights={"web": 3, "code": 1}, seed=5)
+        packed = PackedSequences(mix, 8, eos_id=0, num_shards=2, epochs=1)
+        return StatefulDataLoader(packed, batch_size=2, num_workers=workers)
+
+    full = torch.cat(list(build(0)))
+    loader = build(2)
+    batches = iter(loader)
+    head = [next(batches) for _ in range(4)]
+    state = loader.state_dict()
+    del batches
+    resumed = build(1)
+    resumed.load_state_dict(state)
+    assert torch.equal(torch.cat(head + list(resumed)), full)
