@@ -131,9 +131,8 @@ def test_n_to_m_ranks_deal_every_draw_once_and_new_weights_are_world_independent
         results.append(real)
     shared = results[0].keys() & results[1].keys()
     assert all(results[0][i] == results[1][i] for i in shared)
-    assert after["schedule"][-1]["start"] == k * worlds[0] or after["schedule"][-1]["weights"] == {
-        name: w * 10 // sum(weights.values()) for name, w in weights.items()
-    }
+    starts = [entry["start"] for entry in after["schedule"]]
+    assert starts[0] == 0 and set(starts) <= {0, k * worlds[0]}  # a change: at the saved progress
 
 
 def after_length(state: dict[str, Any], exhausted: str, weights: dict[str, int]) -> int:
