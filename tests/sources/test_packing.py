@@ -225,3 +225,12 @@ def test_jsonl_shards_mixed_and_packed_resume_with_other_workers(tmp_path: Path)
     resumed = build(1)
     resumed.load_state_dict(state)
     assert torch.equal(torch.cat(head + list(resumed)), full)
+
+
+def test_a_stop_mixture_is_packed_up_to_its_end() -> None:
+    web, code = documents(12, 1), documents(5, 2)
+    mix = Mixture({"web": web, "code": code}, weights={"web": 1, "code": 1}, exhausted="stop")
+    packed = PackedSequences(mix, 3, key="tokens", num_shards=1, epochs=1)
+    tokens = [t for s in packed for t in s.tolist()]
+    drawn = [t for i in range(mix.epoch_draws()) for t in mix[i]["tokens"]]
+    assert tokens == drawn[: len(drawn) // 3 * 3]
