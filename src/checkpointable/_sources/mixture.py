@@ -60,6 +60,8 @@ class Mixture(torch.utils.data.Dataset[Any]):
     epoch; the mixture never ends, and its sampler cuts it into epochs of ``sum(len(source))``
     draws. ``exhausted="stop"``: the mixture's epoch ends at the first draw that would find a
     source run out; the next epoch reads every source's next epoch, with the same draws.
+    ``len(mixture)`` is the sources' rows together (fixed, so a loader's state loads whatever
+    the weights); ``mixture.epoch_draws()`` is the draws of an epoch.
 
     Ranks: ``mixture.sampler`` is ``ResumableDistributedSampler``'s deal over the draws (rank
     ``r`` of ``R`` takes draws ``r + j * R``), so a state loads on any world size and any
