@@ -183,6 +183,8 @@ def test_bad_input_is_named() -> None:
         PackedSequences(documents(3), 4, num_shards=0)
     with pytest.raises(ValueError, match="num_items must be an int >= 0"):
         _packed().open_shard(0).skip(-2)
+    with pytest.raises(KeyError, match="a document has no 'ids' field"):
+        next(iter(PackedSequences(documents(3), 4, key="ids", num_shards=1)))
     shard = _packed().open_shard(0)
     state = shard.state_dict()
     with pytest.raises(IncompatibleStateError, match="seq_len"):

@@ -72,7 +72,17 @@ class PackedShard:
     def _read(self) -> np.ndarray[Any, Any]:
         packed = self._packed
         document = packed.source[self._row(self._epoch, self._document)]
-        tokens = document if packed.key is None else document[packed.key]
+        if packed.key is None:
+            tokens = document
+        else:
+            try:
+                tokens = document[packed.key]
+            except (KeyError, TypeError, IndexError):
+                raise KeyError(
+                    f"{NAME}: a document has no {packed.key!r} field (a "
+                    f"{type(document).__name__}); pass key= the token field, or key=None when a "
+                    "document is its tokens"
+                ) from None
         if isinstance(tokens, torch.Tensor):
             tokens = tokens.numpy()
         array = np.asarray(tokens, dtype=np.int64).reshape(-1)
