@@ -236,3 +236,41 @@ def test_a_stop_mixture_is_packed_up_to_its_end() -> None:
     tokens = [t for s in packed for t in s.tolist()]
     drawn = [t for i in range(mix.epoch_draws()) for t in mix[i]["tokens"]]
     assert tokens == drawn[: len(drawn) // 3 * 3]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_torchrun_mixture_and_packing_two_ranks_then_three(tmp_path: Path) -> None:
+    """Real ranks (gloo), rank and world size from the process group: the mixture resumes on 3
+    ranks exactly; packing is refused on 3, naming both world sizes (the same-world resume is
+    checked in-process above, to keep the suite short)."""
+    import os
+    import subprocess
+    import sys
+
+    import checkpointable
+
+    script = Path(__file__).parent.parent / "dist_scripts" / "pretrain_elastic.py"
+    src = str(Path(checkpointable.__file__).resolve().parent.parent)
+
+    def torchrun(ranks: int, *args: str) -> list[dict[str, Any]]:
+        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += [f"--nproc_per_node={ranks}", str(script), *args]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"torchrun failed:\n{done.stdout}\n{done.stderr}"
+        tag = args[2] if len(args) > 2 else args[0]
+        return [json.loads((tmp_path / f"{tag}_rank{r}.json").read_text()) for r in range(ranks)]
+
+    first = torchrun(2, "first", str(tmp_path))
+    three = torchrun(3, "finish", str(tmp_path), "three")
+    from tests.dist_scripts.pretrain_elastic import mixture
+
+    mix = mixture()
+    whole = {mix[i]["id"] for i in range(mix.epoch_draws())}
+    ids = [i for part in first + three for i in part["ids"]]
+    assert set(ids) == whole and len(ids) - len(whole) < 3  # torch's padding only
+    for part in three:
+        assert "world_size=2" in part["refused"] and "world_size=3" in part["refused"]
+    for part in first:
+        assert part["packed_full"][: len(part["packed"])] == part["packed"]
