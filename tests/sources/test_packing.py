@@ -178,7 +178,7 @@ def test_bad_input_is_named() -> None:
     with pytest.raises(ValueError, match="seq_len must be a positive int, got seq_len=0"):
         PackedSequences(documents(3), 0)
     with pytest.raises(TypeError, match="source must be a map-style dataset"):
-        PackedSequences(iter(documents(3)), 4)  # type: ignore[arg-type]
+        PackedSequences(iter(documents(3)), 4)
     with pytest.raises(ValueError, match="num_shards must be a positive int"):
         PackedSequences(documents(3), 4, num_shards=0)
     with pytest.raises(ValueError, match="num_items must be an int >= 0"):
