@@ -147,19 +147,55 @@ def test_another_world_size_is_refused_naming_both(saved: int, resumed: int) -> 
         other.load_state_dict(state)
 
 
-def test_skip_drops_whole_documents_without_reading_and_is_recorded() -> None:
+def test_skip_documents_reads_nothing_and_is_recorded() -> None:
     source = Counting(documents(20))
     shard = PackedSequences(source, 4, num_shards=1, epochs=1).open_shard(0)
     next(shard)
     reads = source.reads
-    assert shard.skip(3) == 3 and source.reads == reads
+    assert shard.skip_documents(3) == 3 and source.reads == reads
     state = shard.state_dict()
     after = [s.tolist() for s in shard]
     resumed = PackedSequences(documents(20), 4, num_shards=1, epochs=1).open_shard(0)
     resumed.load_state_dict(state)
     assert [s.tolist() for s in resumed] == after
     assert after[0][0] == 100 * (state["document"])  # starts a document
-    assert shard.skip(100) == 0
+    assert shard.skip_documents(100) == 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(head=st.integers(0, 6), count=st.integers(0, 40), eos=st.booleans())
+def test_skip_is_exactly_the_sequences_next_would_give(head: int, count: int, eos: bool) -> None:
+    def shard() -> Any:
+        return PackedSequences(
+            documents(25), 3, eos_id=0 if eos else None, num_shards=2, epochs=1
+        ).open_shard(1)
+
+    full = [s.tolist() for s in shard()]
+    skipping = shard()
+    for _ in range(min(head, len(full))):
+        next(skipping)
+    skipped = skipping.skip(count)
+    assert skipped == min(count, len(full) - min(head, len(full)))
+    state = json.loads(json.dumps(skipping.state_dict()))
+    resumed = shard()
+    resumed.load_state_dict(state)
+    rest = full[min(head, len(full)) + skipped :]
+    assert [s.tolist() for s in skipping] == rest == [s.tolist() for s in resumed]
+
+
+@pytest.mark.skipif(
+    not hasattr(StatefulDataLoader, "skip"), reason="StatefulDataLoader.skip (branch skip-loader)"
+)
+def test_the_loader_skips_packed_batches_exactly() -> None:
+    full = [b.tolist() for b in _loader(0)]
+    loader = _loader(2)
+    loader.skip(3)  # type: ignore[attr-defined, unused-ignore]  # until skip-loader is merged
+    state = loader.state_dict()
+    rest = [b.tolist() for b in loader]
+    assert rest == full[3:]  # the loader's next 3 batches, skipped as it would take them
+    resumed = _loader(1)
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == rest
 
 
 def test_mixture_packed_through_the_loader_with_workers() -> None:
@@ -183,6 +219,8 @@ def test_bad_input_is_named() -> None:
         PackedSequences(documents(3), 4, num_shards=0)
     with pytest.raises(ValueError, match="num_items must be an int >= 0"):
         _packed().open_shard(0).skip(-2)
+    with pytest.raises(ValueError, match="num_documents must be an int >= 0"):
+        _packed().open_shard(0).skip_documents(-2)
     with pytest.raises(KeyError, match="a document has no 'ids' field"):
         next(iter(PackedSequences(documents(3), 4, key="ids", num_shards=1)))
     shard = _packed().open_shard(0)

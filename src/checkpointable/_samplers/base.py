@@ -129,6 +129,45 @@ class ResumableMixin:
         self._restart()
         self._skip = min(start_iter * self._batch_size, length)
 
+    def advance(self, num_samples: int) -> int:
+        """Skip the next `num_samples` samples of the pass without drawing them; O(1).
+
+        The samples skipped are those the next iterator would yield first (after a pass that
+        ran out: the start of the next pass, as an iterator would begin it); the skip ends with
+        the pass. A live iterator stops counting, as when a new iterator is taken: the next
+        iterator starts after the skipped samples. The position, and so the state, moves by
+        the samples skipped (the distributed sampler's ``progress`` by that many per rank: the
+        same prefix of the epoch's order on every rank that advances alike).
+
+        Args:
+            num_samples: how many samples to skip, an int >= 0.
+
+        Returns:
+            The samples skipped: `num_samples`, or fewer when the pass ends first.
+
+        Raises:
+            TypeError, ValueError: `num_samples` is not an int >= 0.
+
+        >>> from checkpointable.samplers import ResumableSequentialSampler
+        >>> sampler = ResumableSequentialSampler(range(6))
+        >>> sampler.advance(4), list(sampler)
+        (4, [4, 5])
+        >>> sampler.advance(10), list(sampler)  # the next pass, cut at its end
+        (6, [])
+        """
+        require_int(num_samples, type(self).__name__, "num_samples", minimum=0)
+        if self._finished:
+            iter(self)  # begin the next pass as an iterator would (a subclass may change epoch)
+        start = self._offset()
+        end = min(start + num_samples, self._pass_length())
+        self._cursor = None
+        self._skip = end
+        return end - start
+
+    def _pass_length(self) -> int:
+        """The samples of the current pass, counted like the position."""
+        return len(self)
+
     def _offset(self) -> int:
         cursor = self._cursor
         return self._skip if cursor is None else cursor.position()
@@ -144,41 +183,9 @@ class ResumableMixin:
         """Reset what the subclass adds to the position (the distributed segment)."""
 
     # ------------------------------------------------------------------ iteration
-    def _new_pass(self) -> None:
-        """Start the pass that follows a finished one: the same epoch again, as in torch."""
-        self._restart()
-
-    def advance(self, num_samples: int) -> int:
-        """Skip the next `num_samples` samples of this rank without reading them: O(1).
-
-        Only the position moves (every rank calls it with the same number, so the global
-        progress stays a prefix of the epoch's order); it is recorded in the state, so a later
-        resume, on any world size, continues after the skipped samples. A live iterator is
-        abandoned: the next ``iter()`` starts after the skip. The skip stops at the end of the
-        epoch (after a finished pass, it applies to the next pass).
-
-        Returns:
-            The number of samples skipped (fewer than asked at the end of the epoch).
-
-        Raises:
-            TypeError, ValueError: `num_samples` is not an int >= 0.
-        """
-        require_int(num_samples, type(self).__name__, "num_samples", minimum=0)
-        if self._finished:
-            self._new_pass()
-        start = self._offset()
-        stop = min(start + num_samples, self._pass_length())
-        self._cursor = None
-        self._skip = max(start, stop)
-        return self._skip - start
-
-    def _pass_length(self) -> int:
-        """Samples of the current pass from the start of the epoch (the position's bound)."""
-        return len(self)
-
     def __iter__(self) -> Iterator[int]:
-        if self._finished:  # iterated again after a whole epoch
-            self._new_pass()
+        if self._finished:  # iterated again after a whole epoch: the epoch again, as in torch
+            self._restart()
         start = self._offset()  # an abandoned iterator's position is the epoch's position
         self._skip = start
         cursor = Cursor(start)

@@ -13,9 +13,9 @@ the rest of the uninterrupted epoch; with any ``M`` every position ``< n`` is de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.distributed as dist
@@ -101,7 +101,7 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
 
     def __init__(
         self,
-        dataset: torch.utils.data.Dataset[Any],
+        dataset: Sized,
         num_replicas: int | None = None,
         rank: int | None = None,
         shuffle: bool = True,
@@ -127,7 +127,9 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
             raise ValueError(f"{name}: rank must be < num_replicas, got {rank=}, {num_replicas=}")
         # torch's constructor fills in the defaults from the process group and sets the
         # attributes torch code reads (num_replicas, rank, num_samples, total_size...).
-        super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
+        # torch's constructor only takes len(dataset): any sized object will do, as documented
+        torch_dataset = cast("torch.utils.data.Dataset[Any]", dataset)
+        super().__init__(torch_dataset, num_replicas, rank, shuffle, seed, drop_last)
 
     def _chunks(self, cursor: Cursor, start: int) -> Iterator[Iterator[int]]:
         n, replicas, first = self._length, self.num_replicas, self._segment_start
@@ -145,10 +147,6 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         shuffle = generator(self.seed, epoch, "ResumableDistributedSampler")
         return torch.randperm(self._length, generator=shuffle)
 
-    def _pass_length(self) -> int:
-        first = self._segment_start
-        return _segment_length(self._length - first, self.num_replicas, self.drop_last)
-
     @property
     def position(self) -> int:
         """Samples this rank yielded in the current epoch (the same on every rank)."""
@@ -159,6 +157,12 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
         """Positions of the epoch's order consumed over all ranks."""
         first = self._segment_start
         return first + min(self._offset() * self.num_replicas, self._length - first)
+
+    def _pass_length(self) -> int:
+        """This rank's samples in the current segment (the position counts from its start)."""
+        return _segment_length(
+            self._length - self._segment_start, self.num_replicas, self.drop_last
+        )
 
     def _rewind(self) -> None:
         self._segment_start = 0

@@ -14,8 +14,8 @@ from the entries before it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.utils.data
@@ -237,16 +237,18 @@ class MixtureSampler(ResumableDistributedSampler):
         self, mixture: Mixture, num_replicas: int | None, rank: int | None, drop_last: bool
     ) -> None:
         self._mixture = mixture
-        super().__init__(cast(Any, mixture), num_replicas, rank, False, mixture.seed, drop_last)
+        super().__init__(mixture, num_replicas, rank, False, mixture.seed, drop_last)
         self._resize()
 
     def _permutation(self, epoch: int) -> Any:
         mixture = self._mixture
         return _Draws(epoch * (len(mixture) if mixture.exhausted == "restart" else STRIDE))
 
-    def _new_pass(self) -> None:  # the mixture is a stream: the next pass is the next epoch
-        self._epoch += 1
-        self._restart()
+    def __iter__(self) -> Iterator[int]:
+        if self._finished:  # the mixture is a stream: the next pass is the next epoch
+            self._epoch += 1
+            self._restart()
+        return super().__iter__()
 
     def _draw(self, progress: int) -> int:
         """The schedule's draw number of the epoch's position `progress`."""

@@ -123,28 +123,58 @@ class PackedShard:
         return torch.from_numpy(np.concatenate(pieces))
 
     def skip(self, num_items: int) -> int:
-        """Skip the next `num_items` documents of this shard without reading them: O(1).
+        """Skip the next `num_items` sequences exactly as `__next__` would deliver them.
 
-        The rest of the document in progress is dropped and the next sequence starts with
-        the first document after the skipped ones; recorded in the state (the position), so a
-        later resume stays exact. Sequences cannot be skipped without reading: where they end
-        depends on the documents' lengths. Returns the number of documents skipped.
+        Where a sequence ends depends on the documents' lengths, so this reads the skipped
+        documents (their tokens are counted, never packed into tensors); the state moves as if
+        the sequences had been delivered, so a later resume stays exact. This is the
+        ``skip(num_items)`` that ``StatefulDataLoader.skip`` calls on its shards. For an O(1)
+        skip that reads nothing, see `skip_documents`.
+
+        Returns:
+            The sequences skipped: `num_items`, or fewer when the stream ends first.
 
         Raises:
             TypeError, ValueError: `num_items` is not an int >= 0.
         """
         require_int(num_items, NAME, "num_items", minimum=0)
-        if self._over() or num_items == 0:
+        seq_len = self._packed.seq_len
+        for skipped in range(num_items):
+            need = seq_len
+            while need:
+                if self._over():
+                    return skipped  # as __next__: a leftover shorter than seq_len is left out
+                if self._tokens is None:
+                    self._tokens = self._read()
+                take = min(need, len(self._tokens) - self._offset)
+                need -= take
+                self._offset += take
+                if self._offset >= len(self._tokens):
+                    self._next_document()
+        return num_items
+
+    def skip_documents(self, num_documents: int) -> int:
+        """Skip the next `num_documents` documents of this stream without reading them: O(1).
+
+        The rest of the document in progress is dropped and the next sequence starts with the
+        first document after the skipped ones; recorded in the state (the position), so a
+        later resume stays exact. Returns the number of documents skipped (fewer at the end).
+
+        Raises:
+            TypeError, ValueError: `num_documents` is not an int >= 0.
+        """
+        require_int(num_documents, NAME, "num_documents", minimum=0)
+        if self._over() or num_documents == 0:
             return 0
-        target = self._epoch * self._per_epoch + self._document + num_items
+        done = self._epoch * self._per_epoch + self._document
+        target = done + num_documents
         epochs = self._packed.epochs
         if epochs is not None:
             target = min(target, epochs * self._per_epoch)
-        skipped = target - (self._epoch * self._per_epoch + self._document)
         self._epoch, self._document = divmod(target, self._per_epoch)
         self._offset = 0
         self._tokens = None
-        return skipped
+        return target - done
 
     def _config(self) -> dict[str, Any]:
         packed = self._packed
@@ -257,7 +287,8 @@ class PackedSequences(ShardedIterableDataset):
     naming both sizes: the streams pack at different rates (documents differ in length), so
     no prefix of the source order is consumed that another deal could continue from. To change
     the world size, pack documents offline (e.g. to a `TokenArrayDataset`), whose resume is
-    elastic. ``shard.skip(n)`` skips `n` documents of a stream in O(1).
+    elastic. A stream's ``skip(n)`` skips `n` sequences exactly (reading the documents they
+    span; ``StatefulDataLoader.skip`` uses it), ``skip_documents(n)`` `n` documents in O(1).
 
     Args:
         source: a map-style dataset of documents.

@@ -8,7 +8,8 @@ and stores the file list's fingerprint so that a state never resumes over other 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import torch
 
@@ -65,7 +66,7 @@ class ShardedSampler(ResumableDistributedSampler):
         self._sharded = dataset
         self._window = window
         self._lanes = lanes
-        super().__init__(cast(Any, dataset), num_replicas, rank, shuffle, seed, drop_last)
+        super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
 
     def _permutation(self, epoch: int) -> Any:
         if not self.shuffle:
@@ -75,9 +76,11 @@ class ShardedSampler(ResumableDistributedSampler):
             layout.block_rows, layout.block_first, self.seed, epoch, self._window, self._lanes
         )
 
-    def _new_pass(self) -> None:  # a pass ran out: the next pass is the next epoch
-        self._epoch += 1
-        self._restart()
+    def __iter__(self) -> Iterator[int]:
+        if self._finished:  # a pass ran out: the next pass is the next epoch
+            self._epoch += 1
+            self._restart()
+        return super().__iter__()
 
     def _config(self) -> dict[str, Any]:
         layout = self._sharded.layout
