@@ -6,13 +6,16 @@ exception, never a resume at a silently wrong place."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import random
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -26,6 +29,7 @@ from checkpointable.samplers import (
     ResumableRandomSampler,
     ResumableSequentialSampler,
 )
+from checkpointable.sources import Mixture, PackedSequences, TokenArrayDataset
 from checkpointable.stream import Stream
 from checkpointable.testing import items_equal
 from tests._loader_data import CountingNoise, Squares, sharded
@@ -50,6 +54,22 @@ def _mix_source(seed: int) -> Any:
 
 def _sampling(rng: random.Random, n: int) -> tuple[int, int]:
     return (n, rng.randrange(10))
+
+
+@functools.cache
+def _token_file() -> str:
+    path = os.path.join(tempfile.mkdtemp(prefix="fuzz-tokens-"), "tokens.bin")
+    np.arange(200, dtype=np.uint16).tofile(path)
+    return path
+
+
+def _tokens() -> TokenArrayDataset:
+    return TokenArrayDataset(_token_file(), 4, seed=1, block_rows=3, world_size=2, rank=1)
+
+
+def _mixture() -> Mixture:
+    sources = {"a": [[i, i + 1] for i in range(20)], "b": [[-i] for i in range(1, 9)]}
+    return Mixture(sources, weights={"a": 2, "b": 1}, seed=3, period=6)
 
 
 def _native() -> Any:
@@ -137,6 +157,19 @@ SUBJECTS: dict[str, Subject] = {
             )
         ),
         "stream",
+    ),
+    "TokenArrayDataset sampler": Subject(lambda: _tokens().sampler, "epoch"),
+    "Mixture sampler": Subject(lambda: _mixture().sampler, "epoch"),
+    "PackedSequences shard": Subject(
+        lambda: PackedSequences(
+            [{"tokens": list(range(n % 7 + 1))} for n in range(30)], 4, eos_id=9, epochs=2
+        ).open_shard(1)
+    ),
+    "StatefulDataLoader mixture packed": Subject(
+        lambda: StatefulDataLoader(
+            PackedSequences(_mixture(), 3, key=None, num_shards=2, epochs=2), batch_size=2
+        ),
+        "epoch",
     ),
 }
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts
         ResumableSequentialSampler,
         create_sampler,
     )
-    from .sources import ShardedDataset
+    from .sources import Mixture, PackedSequences, ShardedDataset, TokenArrayDataset
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
@@ -68,7 +68,10 @@ _LAZY = {
         ],
         "samplers",
     ),
+    "Mixture": "sources",
+    "PackedSequences": "sources",
     "ShardedDataset": "sources",
+    "TokenArrayDataset": "sources",
     "ShardedIterableDataset": "dataloader",
     "StatefulDataLoader": "dataloader",
     "Stream": "stream",
@@ -105,8 +108,10 @@ __all__ = [
     "IncompatibleStateError",
     "InfinitePermutationSourceIterator",
     "MapIterator",
+    "Mixture",
     "MultiplexIterator",
     "NativeCheckpointableIterator",
+    "PackedSequences",
     "ParallelMapIterator",
     "PrefetchIterator",
     "RandomAccessSourceIterator",
@@ -125,6 +130,7 @@ __all__ = [
     "Stateful",
     "StatefulDataLoader",
     "Stream",
+    "TokenArrayDataset",
     "WeightedMixIterator",
     "WindowedIterator",
     "ZipIterator",

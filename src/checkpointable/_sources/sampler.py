@@ -9,16 +9,41 @@ and stores the file list's fingerprint so that a state never resumes over other 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import torch
 
 from .._errors import IncompatibleStateError
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
 
-if TYPE_CHECKING:
-    from .dataset import ShardedDataset
+__all__ = ["BlockLayout", "BlockSource", "ShardedSampler"]
 
-__all__ = ["ShardedSampler"]
+
+class BlockLayout(Protocol):
+    """What the window order and the fingerprint need of a source's blocks."""
+
+    @property
+    def block_rows(self) -> torch.Tensor: ...  # int64: rows per block, in file order
+    @property
+    def block_first(self) -> torch.Tensor: ...  # int64: global row id of each block's first row
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def names_digest(self) -> str: ...
+    @property
+    def sizes_digest(self) -> str: ...
+
+
+class BlockSource(Protocol):
+    """A map-style source cut into blocks: `ShardedDataset`, `TokenArrayDataset`."""
+
+    @property
+    def layout(self) -> BlockLayout: ...
+
+    def __len__(self) -> int: ...
+
+    def describe_files(self) -> str: ...
 
 
 class ShardedSampler(ResumableDistributedSampler):
@@ -29,7 +54,7 @@ class ShardedSampler(ResumableDistributedSampler):
 
     def __init__(
         self,
-        dataset: ShardedDataset,
+        dataset: BlockSource,
         num_replicas: int | None,
         rank: int | None,
         shuffle: bool,
@@ -88,7 +113,7 @@ class ShardedSampler(ResumableDistributedSampler):
             else:
                 what = "the same file names, but their sizes or row counts differ"
             raise IncompatibleStateError(
-                f"ShardedDataset: the state was saved over other files ({what}); "
+                f"{type(self._sharded).__name__}: the state was saved over other files ({what}); "
                 f"files now: {self._sharded.describe_files()}"
             )
         super().load_state_dict(state_dict)
