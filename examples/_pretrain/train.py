@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
 from checkpointable import Mixture, StatefulDataLoader, TokenArrayDataset
@@ -84,10 +85,14 @@ def train(args: Any) -> None:
     latest = latest_checkpoint(run / "checkpoints")
     if latest is not None:
         start, folder = latest
-        state = {"model": model.state_dict(), "optim": optimizer.state_dict(), "loader": loader}
+        # get_state_dict gives the optimizer's state its full shape (a fresh AdamW has none
+        # yet, so optimizer.state_dict() would leave its moments out of the load)
+        weights, moments = get_state_dict(ddp, optimizer)
+        state = {"model": weights, "optim": moments, "loader": loader}
         dcp.load(state, checkpoint_id=folder)  # loads the Stateful loader in place
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optim"])
+        set_state_dict(
+            ddp, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+        )
         if rank == 0:
             print(f"[{args.phase}] {world} ranks resume from step {start} ({folder.name})")
 
@@ -115,7 +120,8 @@ def train(args: Any) -> None:
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % args.save_every == 0 or step == args.steps:
-            state = {"model": model.state_dict(), "optim": optimizer.state_dict(), "loader": loader}
+            weights, moments = get_state_dict(ddp, optimizer)
+            state = {"model": weights, "optim": moments, "loader": loader}
             dcp.save(state, checkpoint_id=run / "checkpoints" / f"step-{step:06d}")
     log.close()
     if rank == 0:
