@@ -43,6 +43,7 @@ sys.path.insert(0, str(EXAMPLES))
 from _pretrain.corpus import write_corpus  # noqa: E402
 from _pretrain.report import verify  # noqa: E402
 from _pretrain.train import latest_checkpoint, train  # noqa: E402
+
 # torchrun's agent shares its rendezvous store with the workers, and a restarted group of
 # gloo workers then reads the dead group's addresses from it (pytorch/pytorch#135712): each
 # group gets its own store.
@@ -64,7 +65,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--phase", default="uninterrupted", help="with --train: the run folder")
     parser.add_argument("--kill-rank", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.train and (not 0 < args.kill_at <= args.steps or args.kill_at % args.save_every == 0):
+    if not args.train and (
+        not 0 < args.kill_at <= args.steps or args.kill_at % args.save_every == 0
+    ):
         parser.error("--kill-at must be a step in 1..--steps that is not a checkpoint step")
     return args
 
@@ -79,7 +82,9 @@ def torchrun(args: argparse.Namespace, run: str, ranks: int, *extra: str) -> Non
     ]  # fmt: skip
     command += ["--kill-at", str(args.kill_at if run == "restarted" else 0)]  # 0: never
     command += ["--steps", str(args.steps + (args.more_steps if run == "elastic" else 0))]
-    shown = " ".join([*(f"{k}={v}" for k, v in TORCHRUN_ENV.items()), "torchrun", *command[3:]]).replace(str(EXAMPLES) + os.sep, "")
+    shown = " ".join(
+        [*(f"{k}={v}" for k, v in TORCHRUN_ENV.items()), "torchrun", *command[3:]]
+    ).replace(str(EXAMPLES) + os.sep, "")
     print(f"[{run}] {shown}", flush=True)
     folder = Path(args.out) / run
     folder.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,7 @@ def write_corpus(folder: Path, corpus: str, budget: int) -> Path:
         documents, PACK_LEN, eos_id=EOS, num_shards=1, epochs=1, world_size=1, rank=0
     )
     sequences = [sequence.numpy() for sequence in packed]
-    tokens = np.concatenate(sequences).astype(np.uint16)
     partial = array_path.with_suffix(".partial.npy")
-    np.save(partial, tokens)
+    np.save(partial, np.concatenate(sequences).astype(np.uint16))
     partial.rename(array_path)  # complete or absent
     return array_path

@@ -10,6 +10,18 @@ from pathlib import Path
 import torch
 
 
+@dataclass(frozen=True)
+class Record:
+    """One step of one rank, as logged."""
+
+    restart: int
+    step: int
+    world: int
+    draws: list[int]
+    sources: list[int]
+    loss: float
+
+
 @dataclass
 class Run:
     """What the ranks of one run logged, keeping each step's latest attempt.
@@ -18,7 +30,7 @@ class Run:
     record: the later one is what the final weights were trained on.
     """
 
-    records: dict[tuple[int, int], dict[str, object]] = field(default_factory=dict)
+    records: dict[tuple[int, int], Record] = field(default_factory=dict)
     replayed: set[int] = field(default_factory=set)  # steps trained again after a restart
     restarts: set[int] = field(default_factory=set)
 
@@ -28,12 +40,12 @@ class Run:
         for path in sorted(folder.glob("log-rank*.jsonl")):
             rank = int(path.stem.removeprefix("log-rank"))
             for line in path.read_text().splitlines():
-                record = json.loads(line)
-                key = (int(record["step"]), rank)
+                record = Record(**json.loads(line))
+                key = (record.step, rank)
                 if key in run.records:
-                    run.replayed.add(key[0])
+                    run.replayed.add(record.step)
                 run.records[key] = record
-                run.restarts.add(int(record["restart"]))
+                run.restarts.add(record.restart)
         return run
 
     def steps(self) -> list[int]:
@@ -41,14 +53,13 @@ class Run:
 
     def draws(self, step: int) -> list[int]:
         """The draws of `step` over all ranks, in the global order."""
-        ids = [d for (s, _), r in self.records.items() if s == step for d in r["draws"]]  # type: ignore[attr-defined]
-        return sorted(ids)
+        return sorted(d for (s, _), r in self.records.items() if s == step for d in r.draws)
 
     def sources(self) -> Counter[int]:
-        return Counter(s for r in self.records.values() for s in r["sources"])  # type: ignore[attr-defined]
+        return Counter(s for r in self.records.values() for s in r.sources)
 
     def loss(self, step: int) -> float:
-        return float(self.records[(step, 0)]["loss"])  # type: ignore[arg-type]
+        return self.records[(step, 0)].loss
 
 
 def weights_equal(first: Path, second: Path) -> bool:
@@ -116,7 +127,7 @@ def verify(out: Path, kill_at: int, steps: int) -> tuple[bool, list[str]]:
     consumed = Counter(d for s in restarted.steps() for d in restarted.draws(s))
     consumed.update(d for s in elastic.steps() for d in elastic.draws(s))
     total = sum(consumed.values())
-    worlds = sorted({int(r["world"]) for r in elastic.records.values()})  # type: ignore[call-overload]
+    worlds = sorted({r.world for r in elastic.records.values()})
     exact = sorted(consumed) == list(range(total)) and worlds == [3]
     check(
         exact,

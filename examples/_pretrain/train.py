@@ -89,10 +89,8 @@ def train(args: Any) -> None:
         # yet, so optimizer.state_dict() would leave its moments out of the load)
         weights, moments = get_state_dict(ddp, optimizer)
         state = {"model": weights, "optim": moments, "loader": loader}
-        dcp.load(state, checkpoint_id=folder)  # loads the Stateful loader in place
-        set_state_dict(
-            ddp, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
-        )
+        dcp.load(state, checkpoint_id=folder)  # in place: the tensors and the Stateful loader
+        set_state_dict(ddp, optimizer, model_state_dict=weights, optim_state_dict=moments)
         if rank == 0:
             print(f"[{args.phase}] {world} ranks resume from step {start} ({folder.name})")
 
