@@ -56,7 +56,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=24, help="steps of the 2-rank runs")
     parser.add_argument("--more-steps", type=int, default=8, help="steps then on 3 ranks")
     parser.add_argument("--save-every", type=int, default=8, help="checkpoint period (steps)")
-    parser.add_argument("--kill-at", type=int, default=13, help="rank 1 dies at this step")
+    parser.add_argument(
+        "--kill-at", type=int, default=None, help="rank 1 dies at this step (13; --train: never)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="sequences per rank and step")
     parser.add_argument("--context", type=int, default=32, help="tokens per sequence")
     parser.add_argument("--workers", type=int, default=1, help="loader worker processes")
@@ -65,6 +67,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--phase", default="uninterrupted", help="with --train: the run folder")
     parser.add_argument("--kill-rank", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kill_at is None:
+        args.kill_at = 0 if args.train else 13
     if not args.train and (
         not 0 < args.kill_at <= args.steps or args.kill_at % args.save_every == 0
     ):
@@ -79,6 +83,7 @@ def torchrun(args: argparse.Namespace, run: str, ranks: int, *extra: str) -> Non
         "--nproc-per-node", str(ranks), *extra, __file__, "--train", "--phase", run,
         "--out", args.out, "--batch", str(args.batch), "--context", str(args.context),
         "--workers", str(args.workers), "--save-every", str(args.save_every),
+        "--corpus-bytes", str(args.corpus_bytes),
     ]  # fmt: skip
     command += ["--kill-at", str(args.kill_at if run == "restarted" else 0)]  # 0: never
     command += ["--steps", str(args.steps + (args.more_steps if run == "elastic" else 0))]
@@ -115,16 +120,9 @@ def drive(args: argparse.Namespace) -> None:
     assert latest is not None and latest[0] == args.steps, latest
     shutil.copytree(latest[1], out / "elastic" / "checkpoints" / latest[1].name)
     torchrun(args, "elastic", 3)
-    ok, lines = verify(out, args.kill_at, args.steps)
+    ok, lines, verdict = verify(out, args.kill_at, args.steps)
     print("\n".join(lines))
     print(f"loss curves: {out / 'loss.png'}")
-    verdict = (
-        f"PASS: killed at step {args.kill_at} and restarted by torchrun, the run matches the "
-        "uninterrupted one (sample ids, bit-identical weights); resumed on 3 ranks, every "
-        "sample exactly once"
-        if ok
-        else "FAIL: see the FAILED lines above"
-    )
     print(f"verdict: {verdict}")
     if not ok:
         raise SystemExit(1)

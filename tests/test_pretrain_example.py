@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -85,8 +84,8 @@ def check_the_checks_fail_on_tampered_results(out: Path, kill_at: int, steps: in
         report = importlib.import_module("_pretrain.report")
     finally:
         sys.path.remove(str(EXAMPLES))
-    ok, lines = report.verify(out, kill_at, steps)
-    assert ok, lines
+    ok, lines, verdict = report.verify(out, kill_at, steps)
+    assert ok and verdict.startswith("PASS"), lines
 
     weights = out / "restarted" / "weights-2ranks.pt"
     saved = weights.read_bytes()
@@ -94,15 +93,18 @@ def check_the_checks_fail_on_tampered_results(out: Path, kill_at: int, steps: in
     name = next(iter(state))
     state[name].view(-1)[0] = torch.nextafter(state[name].view(-1)[0], torch.tensor(9.0))
     torch.save(state, weights)
-    ok, lines = report.verify(out, kill_at, steps)
+    ok, lines, verdict = report.verify(out, kill_at, steps)
     assert not ok and [line for line in lines if line.startswith("FAILED")] == [
         "FAILED the final weights are bit-identical to the uninterrupted run's"
     ]
+    assert (
+        verdict == "FAIL, not true: the final weights are bit-identical to the uninterrupted run's"
+    )
     weights.write_bytes(saved)
 
     log = out / "elastic" / "log-rank2.jsonl"
-    shutil.copy(log, out / "saved.jsonl")
-    log.write_text("".join(log.read_text().splitlines(keepends=True)[:-1]))  # a step lost
-    ok, lines = report.verify(out, kill_at, steps)
+    kept = log.read_text()
+    log.write_text("".join(kept.splitlines(keepends=True)[:-1]))  # its last step lost
+    ok, lines, verdict = report.verify(out, kill_at, steps)
     assert not ok and any("exactly once" in line for line in lines if line.startswith("FAILED"))
-    shutil.copy(out / "saved.jsonl", log)
+    log.write_text(kept)

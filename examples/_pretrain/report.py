@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .train import PERIOD, WEIGHTS
+
 
 @dataclass(frozen=True)
 class Record:
@@ -68,7 +70,9 @@ def weights_equal(first: Path, second: Path) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def plot(out: Path, reference: Run, restarted: Run, elastic: Run, kill_at: int) -> Path:
+def plot(
+    out: Path, reference: Run, restarted: Run, elastic: Run, kill_at: int, resumed_from: int
+) -> Path:
     """The loss curves: uninterrupted, restarted after the kill, continued on 3 ranks."""
     import matplotlib
 
@@ -85,6 +89,7 @@ def plot(out: Path, reference: Run, restarted: Run, elastic: Run, kill_at: int) 
     steps = elastic.steps()
     axes.plot(steps, [elastic.loss(s) for s in steps], "C3.-", ms=5, label="resumed on 3 ranks")
     axes.axvline(kill_at, color="C1", ls="--", lw=1, label=f"SIGKILL (step {kill_at})")
+    axes.axvline(resumed_from, color="C2", ls=":", lw=1, label=f"resumed from step {resumed_from}")
     axes.set(xlabel="step", ylabel="loss (mean over ranks)", title="pretrain_gpt.py")
     axes.legend()
     path = out / "loss.png"
@@ -93,8 +98,8 @@ def plot(out: Path, reference: Run, restarted: Run, elastic: Run, kill_at: int) 
     return path
 
 
-def verify(out: Path, kill_at: int, steps: int) -> tuple[bool, list[str]]:
-    """Run the checks; return (all passed, one line per check)."""
+def verify(out: Path, kill_at: int, steps: int) -> tuple[bool, list[str], str]:
+    """Run the checks, draw the PNG; return (all passed, one line per check, the verdict)."""
     reference = Run.read(out / "uninterrupted")
     restarted = Run.read(out / "restarted")
     elastic = Run.read(out / "elastic")
@@ -121,7 +126,9 @@ def verify(out: Path, kill_at: int, steps: int) -> tuple[bool, list[str]]:
         out / "uninterrupted" / "weights-2ranks.pt", out / "restarted" / "weights-2ranks.pt"
     )
     check(identical, "the final weights are bit-identical to the uninterrupted run's")
-    same_loss = all(restarted.loss(s) == reference.loss(s) for s in reference.steps())
+    same_loss = restarted.steps() == reference.steps() and all(
+        restarted.loss(s) == reference.loss(s) for s in reference.steps()
+    )
     check(same_loss, "the loss curve is identical, step by step")
 
     consumed = Counter(d for s in restarted.steps() for d in restarted.draws(s))
@@ -135,9 +142,21 @@ def verify(out: Path, kill_at: int, steps: int) -> tuple[bool, list[str]]:
         "were each consumed exactly once over both world sizes",
     )
     mix = restarted.sources() + elastic.sources()
+    share = WEIGHTS["modules"] / sum(WEIGHTS.values())
     check(
-        True,
-        f"mixture: {mix[0]} windows from 'modules', {mix[1]} from 'packages' (weights 0.7 / 0.3)",
+        abs(mix[0] - share * total) < PERIOD,
+        f"the mixture's proportions: {mix[0]} windows from 'modules', {mix[1]} from 'packages' "
+        f"(weights {WEIGHTS['modules']} / {WEIGHTS['packages']}, exact in every {PERIOD} draws)",
     )
-    plot(out, reference, restarted, elastic, kill_at)
-    return ok, lines
+    resumed_from = min(restarted.replayed, default=kill_at) - 1
+    plot(out, reference, restarted, elastic, kill_at, resumed_from)
+    verdict = (
+        f"PASS: rank 1 SIGKILLed at step {kill_at}, torchrun restarted the group from the "
+        f"checkpoint of step {resumed_from}: its {count} sample ids and its final weights are "
+        f"identical to the uninterrupted run's; resumed on 3 ranks, the {total} samples were "
+        "each consumed exactly once"
+        if ok
+        else "FAIL, not true: "
+        + "; ".join(line.removeprefix("FAILED ") for line in lines if "FAILED" in line)
+    )
+    return ok, lines, verdict

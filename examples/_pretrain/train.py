@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from checkpointable import Mixture, StatefulDataLoader, TokenArrayDataset
 
-from .corpus import CORPORA
+from .corpus import CORPORA, write_corpus
 from .model import GPT, GPTConfig
 
 WEIGHTS = {"modules": 0.7, "packages": 0.3}
@@ -79,7 +79,12 @@ def train(args: Any) -> None:
     model = GPT(config)
     ddp = DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    loader = build_data(Path(args.out) / "data", config.context, args.batch, args.workers)
+    data = Path(args.out) / "data"
+    if rank == 0:  # the driver wrote them already, unless this rank was started by hand
+        for corpus in CORPORA:
+            write_corpus(data, corpus, args.corpus_bytes)
+    dist.barrier()
+    loader = build_data(data, config.context, args.batch, args.workers)
 
     start = 0
     latest = latest_checkpoint(run / "checkpoints")
