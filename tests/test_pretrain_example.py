@@ -75,7 +75,23 @@ def test_pretrain_example_survives_a_kill_and_resumes_on_3_ranks(tmp_path: Path)
     assert sorted(draws.elements()) == list(range(12 * 2 * 4 + 4 * 3 * 4))
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    check_inspect_reads_the_checkpoint(out / "restarted" / "checkpoints" / "step-000012")
     check_the_checks_fail_on_tampered_results(out, kill_at=6, steps=12)
+
+
+def check_inspect_reads_the_checkpoint(folder: Path) -> None:
+    """`checkpointable inspect` finds the loader in the DCP folder: 12 steps of 2 ranks x 4."""
+    command = [sys.executable, "-m", "checkpointable", "inspect", "--json", str(folder)]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["format"] == "dcp" and set(report["ranks"]) == {"0", "1"}
+    (entry,) = report["states"]
+    assert (entry["key"], entry["type"]) == ("loader", "StatefulDataLoader")
+    sampler = entry["state"]["sampler_position"]["sampler_state"]
+    assert (sampler["type"], sampler["progress"]) == ("MixtureSampler", 96)
+    assert sum(sampler["drawn"].values()) == 96 and sampler["period"] == 10
 
 
 def check_the_checks_fail_on_tampered_results(out: Path, kill_at: int, steps: int) -> None:
