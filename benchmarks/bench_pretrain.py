@@ -26,6 +26,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def plain_packing(docs: Documents) -> Iterator[torch.Tensor]:
 
 
 def grain_packed(docs: Documents) -> Any:
-    import grain
+    import grain  # type: ignore[import-not-found]  # a peer, in the bench set-up only
 
     source = grain.MapDataset.source(docs).map(
         lambda d: {"tokens": np.append(d["tokens"].astype(np.int64), 0)}
@@ -218,7 +219,7 @@ def restore_rows(pattern: str, docs: Documents) -> list[Row]:
             metric = f"restore ms at {percent}%"
             out.append(Row(f"pretrain: {name}", metric, ours, peer, "replay (skip N)", False, FLAT))
             if name == "packed":
-                grain_ms = attempt("grain restore", lambda k=k: grain_restore_ms(docs, k))
+                grain_ms = attempt("grain restore", partial(grain_restore_ms, docs, k))
                 if grain_ms:
                     out.append(
                         Row("pretrain: packed", metric, ours, grain_ms, "grain", False, FLAT)

@@ -173,3 +173,20 @@ def test_state_over_other_files_or_seq_len_is_refused(tmp_path: Path) -> None:
     assert len(json.dumps(state)) < 400
     with pytest.raises(IncompatibleStateError, match="TokenArrayDataset: the state was saved"):
         TokenArrayDataset(pattern, 5).sampler.load_state_dict(state)
+
+
+def test_every_resumable_sampler_advances() -> None:
+    from checkpointable import ResumableRandomSampler, ResumableSequentialSampler
+
+    for build in (
+        lambda: ResumableRandomSampler(range(12), seed=4),
+        lambda: ResumableSequentialSampler(range(12)),
+    ):
+        full = list(build())
+        sampler = build()
+        it = iter(sampler)
+        head = [next(it) for _ in range(3)]
+        assert sampler.advance(4) == 4
+        resumed = build()
+        resumed.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+        assert head + list(sampler) == full[:3] + full[7:] == head + list(resumed)

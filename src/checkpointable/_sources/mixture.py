@@ -60,6 +60,8 @@ class Mixture(torch.utils.data.Dataset[Any]):
     epoch; the mixture never ends, and its sampler cuts it into epochs of ``sum(len(source))``
     draws. ``exhausted="stop"``: the mixture's epoch ends at the first draw that would find a
     source run out; the next epoch reads every source's next epoch, with the same draws.
+    ``len(mixture)`` is the sources' rows together (fixed, so a loader's state loads whatever
+    the weights); ``mixture.epoch_draws()`` is the draws of an epoch.
 
     Ranks: ``mixture.sampler`` is ``ResumableDistributedSampler``'s deal over the draws (rank
     ``r`` of ``R`` takes draws ``r + j * R``), so a state loads on any world size and any
@@ -142,21 +144,23 @@ class Mixture(torch.utils.data.Dataset[Any]):
         )
         self._orders: OrderedDict[tuple[int, int], Any] = OrderedDict()
         world_size, rank = _placement(world_size, rank)
-        self._length = self._epoch_length()
         self.sampler = MixtureSampler(self, world_size, rank, drop_last)
 
-    def _epoch_length(self) -> int:
+    def epoch_draws(self) -> int:
+        """Draws per epoch: the sources' rows together ("restart"), or up to the first draw
+        that finds a source run out ("stop"; it depends on the weights)."""
         if self.exhausted == "restart":
             return sum(self.lengths)
         return self.schedule.first_exhausted(self.lengths)
 
     def __len__(self) -> int:
-        return self._length
+        """The sources' rows together (fixed, whatever the weights); an epoch's draws per rank
+        are ``len(mixture.sampler)``."""
+        return sum(self.lengths)
 
     def set_schedule(self, entries: list[Any]) -> None:
         """Use `entries` (a state's ``"schedule"``) for the draws; the length follows."""
         self.schedule = Schedule(self.names, self.seed, self.period, entries)
-        self._length = self._epoch_length()
         self._orders.clear()
 
     def _order(self, source: int, epoch: int) -> Any:
@@ -234,6 +238,7 @@ class MixtureSampler(ResumableDistributedSampler):
     ) -> None:
         self._mixture = mixture
         super().__init__(cast(Any, mixture), num_replicas, rank, False, mixture.seed, drop_last)
+        self._resize()
 
     def _permutation(self, epoch: int) -> Any:
         mixture = self._mixture
@@ -250,7 +255,7 @@ class MixtureSampler(ResumableDistributedSampler):
 
     def _resize(self) -> None:
         """Take the mixture's epoch length again (torch's num_samples and total_size too)."""
-        n, replicas = len(self._mixture), self.num_replicas
+        n, replicas = self._mixture.epoch_draws(), self.num_replicas
         self._length = n
         if self.drop_last and n % replicas:
             self.num_samples = -(-(n - replicas) // replicas)
@@ -309,9 +314,9 @@ class MixtureSampler(ResumableDistributedSampler):
         mixture.set_schedule(_checked_schedule(state["schedule"], mixture))
         self._resize()
         progress = state_int(NAME, state, "progress")
-        if progress > len(mixture):
+        if progress > self._length:
             raise IncompatibleStateError(
-                f"{NAME}: the state's progress {progress} lies beyond the epoch's {len(mixture)} draws"
+                f"{NAME}: the state's progress {progress} lies beyond the epoch's {self._length} draws"
             )
         draw = self._draw(progress)
         drawn = dict(zip(mixture.names, mixture.schedule.counts_at(draw), strict=True))

@@ -54,7 +54,7 @@ class PackedShard:
         self._shard = shard
         self._stride = packed.world_size * packed.num_shards
         self._first = packed.rank * packed.num_shards + shard
-        n = len(packed.source)
+        n = packed.documents
         self._per_epoch = max(0, -(-(n - self._first) // self._stride))
         self._epoch = 0
         self._document = 0
@@ -72,7 +72,17 @@ class PackedShard:
     def _read(self) -> np.ndarray[Any, Any]:
         packed = self._packed
         document = packed.source[self._row(self._epoch, self._document)]
-        tokens = document if packed.key is None else document[packed.key]
+        if packed.key is None:
+            tokens = document
+        else:
+            try:
+                tokens = document[packed.key]
+            except (KeyError, TypeError, IndexError):
+                raise KeyError(
+                    f"{NAME}: a document has no {packed.key!r} field (a "
+                    f"{type(document).__name__}); pass key= the token field, or key=None when a "
+                    "document is its tokens"
+                ) from None
         if isinstance(tokens, torch.Tensor):
             tokens = tokens.numpy()
         array = np.asarray(tokens, dtype=np.int64).reshape(-1)
@@ -146,7 +156,7 @@ class PackedShard:
             "key": packed.key,
             "eos_id": packed.eos_id,
             "epochs": packed.epochs,
-            "source_length": len(packed.source),
+            "source_length": packed.documents,
             "source": packed.source_config,
         }
 
@@ -303,6 +313,8 @@ class PackedSequences(ShardedIterableDataset):
         #: what fixes the source's order (its sampler's configuration, a mixture's schedule),
         #: checked on load: None for a plain dataset (read in index order)
         self.source_config = source_config(source)
+        #: documents per epoch of the source (a "stop" mixture's epoch ends before its len())
+        self.documents = source.epoch_draws() if isinstance(source, Mixture) else len(source)
         super().__init__(partial(_open_shard, self), num_shards)
 
     def open_shard(self, shard_index: int) -> PackedShard:

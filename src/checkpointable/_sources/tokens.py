@@ -59,7 +59,9 @@ def _inspect_file(ref: FileRef, dtype: np.dtype[Any]) -> tuple[np.dtype[Any], in
     return dtype, 0, ref.size // dtype.itemsize
 
 
-def _build_layout(refs: list[FileRef], dtype: np.dtype[Any], seq_len: int, block: int) -> Any:
+def _build_layout(
+    refs: list[FileRef], dtype: np.dtype[Any], seq_len: int, block: int
+) -> TokenLayout:
     dtypes, offsets, tokens, first, rows = [], [], [], [0], []
     for ref in refs:
         kind, offset, count = _inspect_file(ref, dtype)
