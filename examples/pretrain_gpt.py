@@ -16,10 +16,21 @@ runs of this script under torchrun, each printed as it starts:
 3. ``elastic``: the restarted run's final checkpoint, continued for ``--more-steps`` steps on
    ``--nproc-per-node 3``.
 
+The corpora are written once per ``--out``. A rank can also be started by hand, e.g. the
+restarted run (the environment variable works around pytorch/pytorch#135712: without it, a
+group of gloo workers restarted by torchrun reads the dead group's addresses)::
+
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 2 \
+        --max-restarts 2 examples/pretrain_gpt.py --train --phase restarted --out /tmp/gpt \
+        --kill-at 13
+
 Training (``_pretrain/train.py``) mixes the two corpora by weight (`Mixture` of
 `TokenArrayDataset` windows), reads them through a `StatefulDataLoader`, and saves the model,
 the optimizer and the loader with ``torch.distributed.checkpoint`` every ``--save-every`` steps.
-Then the script checks, from the ranks' logs and weights, that the sample ids consumed (each
+Packing happens offline, when the token arrays are written (`PackedSequences` over the JSONL
+shards): windows of a token array resume on any world size, where online packing streams are
+tied to the world size that packed them. Then the script checks, from the ranks' logs and
+weights, that the sample ids consumed (each
 window's draw number in the mixture, which does not depend on the ranks) equal the
 uninterrupted run's step by step, that the final weights are bit-identical, and that after the
 resume on 3 ranks every sample of the global order was consumed exactly once. It writes
