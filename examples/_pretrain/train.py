@@ -99,6 +99,7 @@ def train(args: Any) -> None:
         if rank == 0:
             print(f"[{args.phase}] {world} ranks resume from step {start} ({folder.name})")
 
+    run.mkdir(parents=True, exist_ok=True)
     log = (run / f"log-rank{rank}.jsonl").open("a")
     batches = iter(loader)
     for step in range(start + 1, args.steps + 1):
