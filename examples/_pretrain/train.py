@@ -48,8 +48,9 @@ class Tagged(torch.utils.data.Dataset[dict[str, Any]]):
         return len(self.mixture)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        source, _ = self.mixture.locate(index)
-        return {"draw": index, "source": source, "tokens": self.mixture[index]}
+        source, row = self.mixture.locate(index)  # what mixture[index] reads
+        tokens = self.mixture.datasets[self.mixture.names[source]][row]
+        return {"draw": index, "source": source, "tokens": tokens}
 
 
 def build_data(data: Path, context: int, batch: int, workers: int) -> StatefulDataLoader:
