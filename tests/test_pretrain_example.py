@@ -92,6 +92,8 @@ def check_inspect_reads_the_checkpoint(folder: Path) -> None:
     sampler = entry["state"]["sampler_position"]["sampler_state"]
     assert (sampler["type"], sampler["progress"]) == ("MixtureSampler", 96)
     assert sum(sampler["drawn"].values()) == 96 and sampler["period"] == 10
+    said = "\n".join(entry["where"])
+    assert "96 samples of the epoch consumed over all ranks" in said and "None" not in said, said
 
 
 def check_the_checks_fail_on_tampered_results(out: Path, kill_at: int, steps: int) -> None:

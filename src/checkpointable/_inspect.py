@@ -208,8 +208,9 @@ def _describe_sampler(state: dict[str, Any]) -> list[str]:
     lines = [f"epoch {epoch} (set_epoch): {position} samples of it yielded by this sampler"]
     progress = state.get("progress")
     if isinstance(progress, int):
+        of = f" of the {length}" if isinstance(length, int) else ""
         lines.append(
-            f"{progress} of the {length} samples of the epoch consumed over all ranks (a resume "
+            f"{progress}{of} samples of the epoch consumed over all ranks (a resume "
             f"on any number of ranks continues from there)"
         )
     return lines
