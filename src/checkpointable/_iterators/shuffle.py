@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
 from random import Random
 from typing import Any
 
@@ -16,6 +15,7 @@ from .base import (
     Transform,
     require_positive,
     snapshot,
+    take,
 )
 from .window import WindowTransform
 
@@ -241,7 +241,7 @@ class BlockwiseShuffleIterator(WindowTransform):
 
     def _read_window(self) -> None:
         self._mark_window()
-        block = list(islice(self._source_iterator, self._block_size))
+        block = take(self._source_iterator, self._block_size)
         self._random.shuffle(block)
         self._block, self._served = block, 0
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections.abc
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from operator import itemgetter
 from random import Random
 from typing import Any
 
@@ -79,39 +81,51 @@ class NativeCheckpointableIterator(Node):
         )
         self._restore(None)
 
-    _transient = ("_iterator",)
+    _transient = ("_iterator", "_ticks")
 
     def __next__(self) -> Any:
-        item = next(self._iterator)
-        self._num_items_yielded += 1
-        return item
+        return next(self._iterator)
+
+    def _stream(self) -> Iterator[Any]:
+        return self._iterator
+
+    @property
+    def _num_items_yielded(self) -> int:
+        """Read from the C iterator when asked, so serving an item updates no counter."""
+        return self._end - self._ticks.__length_hint__()
 
     def _position(self) -> dict[str, Any]:
         return {"num_items_yielded": self._num_items_yielded}
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         count = 0 if state is None else state_int(type(self).__name__, state, "num_items_yielded")
-        self._iterator = self._open(count)
-        self._num_items_yielded = count
+        self._open(count)
 
-    def _open(self, count: int) -> Iterator[Any]:
-        """An iterator over the items from index `count` on."""
+    def _open(self, count: int) -> None:
+        """Serve the items from index `count` on: `_iterator` yields them, and `_ticks` (an
+        iterator whose ``__length_hint__`` is ``_end`` minus the position) counts them."""
         iterable: Any = self._iterable
         if self._seekable or self._sequence:
             length = len(iterable)
             if count > length:
                 self._beyond_end(count, length)
-            if self._seekable:
-                iterator = iter(iterable)
+            self._end = length
+            if self._seekable:  # the list (tuple, range...) iterator counts for itself
+                self._iterator = self._ticks = iter(iterable)
                 if count:
-                    iterator.__setstate__(count)
-                return iterator
-            return map(iterable.__getitem__, range(count, length))
+                    self._iterator.__setstate__(count)  # type: ignore[attr-defined]
+            else:
+                self._ticks = iter(range(count, length))
+                self._iterator = map(iterable.__getitem__, self._ticks)
+            return
         iterator = iter(iterable)
         skipped = sum(1 for _ in islice(iterator, count))
         if skipped < count:
             self._beyond_end(count, skipped)
-        return iterator
+        # zip reads the item first, then a tick: a tick is taken only for an item served
+        self._end = sys.maxsize
+        self._ticks = iter(range(count, sys.maxsize))
+        self._iterator = map(itemgetter(0), zip(iterator, self._ticks, strict=False))
 
     def _beyond_end(self, count: int, length: int) -> None:
         raise IncompatibleStateError(

@@ -16,7 +16,10 @@ from .base import (
     SourceState,
     Transform,
     require_positive,
+    restores,
     snapshot,
+    stream,
+    take,
 )
 
 __all__ = [
@@ -56,6 +59,9 @@ class MapIterator(Transform):
     def __next__(self) -> Any:
         return self._transform(next(self._source_iterator))
 
+    def _stream(self) -> Iterator[Any]:
+        return map(self._transform, stream(self._source_iterator))
+
 
 class FilterIterator(Transform):
     """Yields the items for which `predicate(item)` is true.
@@ -78,6 +84,9 @@ class FilterIterator(Transform):
             if predicate(item):
                 return item
 
+    def _stream(self) -> Iterator[Any]:
+        return filter(self._predicate, stream(self._source_iterator))
+
 
 class FixedBatchIterator(Transform):
     """Groups `batch_size` consecutive items into a list; the last list may be shorter.
@@ -93,9 +102,15 @@ class FixedBatchIterator(Transform):
     def __init__(self, source_iterator: CheckpointableIterator, batch_size: int):
         super().__init__(source_iterator)
         self._batch_size = require_positive(batch_size, type(self).__name__, "batch_size")
+        self._fused: tuple[int, Iterator[Any]] = (-1, iter(()))
+
+    _transient = ("_fused",)
 
     def __next__(self) -> list[Any]:
-        batch = list(islice(self._source_iterator, self._batch_size))
+        built, fused = self._fused
+        if built != restores[0]:  # first batch, or a restore replaced iterators in the chain
+            self._fused = (restores[0], fused := stream(self._source_iterator))
+        batch = take(self._source_iterator, self._batch_size, fused)
         if not batch:
             raise StopIteration
         return batch
