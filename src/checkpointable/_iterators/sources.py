@@ -113,7 +113,7 @@ class NativeCheckpointableIterator(Node):
             if self._seekable:  # the list (tuple, range...) iterator counts for itself
                 self._iterator = self._ticks = iter(iterable)
                 if count:
-                    self._iterator.__setstate__(count)  # type: ignore[attr-defined]
+                    self._iterator.__setstate__(count)
             else:
                 self._ticks = iter(range(count, length))
                 self._iterator = map(iterable.__getitem__, self._ticks)
