@@ -32,6 +32,7 @@ __all__ = [
     "Snapshot",
     "SourceState",
     "Transform",
+    "advance",
     "check_sharding",
     "plain_state",
     "require_items",
@@ -261,6 +262,16 @@ def stream(iterator: Iterator[Any]) -> Iterator[Any]:
     """`iterator`'s fused stream (`Node._stream`), or `iterator` itself."""
     fuse = getattr(iterator, "_stream", None)  # no isinstance: an ABC check costs a Python call
     return iterator if fuse is None else fuse()
+
+
+def advance(iterator: Iterator[Any], count: int) -> int:
+    """Move `iterator` on by `count` items that nobody needs; returns how many it moved (fewer
+    only at its end). A node with an ``_advance`` method seeks (a sequence source in O(1), a map
+    without calling its transform); any other iterator reads and drops the items."""
+    seek = getattr(iterator, "_advance", None)
+    if seek is not None:
+        return int(seek(count))
+    return sum(1 for _ in islice(iterator, count))
 
 
 #: Counts the restores (``setstate``) of all nodes: a reader that keeps a fused stream between

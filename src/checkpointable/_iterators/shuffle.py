@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 from random import Random
 from typing import Any
 
@@ -13,6 +14,7 @@ from .base import (
     RandomState,
     SourceState,
     Transform,
+    advance,
     require_positive,
     snapshot,
     take,
@@ -180,21 +182,50 @@ class BufferedShuffleIterator(Transform):
             self._flushed = flushed
 
     def _replay(self, count: int) -> None:
-        """Re-read `count` items from the snapshot, refilling the buffer as the run did."""
+        """Refill the buffer as the run did over the `count` items read since the snapshot.
+
+        The slots are drawn again first (RNG only): an item is in the buffer if no later draw
+        hit its slot. Then only those items are read; the source moves over the others with
+        `advance` (a seek on a sequence source, no transform in a map). So a restore reads at
+        most `buffer_size` items, wherever the state was taken.
+        """
+        slots = _draw_slots(self._random, self._buffer_size, count)
+        latest = dict(zip(slots, range(count), strict=True))  # a slot -> its last draw
         buffer, born, source = self._buffer, self._born, self._source_iterator
-        randrange, size = self._random.randrange, self._buffer_size
-        for index in range(count):
-            try:
-                item = next(source)
-            except StopIteration:
-                raise IncompatibleStateError(
-                    f"{type(self).__name__}: the state replays {count} items but the source "
-                    f"ended after {index}; it was saved over other data"
-                ) from None
-            slot = randrange(size)
+        read = 0  # items of the replay the source has moved over
+        for slot, index in sorted(latest.items(), key=itemgetter(1)):
+            moved = advance(source, index - read)
+            item = next(source, _EMPTY) if moved == index - read else _EMPTY
+            if item is _EMPTY:
+                self._ended(count, read + moved)
             buffer[slot] = item
             born[slot] = index
+            read = index + 1
+        moved = advance(source, count - read)
+        if moved < count - read:
+            self._ended(count, read + moved)
         self._count = count
+
+    def _ended(self, count: int, read: int) -> None:
+        raise IncompatibleStateError(
+            f"{type(self).__name__}: the state replays {count} items but the source ended "
+            f"after {read}; it was saved over other data"
+        )
+
+
+def _draw_slots(random: Random, size: int, count: int) -> list[int]:
+    """The next `count` values of ``random.randrange(size)``, drawn as `random.Random.randrange`
+    draws them (``getrandbits`` of ``size.bit_length()`` bits, redrawn while >= `size`) but
+    without its Python calls per draw; the RNG ends where `count` randrange calls leave it."""
+    bits, getrandbits = size.bit_length(), random.getrandbits
+    slots: list[int] = []
+    append = slots.append
+    for _ in range(count):
+        value = getrandbits(bits)
+        while value >= size:
+            value = getrandbits(bits)
+        append(value)
+    return slots
 
 
 class BlockwiseShuffleIterator(WindowTransform):

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
-from .base import Node, RandomState, check_sharding, require_items
+from .base import Node, RandomState, check_sharding, require_items, restores
 
 __all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator", "short_repr"]
 
@@ -96,6 +96,15 @@ class NativeCheckpointableIterator(Node):
 
     def _position(self) -> dict[str, Any]:
         return {"num_items_yielded": self._num_items_yielded}
+
+    def _advance(self, count: int) -> int:
+        start = self._num_items_yielded
+        if not (self._seekable or self._sequence):
+            return sum(1 for _ in islice(self._iterator, count))
+        stop = min(start + count, self._end)
+        self._open(stop)
+        restores[0] += 1  # the iterator was replaced: fused streams over it are rebuilt
+        return stop - start
 
     def _restore(self, state: dict[str, Any] | None) -> None:
         count = 0 if state is None else state_int(type(self).__name__, state, "num_items_yielded")

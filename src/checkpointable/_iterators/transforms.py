@@ -15,6 +15,7 @@ from .base import (
     RandomState,
     SourceState,
     Transform,
+    advance,
     require_positive,
     restores,
     snapshot,
@@ -62,6 +63,9 @@ class MapIterator(Transform):
     def _stream(self) -> Iterator[Any]:
         return map(self._transform, stream(self._source_iterator))
 
+    def _advance(self, count: int) -> int:  # items nobody needs are not transformed
+        return advance(self._source_iterator, count)
+
 
 class FilterIterator(Transform):
     """Yields the items for which `predicate(item)` is true.
@@ -105,6 +109,10 @@ class FixedBatchIterator(Transform):
         self._fused: tuple[int, Iterator[Any]] = (-1, iter(()))
 
     _transient = ("_fused",)
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        super()._restore(state)
+        self._fused = (-1, iter(()))
 
     def __next__(self) -> list[Any]:
         built, fused = self._fused
