@@ -87,6 +87,8 @@ class NativeCheckpointableIterator(Node):
         return next(self._iterator)
 
     def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not NativeCheckpointableIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
         return self._iterator
 
     @property

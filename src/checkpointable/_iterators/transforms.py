@@ -61,6 +61,8 @@ class MapIterator(Transform):
         return self._transform(next(self._source_iterator))
 
     def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not MapIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
         return map(self._transform, stream(self._source_iterator))
 
     def _advance(self, count: int) -> int:  # items nobody needs are not transformed
@@ -89,6 +91,8 @@ class FilterIterator(Transform):
                 return item
 
     def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not FilterIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
         return filter(self._predicate, stream(self._source_iterator))
 
 
