@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checkpointable.iterators import (
+    BlockwiseShuffleIterator,
     BufferedShuffleIterator,
     FilterIterator,
     FixedBatchIterator,
@@ -114,3 +115,17 @@ def test_shuffle_chain_restore_reads_at_most_the_buffer(batches_done: int) -> No
     resumed.load_state_dict(state)
     assert calls[0] <= buffer_size
     assert list(islice(resumed, 5)) == expected
+
+
+@given(n=st.integers(0, 50), block_size=st.integers(1, 7), batch_size=st.integers(1, 9))
+def test_batches_over_a_blockwise_shuffle_cross_blocks_and_resume(
+    n: int, block_size: int, batch_size: int
+) -> None:
+    def chain() -> FixedBatchIterator:
+        blocks = BlockwiseShuffleIterator(NativeCheckpointableIterator(range(n)), block_size, 3)
+        return FixedBatchIterator(MapIterator(blocks, _plus_one), batch_size)
+
+    served = list(BlockwiseShuffleIterator(NativeCheckpointableIterator(range(n)), block_size, 3))
+    batches = assert_resumable(chain)
+    assert [item for batch in batches for item in batch] == [item + 1 for item in served]
+    assert sorted(served) == list(range(n))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from operator import itemgetter
 from random import Random
 from typing import Any
@@ -249,39 +250,54 @@ class BlockwiseShuffleIterator(WindowTransform):
     _POSITION_KEYS = ("source", "random_state", "offset")
     _SERVED = "offset"
     _WINDOW = "block"
-    _transient = ("_block",)
+    _transient = ("_block", "_block_iterator")
+    _block_iterator: Any  # a list iterator over _block; it counts the items served
 
     def __init__(
         self, source_iterator: CheckpointableIterator, block_size: int, seed: int | None = 0
     ):
+        self._block: list[Any] = []
         super().__init__(source_iterator, seed)
         self._block_size = require_positive(block_size, type(self).__name__, "block_size")
-        self._block: list[Any] = []
         self._restore(None)
 
+    @property
+    def _served(self) -> int:
+        """Read from the block's list iterator when asked, so serving an item updates nothing."""
+        return len(self._block) - self._block_iterator.__length_hint__()
+
+    @_served.setter
+    def _served(self, served: int) -> None:
+        self._block_iterator = iter(self._block)
+        self._block_iterator.__setstate__(served)
+
     def __next__(self) -> Any:
-        served = self._served
-        block = self._block
-        if served >= len(block):
+        item = next(self._block_iterator, _EMPTY)
+        if item is _EMPTY:
             self._read_window()
-            if not self._block:
+            item = next(self._block_iterator, _EMPTY)
+            if item is _EMPTY:
                 raise StopIteration
-            block, served = self._block, 0
-        self._served = served + 1
-        return block[served]
+        return item
+
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not BlockwiseShuffleIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        return self._block_iterator  # stops at the block's end; the reader then calls next()
 
     def _read_window(self) -> None:
         self._mark_window()
         block = take(self._source_iterator, self._block_size)
         self._random.shuffle(block)
-        self._block, self._served = block, 0
+        self._block = block
+        self._served = 0
 
     def _window_size(self) -> int:
         return len(self._block)
 
     def _forget_window(self) -> None:
-        super()._forget_window()
         self._block = []
+        super()._forget_window()
 
     def _config(self) -> dict[str, Any]:
         return {"block_size": self._block_size, "seed": self._seed}

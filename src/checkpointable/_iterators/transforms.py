@@ -122,7 +122,11 @@ class FixedBatchIterator(Transform):
         built, fused = self._fused
         if built != restores[0]:  # first batch, or a restore replaced iterators in the chain
             self._fused = (restores[0], fused := stream(self._source_iterator))
-        batch = take(self._source_iterator, self._batch_size, fused)
+        size = self._batch_size
+        batch = list(islice(fused, size))
+        if len(batch) < size:  # the stream stopped: the end, or a block's or a pass's end
+            self._fused = (-1, fused)
+            batch += take(self._source_iterator, size - len(batch))
         if not batch:
             raise StopIteration
         return batch
