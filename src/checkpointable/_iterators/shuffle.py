@@ -36,11 +36,16 @@ class BufferedShuffleIterator(Transform):
     last slot to the first. Unlike infinibatch, ``None`` is an ordinary item, and the buffer is
     not part of the state.
 
-    Restoring rebuilds the buffer by re-reading the source from a snapshot taken no later than the
-    oldest item still buffered: a bounded replay of on average about
-    ``buffer_size * (ln(buffer_size) + 2)`` source items (an item stays buffered for
-    ``buffer_size`` draws on average), read but not yielded. Snapshots (the source's state and the
-    RNG state) are taken every `buffer_size` items, so the hot path pays one list store per item.
+    Restoring rebuilds the buffer from a snapshot taken no later than the oldest item still
+    buffered (the source's state and the RNG state; snapshots are taken every `buffer_size`
+    items, so the hot path pays one list store per item). The slot draws since the snapshot are
+    made again with the RNG alone (on average about ``buffer_size * (ln(buffer_size) + 2)``
+    draws, as an item stays buffered for ``buffer_size`` draws on average); then only the items
+    still buffered are read from the source, at most `buffer_size`, and the source moves over
+    the others without reading them (a seek when it is a sequence source, possibly under
+    `MapIterator` stages, whose transform is then not called for them). So the cost is bounded
+    by the buffer wherever the state was taken; over a source that cannot seek, the items in
+    between are read and dropped.
 
     Args:
         source_iterator: the items.
@@ -48,8 +53,9 @@ class BufferedShuffleIterator(Transform):
         seed: seed of the RNG choosing the slots.
 
     State: ``{"buffer_size", "seed", "source", "random_state", "replay", "flushed"}``: the
-    snapshot's source state and RNG state, the number of items to re-read from it, and how many
-    slots the final flush has emptied (None before the source ended).
+    snapshot's source state and RNG state, the number of source items read since it (all
+    re-drawn, at most `buffer_size` of them re-read), and how many slots the final flush has
+    emptied (None before the source ended).
 
     >>> from checkpointable.iterators import NativeCheckpointableIterator
     >>> sorted(BufferedShuffleIterator(NativeCheckpointableIterator(range(5)), 3))

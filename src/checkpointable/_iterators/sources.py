@@ -33,7 +33,8 @@ class NativeCheckpointableIterator(Node):
     Restoring is O(1) for a sequence (anything with ``__len__`` and ``__getitem__`` that is not a
     mapping: lists, tuples, ranges, tensors, map-style datasets): the iterator seeks to the saved
     index. Any other iterable is restored by replaying it from its start up to the saved position
-    (a cost linear in the position), as in infinibatch.
+    (a cost linear in the position), as in infinibatch. Serving an item updates no counter: the
+    position is read from the C iterator (its ``__length_hint__``) when a state is taken.
 
     Args:
         iterable: the items; it must be an iterable that restarts on each ``iter()``, not an

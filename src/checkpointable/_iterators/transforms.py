@@ -46,6 +46,11 @@ def require_callable(value: Any, owner: str, name: str, optional: bool = False) 
 class MapIterator(Transform):
     """Applies `transform` to each item.
 
+    `transform` must be a pure function of the item (as in every resumable pipeline, since a
+    restore may re-read items): a stage that only needs to move past items (a
+    `BufferedShuffleIterator` rebuilding its buffer) skips them without calling it, and a batch
+    reader calls it from a C-level ``map`` over the source's items.
+
     State: ``{"source"}``; restoring is as cheap as restoring the source.
 
     >>> from checkpointable.iterators import NativeCheckpointableIterator
