@@ -129,3 +129,27 @@ def test_batches_over_a_blockwise_shuffle_cross_blocks_and_resume(
     batches = assert_resumable(chain)
     assert [item for batch in batches for item in batch] == [item + 1 for item in served]
     assert sorted(served) == list(range(n))
+
+
+@pytest.mark.parametrize("kind", ["list", "sequence", "iterable"])
+def test_a_shuffle_restore_over_any_source_resumes_the_same_items(kind: str) -> None:
+    items: Any = {"list": list(range(400)), "sequence": _Sized(400), "iterable": _generated(400)}
+    source = items[kind]
+
+    def chain() -> BufferedShuffleIterator:
+        return BufferedShuffleIterator(
+            MapIterator(NativeCheckpointableIterator(source), _plus_one), 16, 2
+        )
+
+    assert sorted(assert_resumable(chain)) == list(range(1, 401))
+
+
+def test_a_counting_source_under_a_shuffle_counts_what_a_restore_moves_over() -> None:
+    counting = CountingSource(list(range(500)))
+    run = BufferedShuffleIterator(MapIterator(counting, _plus_one), 8, seed=1)
+    for _ in range(300):
+        next(run)
+    state = run.getstate()
+    again = CountingSource(list(range(500)))
+    BufferedShuffleIterator(MapIterator(again, _plus_one), 8, seed=1).setstate(state)
+    assert again.reads == state["replay"]  # its __next__ sees every item moved over

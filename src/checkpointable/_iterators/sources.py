@@ -101,9 +101,11 @@ class NativeCheckpointableIterator(Node):
         return {"num_items_yielded": self._num_items_yielded}
 
     def _advance(self, count: int) -> int:
-        start = self._num_items_yielded
-        if not (self._seekable or self._sequence):
+        if self._stream() is self:  # a subclass's __next__ sees every item
+            return sum(1 for _ in islice(self, count))
+        if not (self._seekable or self._sequence):  # no seek: read and drop
             return sum(1 for _ in islice(self._iterator, count))
+        start = self._num_items_yielded
         stop = min(start + count, self._end)
         self._open(stop)
         restores[0] += 1  # the iterator was replaced: fused streams over it are rebuilt

@@ -71,6 +71,8 @@ class MapIterator(Transform):
         return map(self._transform, stream(self._source_iterator))
 
     def _advance(self, count: int) -> int:  # items nobody needs are not transformed
+        if type(self).__next__ is not MapIterator.__next__:
+            return sum(1 for _ in islice(self, count))  # a subclass's __next__ sees every item
         return advance(self._source_iterator, count)
 
 
