@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import islice
+from random import Random
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from checkpointable.iterators import (
     BufferedShuffleIterator,
     FilterIterator,
     FixedBatchIterator,
+    InfinitePermutationSourceIterator,
     MapIterator,
     NativeCheckpointableIterator,
 )
@@ -153,3 +155,49 @@ def test_a_counting_source_under_a_shuffle_counts_what_a_restore_moves_over() ->
     again = CountingSource(list(range(500)))
     BufferedShuffleIterator(MapIterator(again, _plus_one), 8, seed=1).setstate(state)
     assert again.reads == state["replay"]  # its __next__ sees every item moved over
+
+
+def _reference_passes(items: list[int], seed: int, shuffle: bool, k: int, rank: int) -> Any:
+    """infinibatch's order: passes shuffled in turn by one Random(seed); rank r of k takes the
+    items r, r + k, ... of the concatenated passes."""
+    rng = Random(seed)
+    position = 0
+    while True:
+        permutation = items.copy()
+        if shuffle:
+            rng.shuffle(permutation)
+        for item in permutation:
+            if position % k == rank:
+                yield item
+            position += 1
+
+
+@given(
+    n=st.integers(1, 7),
+    k=st.integers(1, 9),
+    data=st.data(),
+    shuffle=st.booleans(),
+    batch_size=st.integers(1, 5),
+)
+def test_batches_over_a_permutation_source_follow_the_passes_and_resume(
+    n: int, k: int, data: st.DataObject, shuffle: bool, batch_size: int
+) -> None:
+    rank = data.draw(st.integers(0, k - 1))
+
+    def build() -> FixedBatchIterator:
+        source = InfinitePermutationSourceIterator(
+            list(range(n)), seed=4, shuffle=shuffle, num_instances=k, instance_rank=rank
+        )
+        return FixedBatchIterator(MapIterator(source, _plus_one), batch_size)
+
+    expected = list(islice(_reference_passes(list(range(n)), 4, shuffle, k, rank), 6 * batch_size))
+    run = build()
+    states, batches = [], []
+    for _ in range(6):
+        states.append(run.state_dict())
+        batches.append(next(run))
+    assert [item - 1 for batch in batches for item in batch] == expected
+    for index, state in enumerate(states):
+        resumed = build()
+        resumed.load_state_dict(state)
+        assert list(islice(resumed, 6 - index)) == batches[index:]
