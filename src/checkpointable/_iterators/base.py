@@ -279,10 +279,9 @@ def advance(iterator: Iterator[Any], count: int) -> int:
 restores = [0]
 
 
-def take(iterator: Iterator[Any], count: int, fused: Iterator[Any] | None = None) -> list[Any]:
-    """The next `count` items of `iterator` (fewer only at its end), read through its stream
-    (`fused`, when the caller keeps it)."""
-    items = list(islice(stream(iterator) if fused is None else fused, count))
+def take(iterator: Iterator[Any], count: int) -> list[Any]:
+    """The next `count` items of `iterator` (fewer only at its end), read through its stream."""
+    items = list(islice(stream(iterator), count))
     while len(items) < count:  # the stream stopped early (e.g. a pass's end), or the end
         try:
             items.append(next(iterator))
