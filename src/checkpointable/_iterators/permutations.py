@@ -90,7 +90,8 @@ class InfinitePermutationSourceIterator(Node):
     def _stream(self) -> Iterator[Any]:
         if type(self).__next__ is not InfinitePermutationSourceIterator.__next__:
             return self  # a subclass that does more per item keeps its __next__
-        return self._pass  # stops at the pass's end; the reader then calls next()
+        iterator: Iterator[Any] = self._pass  # stops at the pass's end: the reader then calls
+        return iterator  # next()
 
     def _turn(self) -> None:
         """Start serving: the restored pass, or the next pass once this one is served."""

@@ -270,7 +270,8 @@ class BlockwiseShuffleIterator(WindowTransform):
     @property
     def _served(self) -> int:
         """Read from the block's list iterator when asked, so serving an item updates nothing."""
-        return len(self._block) - self._block_iterator.__length_hint__()
+        left: int = self._block_iterator.__length_hint__()
+        return len(self._block) - left
 
     @_served.setter
     def _served(self, served: int) -> None:
@@ -289,7 +290,8 @@ class BlockwiseShuffleIterator(WindowTransform):
     def _stream(self) -> Iterator[Any]:
         if type(self).__next__ is not BlockwiseShuffleIterator.__next__:
             return self  # a subclass that does more per item keeps its __next__
-        return self._block_iterator  # stops at the block's end; the reader then calls next()
+        iterator: Iterator[Any] = self._block_iterator  # stops at the block's end: the reader
+        return iterator  # then calls next()
 
     def _read_window(self) -> None:
         self._mark_window()

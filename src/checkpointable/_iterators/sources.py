@@ -90,12 +90,14 @@ class NativeCheckpointableIterator(Node):
     def _stream(self) -> Iterator[Any]:
         if type(self).__next__ is not NativeCheckpointableIterator.__next__:
             return self  # a subclass that does more per item keeps its __next__
-        return self._iterator
+        iterator: Iterator[Any] = self._iterator
+        return iterator
 
     @property
     def _num_items_yielded(self) -> int:
         """Read from the C iterator when asked, so serving an item updates no counter."""
-        return self._end - self._ticks.__length_hint__()
+        left: int = self._ticks.__length_hint__()
+        return self._end - left
 
     def _position(self) -> dict[str, Any]:
         return {"num_items_yielded": self._num_items_yielded}
