@@ -4,13 +4,22 @@ Measures (issue 2): items/s of a 5-stage pipeline, ``getstate`` time and state s
 of ``setstate`` + first item at positions 1e3, 1e5 and 1e6. Before timing, it checks that both
 libraries produce the same items for the same pipeline, so the comparison is like for like.
 
+Issue 13 adds two rows, each timed interleaved (plain loop, ours, infinibatch in turn, repeated;
+median [min-max] in the metric): a 5-stage pipeline over tensor items with cheap per-item work,
+as a fraction of a plain Python loop doing the same calls (goal >= 0.8x), and the resume cost
+(build + ``setstate`` + first batch) of ``Map -> BufferedShuffle -> FixedBatch`` at batches
+10 / 1000 / 3000 (goal: flat in the position and below infinibatch).
+
 Run: ``python benchmarks/bench_iterators.py [--quick]`` in the bench set-up (``make bench``).
 """
 
 from __future__ import annotations
 
 import pickle
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,139 @@ def _restore(lib: Any, position: int, data: list[int]) -> float:
     return median_seconds(restore, repeat=5)
 
 
+def _pair(item: Any) -> tuple[Any, int]:
+    return (item, 1)
+
+
+def _swap(pair: tuple[Any, int]) -> tuple[int, Any]:
+    return (pair[1], pair[0])
+
+
+def _second(pair: tuple[int, Any]) -> Any:
+    return pair[1]
+
+
+def tensor_stages(lib: Any, items: list[Any]) -> Any:
+    """Source -> Map -> Map -> Map -> FixedBatch over tensor items, cheap work per item."""
+    it = lib.NativeCheckpointableIterator(items)
+    it = lib.MapIterator(it, _pair)
+    it = lib.MapIterator(it, _swap)
+    it = lib.MapIterator(it, _second)
+    return lib.FixedBatchIterator(it, 32)
+
+
+def plain_loop(items: list[Any]) -> list[list[Any]]:
+    """What `tensor_stages` computes, as a plain Python loop."""
+    batches, batch = [], []
+    for item in items:
+        batch.append(_second(_swap(_pair(item))))
+        if len(batch) == 32:
+            batches.append(batch)
+            batch = []
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _interleaved(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Seconds of each run, the runs taking turns `repeat` times (so load hits them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _spread(values: list[float], scale: float = 1.0) -> str:
+    scaled = sorted(value * scale for value in values)
+    return f"{statistics.median(scaled):.3g} [{scaled[0]:.3g}-{scaled[-1]:.3g}]"
+
+
+def _vs_plain_loop(peer: Any, quick: bool) -> Row:
+    import torch
+
+    items = [torch.tensor(i) for i in range(20_000 if quick else 100_000)]
+    if list(tensor_stages(ours, items)) != plain_loop(items):
+        raise SystemExit("the pipeline and the plain loop differ; comparison aborted")
+    times = _interleaved(
+        {
+            "plain": lambda: plain_loop(items),
+            "ours": lambda: list(tensor_stages(ours, items)),
+            "peer": lambda: list(tensor_stages(peer, items)),
+        },
+        repeat=5 if quick else 11,
+    )
+    # per repeat: plain / pipeline, a fraction of the plain loop's speed
+    ratios = {
+        name: [p / t for p, t in zip(times["plain"], times[name], strict=True)]
+        for name in ("ours", "peer")
+    }
+    return Row(
+        "iterators: 5-stage pipeline vs a plain loop (tensor items)",
+        f"x plain loop; ours {_spread(ratios['ours'])}, peer {_spread(ratios['peer'])}",
+        statistics.median(ratios["ours"]),
+        statistics.median(ratios["peer"]),
+        PEER,
+        higher_is_better=True,
+        goal=">= 0.8x a plain loop",
+    )
+
+
+def _scale(item: Any) -> Any:
+    return item * 2
+
+
+def shuffle_chain(lib: Any, items: list[Any]) -> Any:
+    """Source -> Map -> BufferedShuffle (1000 slots) -> FixedBatch (10)."""
+    it = lib.NativeCheckpointableIterator(items)
+    it = lib.MapIterator(it, _scale)
+    it = lib.BufferedShuffleIterator(it, 1000, seed=4)
+    return lib.FixedBatchIterator(it, 10)
+
+
+def _resume(lib: Any, state: Any, expected: list[Any], items: list[Any], name: str) -> Any:
+    """A run that builds the chain, sets `state` and checks the first batch is `expected`."""
+
+    def go() -> None:
+        fresh = shuffle_chain(lib, items)
+        fresh.setstate(state)
+        if [int(x) for x in next(fresh)] != [int(x) for x in expected]:
+            raise SystemExit(f"{name}: the resumed batch differs")
+
+    return go
+
+
+def _shuffle_resume(peer: Any, quick: bool) -> list[Row]:
+    import torch
+
+    items = [torch.tensor(i) for i in range(50_000)]
+    rows = []
+    for position in (10, 1000) if quick else (10, 1000, 3000):
+        states = {}
+        for name, lib in (("ours", ours), ("peer", peer)):
+            run = shuffle_chain(lib, items)
+            for _ in islice(run, position):
+                pass
+            states[name] = (lib, run.getstate(), next(run))
+
+        runs = {name: _resume(*states[name], items, name) for name in states}
+        times = _interleaved(runs, repeat=5)
+        rows.append(
+            Row(
+                f"iterators: resume Map -> BufferedShuffle -> FixedBatch at batch {position}",
+                f"ms; ours {_spread(times['ours'], 1e3)}, peer {_spread(times['peer'], 1e3)}",
+                statistics.median(times["ours"]) * 1e3,
+                statistics.median(times["peer"]) * 1e3,
+                PEER,
+                higher_is_better=False,
+                goal="bounded by the buffer; < infinibatch at every position",
+            )
+        )
+    return rows
+
+
 def _same_output(peer: Any) -> None:
     mine = list(islice(five_stage(ours, 1000), 200))
     theirs = list(islice(five_stage(peer, 1000), 200))
@@ -92,7 +234,7 @@ def run(quick: bool = False) -> list[Row]:
     import infinibatch.iterators as peer
 
     _same_output(peer)
-    rows = []
+    rows = [_vs_plain_loop(peer, quick), *_shuffle_resume(peer, quick)]
     batches = 300 if quick else 3000
     rows.append(
         Row(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import collections.abc
 from abc import abstractmethod
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any, ClassVar
 
 from typing_extensions import Self
@@ -32,12 +34,15 @@ __all__ = [
     "Snapshot",
     "SourceState",
     "Transform",
+    "advance",
     "check_sharding",
     "plain_state",
     "require_items",
     "require_iterator",
     "require_positive",
     "snapshot",
+    "stream",
+    "take",
 ]
 
 _NO_POSITION = object()
@@ -156,6 +161,7 @@ class Node(CheckpointableIterator):
             return (self._state_prefix, self._position())
 
     def setstate(self, checkpoint: dict[str, Any] | None) -> None:
+        restores[0] += 1
         if checkpoint is None:
             self._restore(None)
             return
@@ -165,6 +171,13 @@ class Node(CheckpointableIterator):
         check_config(name, state, **config)
         _check_nested(name, state)
         self._restore(state)
+
+    def _stream(self) -> collections.abc.Iterator[Any]:
+        """An iterator over this node's next items that shares its position, for a reader that
+        takes many items at once (see `take`); it may stop before the real end. Stateless stages
+        return a C-level chain (``map``/``filter`` over the source's stream), so a batch is read
+        with no Python call per item."""
+        return self
 
     def _repr_args(self) -> dict[str, Any]:
         return self._config()
@@ -246,6 +259,39 @@ def snapshot(iterator: CheckpointableIterator) -> SourceState:
     if isinstance(iterator, Node):
         return iterator._snapshot()
     return iterator.getstate()
+
+
+def stream(iterator: Iterator[Any]) -> Iterator[Any]:
+    """`iterator`'s fused stream (`Node._stream`), or `iterator` itself."""
+    fuse = getattr(iterator, "_stream", None)  # no isinstance: an ABC check costs a Python call
+    return iterator if fuse is None else fuse()
+
+
+def advance(iterator: Iterator[Any], count: int) -> int:
+    """Move `iterator` on by `count` items that nobody needs; returns how many it moved (fewer
+    only at its end). A node with an ``_advance`` method seeks (a sequence source in O(1), a map
+    without calling its transform); any other iterator reads and drops the items."""
+    seek = getattr(iterator, "_advance", None)
+    if seek is not None:
+        return int(seek(count))
+    return sum(1 for _ in islice(iterator, count))
+
+
+#: Counts the restores (``setstate``) of all nodes: a reader that keeps a fused stream between
+#: calls rebuilds it when this has changed, as a restore replaces the iterators inside it.
+restores = [0]
+
+
+def take(iterator: Iterator[Any], count: int) -> list[Any]:
+    """The next `count` items of `iterator` (fewer only at its end), read through its stream."""
+    items = list(islice(stream(iterator), count))
+    while len(items) < count:  # the stream stopped early (e.g. a pass's end), or the end
+        try:
+            items.append(next(iterator))
+        except StopIteration:
+            break
+        items.extend(islice(stream(iterator), count - len(items)))
+    return items
 
 
 def plain_state(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from random import Random
 from typing import Any
 
@@ -11,6 +11,8 @@ from .._state import random_state_from_list, state_int
 from ._bijection import KeyedPermutation, mix64
 from .base import CheckpointableIterator, Node, RandomState, check_sharding, require_items
 from .sources import ChunkedSourceIterator, short_repr
+
+_END = object()
 
 __all__ = [
     "InfinitePermutationSourceIterator",
@@ -48,6 +50,9 @@ class InfinitePermutationSourceIterator(Node):
     _POSITION_KEYS = ("index", "random_state")
     _index: int
     _pass_random_wrapper: RandomState
+    _pass: Any  # a list iterator over this rank's items of the pass; it counts them
+    _pass_start: int  # the index of the pass's first item for this rank
+    _pass_length: int  # how many items `_pass` serves in all
 
     def __init__(
         self,
@@ -73,19 +78,42 @@ class InfinitePermutationSourceIterator(Node):
         self._pass_random_state = self._initial_random_state
         self._restore(None)
 
-    _transient = ("_permutation",)
+    _transient = ("_permutation", "_pass")
 
     def __next__(self) -> Any:
-        permutation = self._permutation
-        if permutation is None:
-            permutation = self._start()
-        index = self._index
-        item = permutation[index]
-        index += self._num_instances
-        self._index = index
-        if index >= len(permutation):
-            self._next_passes()
+        item = next(self._pass, _END)
+        if item is _END:  # the pass's end, or the first item after a restore
+            self._turn()
+            item = next(self._pass)
         return item
+
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not InfinitePermutationSourceIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        iterator: Iterator[Any] = self._pass  # stops at the pass's end: the reader then calls
+        return iterator  # next()
+
+    def _turn(self) -> None:
+        """Start serving: the restored pass, or the next pass once this one is served."""
+        if self._permutation is None:
+            self._start()
+        else:
+            self._index = self._pass_start + self._num_instances * self._pass_length
+            self._next_passes()
+        self._open_pass()
+
+    def _open_pass(self) -> None:
+        """`_pass` serves this rank's items of the permutation from `_index` on; it counts them
+        (``__length_hint__``), so serving an item updates no index."""
+        permutation, index, step = self._permutation, self._index, self._num_instances
+        assert permutation is not None
+        if step == 1:
+            self._pass = iter(permutation)
+            self._pass.__setstate__(index)
+        else:
+            self._pass = iter(permutation[index::step])
+        self._pass_start = index
+        self._pass_length = self._pass.__length_hint__()
 
     def _start(self) -> list[Any]:
         """Build the current pass's permutation from the RNG state recorded for it."""
@@ -119,6 +147,12 @@ class InfinitePermutationSourceIterator(Node):
         }
 
     def _position(self) -> dict[str, Any]:
+        if self._permutation is not None:  # serving: read the index from the pass's iterator
+            left = self._pass.__length_hint__()
+            if not left:  # the pass is served: the position is the next pass's start
+                self._turn()
+                left = self._pass_length
+            self._index = self._pass_start + self._num_instances * (self._pass_length - left)
         random_state = self._pass_random_wrapper if self._shuffle else None
         return {"index": self._index, "random_state": random_state}
 
@@ -149,9 +183,12 @@ class InfinitePermutationSourceIterator(Node):
         self._index = index
         self._pass_random_state = random_state
         self._permutation = None  # rebuilt lazily on the next item
+        self._pass = iter(())
+        self._pass_start, self._pass_length = index, 0
         if index >= len(self._items):  # more instances than items: skip to this rank's pass
             self._start()
             self._next_passes()
+            self._open_pass()
 
 
 class RandomAccessSourceIterator(Node):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
+from collections.abc import Iterator
+from operator import itemgetter
 from random import Random
 from typing import Any
 
@@ -14,8 +15,10 @@ from .base import (
     RandomState,
     SourceState,
     Transform,
+    advance,
     require_positive,
     snapshot,
+    take,
 )
 from .window import WindowTransform
 
@@ -33,11 +36,16 @@ class BufferedShuffleIterator(Transform):
     last slot to the first. Unlike infinibatch, ``None`` is an ordinary item, and the buffer is
     not part of the state.
 
-    Restoring rebuilds the buffer by re-reading the source from a snapshot taken no later than the
-    oldest item still buffered: a bounded replay of on average about
-    ``buffer_size * (ln(buffer_size) + 2)`` source items (an item stays buffered for
-    ``buffer_size`` draws on average), read but not yielded. Snapshots (the source's state and the
-    RNG state) are taken every `buffer_size` items, so the hot path pays one list store per item.
+    Restoring rebuilds the buffer from a snapshot taken no later than the oldest item still
+    buffered (the source's state and the RNG state; snapshots are taken every `buffer_size`
+    items, so the hot path pays one list store per item). The slot draws since the snapshot are
+    made again with the RNG alone (on average about ``buffer_size * (ln(buffer_size) + 2)``
+    draws, as an item stays buffered for ``buffer_size`` draws on average); then only the items
+    still buffered are read from the source, at most `buffer_size`, and the source moves over
+    the others without reading them (a seek when it is a sequence source, possibly under
+    `MapIterator` stages, whose transform is then not called for them). So the cost is bounded
+    by the buffer wherever the state was taken; over a source that cannot seek, the items in
+    between are read and dropped.
 
     Args:
         source_iterator: the items.
@@ -45,8 +53,9 @@ class BufferedShuffleIterator(Transform):
         seed: seed of the RNG choosing the slots.
 
     State: ``{"buffer_size", "seed", "source", "random_state", "replay", "flushed"}``: the
-    snapshot's source state and RNG state, the number of items to re-read from it, and how many
-    slots the final flush has emptied (None before the source ended).
+    snapshot's source state and RNG state, the number of source items read since it (all
+    re-drawn, at most `buffer_size` of them re-read), and how many slots the final flush has
+    emptied (None before the source ended).
 
     >>> from checkpointable.iterators import NativeCheckpointableIterator
     >>> sorted(BufferedShuffleIterator(NativeCheckpointableIterator(range(5)), 3))
@@ -180,21 +189,50 @@ class BufferedShuffleIterator(Transform):
             self._flushed = flushed
 
     def _replay(self, count: int) -> None:
-        """Re-read `count` items from the snapshot, refilling the buffer as the run did."""
+        """Refill the buffer as the run did over the `count` items read since the snapshot.
+
+        The slots are drawn again first (RNG only): an item is in the buffer if no later draw
+        hit its slot. Then only those items are read; the source moves over the others with
+        `advance` (a seek on a sequence source, no transform in a map). So a restore reads at
+        most `buffer_size` items, wherever the state was taken.
+        """
+        slots = _draw_slots(self._random, self._buffer_size, count)
+        latest = dict(zip(slots, range(count), strict=True))  # a slot -> its last draw
         buffer, born, source = self._buffer, self._born, self._source_iterator
-        randrange, size = self._random.randrange, self._buffer_size
-        for index in range(count):
-            try:
-                item = next(source)
-            except StopIteration:
-                raise IncompatibleStateError(
-                    f"{type(self).__name__}: the state replays {count} items but the source "
-                    f"ended after {index}; it was saved over other data"
-                ) from None
-            slot = randrange(size)
+        read = 0  # items of the replay the source has moved over
+        for slot, index in sorted(latest.items(), key=itemgetter(1)):
+            moved = advance(source, index - read)
+            item = next(source, _EMPTY) if moved == index - read else _EMPTY
+            if item is _EMPTY:
+                self._ended(count, read + moved)
             buffer[slot] = item
             born[slot] = index
+            read = index + 1
+        moved = advance(source, count - read)
+        if moved < count - read:
+            self._ended(count, read + moved)
         self._count = count
+
+    def _ended(self, count: int, read: int) -> None:
+        raise IncompatibleStateError(
+            f"{type(self).__name__}: the state replays {count} items but the source ended "
+            f"after {read}; it was saved over other data"
+        )
+
+
+def _draw_slots(random: Random, size: int, count: int) -> list[int]:
+    """The next `count` values of ``random.randrange(size)``, drawn as `random.Random.randrange`
+    draws them (``getrandbits`` of ``size.bit_length()`` bits, redrawn while >= `size`) but
+    without its Python calls per draw; the RNG ends where `count` randrange calls leave it."""
+    bits, getrandbits = size.bit_length(), random.getrandbits
+    slots: list[int] = []
+    append = slots.append
+    for _ in range(count):
+        value = getrandbits(bits)
+        while value >= size:
+            value = getrandbits(bits)
+        append(value)
+    return slots
 
 
 class BlockwiseShuffleIterator(WindowTransform):
@@ -218,39 +256,56 @@ class BlockwiseShuffleIterator(WindowTransform):
     _POSITION_KEYS = ("source", "random_state", "offset")
     _SERVED = "offset"
     _WINDOW = "block"
-    _transient = ("_block",)
+    _transient = ("_block", "_block_iterator")
+    _block_iterator: Any  # a list iterator over _block; it counts the items served
 
     def __init__(
         self, source_iterator: CheckpointableIterator, block_size: int, seed: int | None = 0
     ):
+        self._block: list[Any] = []
         super().__init__(source_iterator, seed)
         self._block_size = require_positive(block_size, type(self).__name__, "block_size")
-        self._block: list[Any] = []
         self._restore(None)
 
+    @property
+    def _served(self) -> int:
+        """Read from the block's list iterator when asked, so serving an item updates nothing."""
+        left: int = self._block_iterator.__length_hint__()
+        return len(self._block) - left
+
+    @_served.setter
+    def _served(self, served: int) -> None:
+        self._block_iterator = iter(self._block)
+        self._block_iterator.__setstate__(served)
+
     def __next__(self) -> Any:
-        served = self._served
-        block = self._block
-        if served >= len(block):
+        item = next(self._block_iterator, _EMPTY)
+        if item is _EMPTY:
             self._read_window()
-            if not self._block:
+            item = next(self._block_iterator, _EMPTY)
+            if item is _EMPTY:
                 raise StopIteration
-            block, served = self._block, 0
-        self._served = served + 1
-        return block[served]
+        return item
+
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not BlockwiseShuffleIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        iterator: Iterator[Any] = self._block_iterator  # stops at the block's end: the reader
+        return iterator  # then calls next()
 
     def _read_window(self) -> None:
         self._mark_window()
-        block = list(islice(self._source_iterator, self._block_size))
+        block = take(self._source_iterator, self._block_size)
         self._random.shuffle(block)
-        self._block, self._served = block, 0
+        self._block = block
+        self._served = 0
 
     def _window_size(self) -> int:
         return len(self._block)
 
     def _forget_window(self) -> None:
-        super()._forget_window()
         self._block = []
+        super()._forget_window()
 
     def _config(self) -> dict[str, Any]:
         return {"block_size": self._block_size, "seed": self._seed}

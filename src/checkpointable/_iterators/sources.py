@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import collections.abc
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from operator import itemgetter
 from random import Random
-from typing import Any, cast
+from typing import Any
 
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
-from .base import Node, RandomState, check_sharding, require_items
+from .base import Node, RandomState, check_sharding, require_items, restores
 
 __all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator", "short_repr"]
 
@@ -31,7 +33,8 @@ class NativeCheckpointableIterator(Node):
     Restoring is O(1) for a sequence (anything with ``__len__`` and ``__getitem__`` that is not a
     mapping: lists, tuples, ranges, tensors, map-style datasets): the iterator seeks to the saved
     index. Any other iterable is restored by replaying it from its start up to the saved position
-    (a cost linear in the position), as in infinibatch.
+    (a cost linear in the position), as in infinibatch. Serving an item updates no counter: the
+    position is read from the C iterator (its ``__length_hint__``) when a state is taken.
 
     Args:
         iterable: the items; it must be an iterable that restarts on each ``iter()``, not an
@@ -79,39 +82,66 @@ class NativeCheckpointableIterator(Node):
         )
         self._restore(None)
 
-    _transient = ("_iterator",)
+    _transient = ("_iterator", "_ticks")
 
     def __next__(self) -> Any:
-        item = next(self._iterator)
-        self._num_items_yielded += 1
-        return item
+        return next(self._iterator)
+
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not NativeCheckpointableIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        iterator: Iterator[Any] = self._iterator
+        return iterator
+
+    @property
+    def _num_items_yielded(self) -> int:
+        """Read from the C iterator when asked, so serving an item updates no counter."""
+        left: int = self._ticks.__length_hint__()
+        return self._end - left
 
     def _position(self) -> dict[str, Any]:
         return {"num_items_yielded": self._num_items_yielded}
 
+    def _advance(self, count: int) -> int:
+        if self._stream() is self:  # a subclass's __next__ sees every item
+            return sum(1 for _ in islice(self, count))
+        if not (self._seekable or self._sequence):  # no seek: read and drop
+            return sum(1 for _ in islice(self._iterator, count))
+        start = self._num_items_yielded
+        stop = min(start + count, self._end)
+        self._open(stop)
+        restores[0] += 1  # the iterator was replaced: fused streams over it are rebuilt
+        return stop - start
+
     def _restore(self, state: dict[str, Any] | None) -> None:
         count = 0 if state is None else state_int(type(self).__name__, state, "num_items_yielded")
-        self._iterator = self._open(count)
-        self._num_items_yielded = count
+        self._open(count)
 
-    def _open(self, count: int) -> Iterator[Any]:
-        """An iterator over the items from index `count` on."""
+    def _open(self, count: int) -> None:
+        """Serve the items from index `count` on: `_iterator` yields them, and `_ticks` (an
+        iterator whose ``__length_hint__`` is ``_end`` minus the position) counts them."""
         iterable: Any = self._iterable
         if self._seekable or self._sequence:
             length = len(iterable)
             if count > length:
                 self._beyond_end(count, length)
-            if self._seekable:
-                iterator = iter(iterable)
+            self._end = length
+            if self._seekable:  # the list (tuple, range...) iterator counts for itself
+                self._iterator = self._ticks = iter(iterable)
                 if count:
-                    iterator.__setstate__(count)
-                return cast("Iterator[Any]", iterator)  # iter() of an Any
-            return map(iterable.__getitem__, range(count, length))
+                    self._iterator.__setstate__(count)
+            else:
+                self._ticks = iter(range(count, length))
+                self._iterator = map(iterable.__getitem__, self._ticks)
+            return
         iterator = iter(iterable)
         skipped = sum(1 for _ in islice(iterator, count))
         if skipped < count:
             self._beyond_end(count, skipped)
-        return cast("Iterator[Any]", iterator)  # iter() of an Any
+        # zip reads the item first, then a tick: a tick is taken only for an item served
+        self._end = sys.maxsize
+        self._ticks = iter(range(count, sys.maxsize))
+        self._iterator = map(itemgetter(0), zip(iterator, self._ticks, strict=False))
 
     def _beyond_end(self, count: int, length: int) -> None:
         raise IncompatibleStateError(

@@ -15,8 +15,12 @@ from .base import (
     RandomState,
     SourceState,
     Transform,
+    advance,
     require_positive,
+    restores,
     snapshot,
+    stream,
+    take,
 )
 
 __all__ = [
@@ -42,6 +46,11 @@ def require_callable(value: Any, owner: str, name: str, optional: bool = False) 
 class MapIterator(Transform):
     """Applies `transform` to each item.
 
+    `transform` must be a pure function of the item (as in every resumable pipeline, since a
+    restore may re-read items): a stage that only needs to move past items (a
+    `BufferedShuffleIterator` rebuilding its buffer) skips them without calling it, and a batch
+    reader calls it from a C-level ``map`` over the source's items.
+
     State: ``{"source"}``; restoring is as cheap as restoring the source.
 
     >>> from checkpointable.iterators import NativeCheckpointableIterator
@@ -55,6 +64,16 @@ class MapIterator(Transform):
 
     def __next__(self) -> Any:
         return self._transform(next(self._source_iterator))
+
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not MapIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        return map(self._transform, stream(self._source_iterator))
+
+    def _advance(self, count: int) -> int:  # items nobody needs are not transformed
+        if type(self).__next__ is not MapIterator.__next__:
+            return sum(1 for _ in islice(self, count))  # a subclass's __next__ sees every item
+        return advance(self._source_iterator, count)
 
 
 class FilterIterator(Transform):
@@ -78,6 +97,11 @@ class FilterIterator(Transform):
             if predicate(item):
                 return item
 
+    def _stream(self) -> Iterator[Any]:
+        if type(self).__next__ is not FilterIterator.__next__:
+            return self  # a subclass that does more per item keeps its __next__
+        return filter(self._predicate, stream(self._source_iterator))
+
 
 class FixedBatchIterator(Transform):
     """Groups `batch_size` consecutive items into a list; the last list may be shorter.
@@ -93,9 +117,23 @@ class FixedBatchIterator(Transform):
     def __init__(self, source_iterator: CheckpointableIterator, batch_size: int):
         super().__init__(source_iterator)
         self._batch_size = require_positive(batch_size, type(self).__name__, "batch_size")
+        self._fused: tuple[int, Iterator[Any]] = (-1, iter(()))
+
+    _transient = ("_fused",)
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        super()._restore(state)
+        self._fused = (-1, iter(()))
 
     def __next__(self) -> list[Any]:
-        batch = list(islice(self._source_iterator, self._batch_size))
+        built, fused = self._fused
+        if built != restores[0]:  # first batch, or a restore replaced iterators in the chain
+            self._fused = (restores[0], fused := stream(self._source_iterator))
+        size = self._batch_size
+        batch = list(islice(fused, size))
+        if len(batch) < size:  # the stream stopped: the end, or a block's or a pass's end
+            self._fused = (-1, fused)
+            batch += take(self._source_iterator, size - len(batch))
         if not batch:
             raise StopIteration
         return batch
