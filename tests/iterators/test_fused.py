@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from checkpointable import IncompatibleStateError
 from checkpointable.iterators import (
     BlockwiseShuffleIterator,
     BufferedShuffleIterator,
@@ -201,3 +202,16 @@ def test_batches_over_a_permutation_source_follow_the_passes_and_resume(
         resumed = build()
         resumed.load_state_dict(state)
         assert list(islice(resumed, 6 - index)) == batches[index:]
+
+
+def test_a_replay_beyond_the_source_is_refused_before_the_draws() -> None:
+    """A damaged state's replay count (10**18) is checked against the source first: refused
+    at once, without drawing (or holding) one slot per item."""
+    run = BufferedShuffleIterator(NativeCheckpointableIterator(list(range(30))), 8, seed=1)
+    for _ in range(5):
+        next(run)
+    state = run.getstate()
+    state["replay"] = 10**18
+    fresh = BufferedShuffleIterator(NativeCheckpointableIterator(list(range(30))), 8, seed=1)
+    with pytest.raises(IncompatibleStateError, match=r"replays 1000000000000000000 items"):
+        fresh.setstate(state)

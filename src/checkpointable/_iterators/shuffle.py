@@ -181,24 +181,36 @@ class BufferedShuffleIterator(Transform):
         self._random.setstate(random_state)
         snapshot = (0, state["source"], random_state)
         self._snapshots = deque([snapshot])
-        self._replay(replay)
+        self._replay(replay, state["source"])
         self._next_snapshot = replay  # the next snapshot comes with the next item read
         if flushed is not None:
             self._flush_from = (snapshot, replay)
             del self._buffer[self._buffer_size - flushed :]
             self._flushed = flushed
 
-    def _replay(self, count: int) -> None:
+    def _replay(self, count: int, source_state: Any) -> None:
         """Refill the buffer as the run did over the `count` items read since the snapshot.
 
         The slots are drawn again first (RNG only): an item is in the buffer if no later draw
         hit its slot. Then only those items are read; the source moves over the others with
         `advance` (a seek on a sequence source, no transform in a map). So a restore reads at
-        most `buffer_size` items, wherever the state was taken.
+        most `buffer_size` items, wherever the state was taken. A replay longer than
+        ``64 * buffer_size`` items (in a real run the oldest buffered item is that old with a
+        probability of about ``buffer_size * e**-63``) is first checked against the source, so
+        that a state saved over other data is refused before the draws; that check moves the
+        source over the items once more (reads them, for a source that cannot seek).
         """
-        slots = _draw_slots(self._random, self._buffer_size, count)
-        latest = dict(zip(slots, range(count), strict=True))  # a slot -> its last draw
-        buffer, born, source = self._buffer, self._born, self._source_iterator
+        source, size = self._source_iterator, self._buffer_size
+        if count > 64 * size:
+            chunk = 64 * size
+            for start in range(0, count, chunk):
+                moved = advance(source, min(chunk, count - start))
+                if moved < min(chunk, count - start):
+                    self._ended(count, start + moved)
+            source.setstate(source_state)
+        latest: dict[int, int] = {}  # a slot -> its last draw
+        _draw_slots(self._random, size, count, latest)
+        buffer, born = self._buffer, self._born
         read = 0  # items of the replay the source has moved over
         for slot, index in sorted(latest.items(), key=itemgetter(1)):
             moved = advance(source, index - read)
@@ -220,19 +232,17 @@ class BufferedShuffleIterator(Transform):
         )
 
 
-def _draw_slots(random: Random, size: int, count: int) -> list[int]:
-    """The next `count` values of ``random.randrange(size)``, drawn as `random.Random.randrange`
+def _draw_slots(random: Random, size: int, count: int, latest: dict[int, int]) -> None:
+    """Draw the next `count` values of ``random.randrange(size)`` into `latest`, a slot -> the
+    index of its last draw (memory: one entry per slot, whatever `count`). Drawn as `random.Random.randrange`
     draws them (``getrandbits`` of ``size.bit_length()`` bits, redrawn while >= `size`) but
     without its Python calls per draw; the RNG ends where `count` randrange calls leave it."""
     bits, getrandbits = size.bit_length(), random.getrandbits
-    slots: list[int] = []
-    append = slots.append
-    for _ in range(count):
+    for index in range(count):
         value = getrandbits(bits)
         while value >= size:
             value = getrandbits(bits)
-        append(value)
-    return slots
+        latest[value] = index
 
 
 class BlockwiseShuffleIterator(WindowTransform):
