@@ -25,6 +25,7 @@ from .._state import (
     check_state,
     random_state_from_list,
     random_state_to_list,
+    state_int,
 )
 
 __all__ = [
@@ -333,6 +334,22 @@ def require_positive(value: Any, owner: str, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{owner}: {name} must be a positive int, got {name}={value}")
     return value
+
+
+def seek_source(
+    source: CheckpointableIterator, state: dict[str, Any] | None, key: str, owner: str
+) -> tuple[Any, int]:
+    """Put `source` where a worker-fed stage's `state` says: its saved source state, then the
+    `state[key]` items delivered since (the bounded replay, done now, so that a state the source
+    cannot reach is refused at load). Returns the source state and the offset (None: the start).
+    """
+    if state is None:
+        source.setstate(None)
+        return source.getstate(), 0
+    offset = state_int(owner, state, key)
+    source.setstate(state["source"])
+    skip_items(source, offset, offset, owner)
+    return state["source"], offset
 
 
 def skip_items(source: Any, count: int, offset: int, owner: str) -> None:

@@ -11,14 +11,13 @@ from .._errors import IncompatibleStateError
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Task, WorkerFailure, dumps
-from .._state import state_int
 from .base import (
     CheckpointableIterator,
     Transform,
     check_flag,
     closed_error,
     require_positive,
-    skip_items,
+    seek_source,
 )
 from .prefetch import EPILOGUE
 from .transforms import require_callable
@@ -342,17 +341,10 @@ class ParallelMapIterator(Transform):
     def _restore(self, state: dict[str, Any] | None) -> None:
         self._check_open()
         self._abandon()
-        source = self._source_iterator
-        if state is None:
-            source.setstate(None)
-            self._chunk_state, self._offset, self._skipped = source.getstate(), 0, 0
-        else:
-            name = type(self).__name__
-            offset = state_int(name, state, "offset")
-            source.setstate(state["source"])
-            # the bounded re-read, now: a state that the source cannot reach is refused here
-            skip_items(source, offset, offset, name)
-            self._chunk_state, self._offset, self._skipped = state["source"], offset, offset
+        self._chunk_state, self._offset = seek_source(
+            self._source_iterator, state, "offset", type(self).__name__
+        )
+        self._skipped = self._offset
         self._positioned = True
 
     def close(self) -> None:

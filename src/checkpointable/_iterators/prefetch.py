@@ -9,14 +9,13 @@ from .._runtime.channels import relay
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
-from .._state import state_int
 from .base import (
     CheckpointableIterator,
     Transform,
     check_flag,
     closed_error,
     require_positive,
-    skip_items,
+    seek_source,
 )
 from .workers import prefetch_worker
 
@@ -250,18 +249,10 @@ class PrefetchIterator(Transform):
     def _restore(self, state: dict[str, Any] | None) -> None:
         self._check_open()
         self._stop(thread_timeout=None)  # a thread must be done with the source before setstate
-        source = self._source_iterator
-        if state is None:
-            source.setstate(None)
-            self._source_state, self._item_offset = source.getstate(), 0
-            self._skipped = 0
-        else:
-            name = type(self).__name__
-            offset = state_int(name, state, "item_offset")
-            source.setstate(state["source"])
-            # the bounded replay, now: a state that the source cannot reach is refused here
-            skip_items(source, offset, offset, name)
-            self._source_state, self._item_offset, self._skipped = state["source"], offset, offset
+        self._source_state, self._item_offset = seek_source(
+            self._source_iterator, state, "item_offset", type(self).__name__
+        )
+        self._skipped = self._item_offset
         self._positioned = True
         self._exhausted = False
 
