@@ -13,8 +13,11 @@ The order is a pure function of ``(seed, epoch, position)``; nothing of it is ev
 
 Position ``c`` of the epoch is the ``c``-th row of that interleaving. While every lane still has
 rows (all of the epoch but a tail shorter than one block per lane), position ``c`` lies in lane
-``c % lanes``: so when the world size times the workers divides `lanes`, each rank (and worker)
-reads its own lanes only and every block is read once. With ``lanes=1`` it is one sequence.
+``c % lanes``: so when the world size ``R`` divides `lanes`, each rank reads its own lanes only
+and every block is read by one rank; inside a rank, batch ``p`` (``batch_size`` consecutive
+positions of the rank) covers ``batch_size`` consecutive lanes of the rank, so the loader's
+workers read lanes of their own when ``lanes / R`` is a multiple of ``batch_size x
+num_workers``. With ``lanes=1`` it is one sequence.
 
 `WindowOrder` slices like the 1-D tensor that ``ResumableDistributedSampler`` deals out over the
 ranks (``order[a:b:step]`` and ``int(order[i])``), so the distributed arithmetic (``progress``,
