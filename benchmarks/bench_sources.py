@@ -194,7 +194,7 @@ def litdata_epoch(files: list[str], workers: int, folder: Path, rows: int) -> fl
     import litdata
 
     start = time.perf_counter()
-    out = folder / f"lit{workers}"
+    out = folder / f"lit{workers}-{time.monotonic_ns()}"
     litdata.optimize(
         fn=_litdata_rows, inputs=files, output_dir=str(out), chunk_bytes="16MB", num_workers=1
     )
