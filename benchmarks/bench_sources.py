@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -195,9 +196,14 @@ def litdata_epoch(files: list[str], workers: int, folder: Path, rows: int) -> fl
 
     start = time.perf_counter()
     out = folder / f"lit{workers}-{time.monotonic_ns()}"
-    litdata.optimize(
-        fn=_litdata_rows, inputs=files, output_dir=str(out), chunk_bytes="16MB", num_workers=1
-    )
+    method = multiprocessing.get_start_method(allow_none=True)
+    try:
+        litdata.optimize(
+            fn=_litdata_rows, inputs=files, output_dir=str(out), chunk_bytes="16MB", num_workers=1
+        )
+    finally:  # optimize() sets the start method to spawn for the whole process: put it back,
+        # or every loader measured after it (ours and the peers') starts its workers by spawn
+        multiprocessing.set_start_method(method, force=True)
     dataset = litdata.StreamingDataset(input_dir=str(out), shuffle=True, seed=SEED)
     loader = litdata.StreamingDataLoader(
         dataset, batch_size=BATCH, num_workers=workers, collate_fn=list

@@ -38,8 +38,8 @@ def write_file(path: Path, kind: str, ids: list[int], row_group: int = 4) -> Non
 
         path.write_bytes(zstandard.ZstdCompressor().compress(jsonl_bytes(ids)))
     elif kind == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         table = pa.table({"id": ids, "text": [f"row {i}" for i in ids]})
         pq.write_table(table, path, row_group_size=row_group)

@@ -24,7 +24,9 @@ def order_of(rows: list[int], seed: int, epoch: int, window: int, lanes: int) ->
     lanes=st.integers(1, 6),
     step=st.integers(1, 5),
 )
-def test_a_bijection_that_slices_like_a_tensor(rows, seed, epoch, window, lanes, step):
+def test_a_bijection_that_slices_like_a_tensor(
+    rows: list[int], seed: int, epoch: int, window: int, lanes: int, step: int
+) -> None:
     order = order_of(rows, seed, epoch, window, lanes)
     n = sum(rows)
     full = order[0:n].tolist()
@@ -37,7 +39,9 @@ def test_a_bijection_that_slices_like_a_tensor(rows, seed, epoch, window, lanes,
 
 
 @given(lanes=st.integers(2, 6), per_lane=st.integers(1, 4), block=st.integers(1, 5))
-def test_position_c_lies_in_one_lane_while_every_lane_has_rows(lanes, per_lane, block):
+def test_position_c_lies_in_one_lane_while_every_lane_has_rows(
+    lanes: int, per_lane: int, block: int
+) -> None:
     rows = [block] * (lanes * per_lane)  # equal lanes: no tail
     order = order_of(rows, 1, 0, 2, lanes)
     n = sum(rows)

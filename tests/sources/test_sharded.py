@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ TOTAL = sum(SIZES)
 
 
 @pytest.fixture(params=FORMATS)
-def shards(request, tmp_path) -> tuple[str, str]:
+def shards(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     if request.param == "jsonl.zst":
         pytest.importorskip("zstandard")
     write_shards(tmp_path, request.param, SIZES)
@@ -41,13 +42,15 @@ def epoch_ids(dataset: ShardedDataset) -> list[int]:
     return [row_id(dataset[i]) for i in dataset.sampler]
 
 
-def test_shuffle_false_reads_the_files_in_order(shards):
+def test_shuffle_false_reads_the_files_in_order(shards: tuple[str, str]) -> None:
     dataset = ShardedDataset(shards[0], shuffle=False, block_rows=3)
     assert len(dataset) == TOTAL
     assert epoch_ids(dataset) == list(range(TOTAL))
 
 
-def test_shuffled_epochs_are_permutations_that_differ_and_repeat_from_the_seed(shards):
+def test_shuffled_epochs_are_permutations_that_differ_and_repeat_from_the_seed(
+    shards: tuple[str, str],
+) -> None:
     dataset = ShardedDataset(shards[0], seed=3, window=2, block_rows=3)
     first, second = epoch_ids(dataset), epoch_ids(dataset)  # each pass is the next epoch
     assert sorted(first) == sorted(second) == list(range(TOTAL))
@@ -59,7 +62,7 @@ def test_shuffled_epochs_are_permutations_that_differ_and_repeat_from_the_seed(s
     assert epoch_ids(other) != first
 
 
-def test_rows_of_each_format(tmp_path):
+def test_rows_of_each_format(tmp_path: Path) -> None:
     write_shards(tmp_path, "tar", [2])
     row = ShardedDataset(str(tmp_path / "*.tar"), shuffle=False)[1]
     assert row == {"__key__": "sample00001", "json": b'{"id": 1}', "txt": b"x"}
@@ -86,7 +89,7 @@ def _loader(pattern: str, num_workers: int, batch_size: int = 4) -> StatefulData
 
 @pytest.mark.resumable("ShardedDataset")
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_resumable_through_the_loader(shards, num_workers):
+def test_resumable_through_the_loader(shards: tuple[str, str], num_workers: int) -> None:
     positions = None if num_workers == 0 else [1, 5, 6, 7, 12]
     items = assert_resumable(
         functools.partial(_loader, shards[0], num_workers), epochs=2, positions=positions
@@ -97,7 +100,7 @@ def test_resumable_through_the_loader(shards, num_workers):
 
 
 @pytest.mark.parametrize(("before", "after"), [(2, 0), (0, 2), (2, 1)])
-def test_resume_with_another_number_of_workers(tmp_path, before, after):
+def test_resume_with_another_number_of_workers(tmp_path: Path, before: int, after: int) -> None:
     pattern = str(tmp_path / "*.parquet")
     write_shards(tmp_path, "parquet", SIZES)
     full = [ids(batch) for batch in _loader(pattern, 0)]
@@ -111,7 +114,7 @@ def test_resume_with_another_number_of_workers(tmp_path, before, after):
     assert head + [ids(batch) for batch in resumed] == full
 
 
-def test_state_is_small_plain_and_does_not_grow_with_the_files(tmp_path):
+def test_state_is_small_plain_and_does_not_grow_with_the_files(tmp_path: Path) -> None:
     write_shards(tmp_path / "few", "jsonl", [3, 3])
     write_shards(tmp_path / "many", "jsonl", [3] * 60)
     sizes = []
@@ -123,7 +126,7 @@ def test_state_is_small_plain_and_does_not_grow_with_the_files(tmp_path):
     assert sizes[0] < 1024 and abs(sizes[1] - sizes[0]) <= 4
 
 
-def test_restore_reads_one_block(tmp_path, monkeypatch):
+def test_restore_reads_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_shards(tmp_path, "jsonl", [40, 40])
     pattern = str(tmp_path / "*.jsonl")
     dataset = ShardedDataset(pattern, window=1, block_rows=10)
@@ -132,12 +135,14 @@ def test_restore_reads_one_block(tmp_path, monkeypatch):
     for _ in range(17):
         next(iterator)
     state = loader.state_dict()
-    reads = []
+    reads: list[int] = []
     original = formats.read_block
-    monkeypatch.setattr(
-        "checkpointable._sources.dataset.read_file_block",
-        lambda *args: reads.append(args[3]) or original(*args),
-    )
+
+    def read(*args: Any) -> Any:
+        reads.append(args[3])
+        return original(*args)
+
+    monkeypatch.setattr("checkpointable._sources.dataset.read_file_block", read)
     resumed = ShardedDataset(pattern, window=1, block_rows=10)
     again = StatefulDataLoader(resumed, batch_size=2, sampler=resumed.sampler, collate_fn=list)
     again.load_state_dict(state)
@@ -145,7 +150,7 @@ def test_restore_reads_one_block(tmp_path, monkeypatch):
     assert len(reads) == 1
 
 
-def test_state_over_other_files_is_refused_naming_the_change(tmp_path):
+def test_state_over_other_files_is_refused_naming_the_change(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [4, 4])
     pattern = str(tmp_path / "*.jsonl")
     state = ShardedDataset(pattern).sampler.state_dict()
@@ -161,7 +166,7 @@ def test_state_over_other_files_is_refused_naming_the_change(tmp_path):
         )
 
 
-def test_missing_files_are_named_at_construction(tmp_path):
+def test_missing_files_are_named_at_construction(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no such file: '.*nope\.jsonl'"):
         ShardedDataset(str(tmp_path / "nope.jsonl"))
     with pytest.raises(FileNotFoundError, match=r"the glob '.*\*\.parquet' matches no file"):
@@ -170,7 +175,7 @@ def test_missing_files_are_named_at_construction(tmp_path):
         ShardedDataset([])
 
 
-def test_bad_arguments(tmp_path):
+def test_bad_arguments(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [2])
     pattern = str(tmp_path / "*.jsonl")
     with pytest.raises(ValueError, match="format must be one of"):
@@ -192,7 +197,7 @@ def test_bad_arguments(tmp_path):
         ShardedDataset(str(tmp_path / "x.csv"))
 
 
-def test_corrupt_shards_name_the_file_and_the_line(tmp_path):
+def test_corrupt_shards_name_the_file_and_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 0}\n{"id": 1}\n{"id": \n{"id": 3}\n')
     dataset = ShardedDataset(str(bad), shuffle=False)
@@ -209,7 +214,7 @@ def test_corrupt_shards_name_the_file_and_the_line(tmp_path):
         ShardedDataset(str(broken))
 
 
-def test_errors_skip_is_deterministic_and_counted(tmp_path):
+def test_errors_skip_is_deterministic_and_counted(tmp_path: Path) -> None:
     bad = tmp_path / "a.jsonl"
     bad.write_text('{"id": 0}\n{"id": 1}\nnot json\n{"id": 3}\n')
     truncated = tmp_path / "b.jsonl.gz"
@@ -234,7 +239,7 @@ def test_errors_skip_is_deterministic_and_counted(tmp_path):
     assert len(parquet) == 4 and sorted(parquet[i]["id"] for i in range(4)) == [3, 4, 5, 6]
 
 
-def test_uneven_end_pads_or_drops_fewer_than_world_size(tmp_path):
+def test_uneven_end_pads_or_drops_fewer_than_world_size(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [11])
     pattern = str(tmp_path / "*.jsonl")
     for drop_last, per_rank in ((False, 4), (True, 3)):
@@ -250,13 +255,13 @@ def test_uneven_end_pads_or_drops_fewer_than_world_size(tmp_path):
             assert set(delivered) == set(range(11)) and len(delivered) == 12
 
 
-def test_repr_names_the_configuration(tmp_path):
+def test_repr_names_the_configuration(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [2, 2, 2, 2])
     text = repr(ShardedDataset(str(tmp_path / "*.jsonl"), seed=2))
     assert "part-000.jsonl" in text and "(4 files)" in text and "seed=2" in text
 
 
-def test_worker_pickles_without_live_readers(tmp_path):
+def test_worker_pickles_without_live_readers(tmp_path: Path) -> None:
     import pickle
 
     write_shards(tmp_path, "parquet", [5])
@@ -267,7 +272,7 @@ def test_worker_pickles_without_live_readers(tmp_path):
 
 
 @pytest.mark.parametrize("form", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
-def test_tar_names_of_every_format(tmp_path, form):
+def test_tar_names_of_every_format(tmp_path: Path, form: int) -> None:
     folder = "d" * 60 + "/" + "e" * 50 if form != tarfile.USTAR_FORMAT else "dir/sub"
     path = tmp_path / "long.tar"
     with tarfile.open(path, "w", format=form) as archive:
@@ -284,7 +289,7 @@ def test_tar_names_of_every_format(tmp_path, form):
     assert rows[2] == {"__key__": f"{folder}/k2", "json": b"2-json", "seg.txt": b"2-seg.txt"}
 
 
-def test_truncated_tar_is_named_or_its_tail_skipped(tmp_path):
+def test_truncated_tar_is_named_or_its_tail_skipped(tmp_path: Path) -> None:
     write_shards(tmp_path, "tar", [6])
     path = tmp_path / "part-000.tar"
     data = path.read_bytes()
@@ -297,13 +302,15 @@ def test_truncated_tar_is_named_or_its_tail_skipped(tmp_path):
 
 
 @pytest.mark.slow
-def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path):
+def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path: Path) -> None:
     write_shards(tmp_path, "tar", SIZES)
     pattern = str(tmp_path / "*.tar")
 
     def loader(workers: int) -> StatefulDataLoader:
         dataset = ShardedDataset(pattern, seed=8, window=2, block_rows=3)
-        extra = {"multiprocessing_context": "spawn", "persistent_workers": True} if workers else {}
+        extra: dict[str, Any] = (
+            {"multiprocessing_context": "spawn", "persistent_workers": True} if workers else {}
+        )
         return StatefulDataLoader(
             dataset,
             batch_size=4,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -95,17 +96,17 @@ def whole_batches(n_left: int, world: int, batch_size: int, fraction: float) -> 
     drop_last=st.booleans(),
 )
 def test_every_row_once_over_n_then_m_then_p_ranks(
-    tmp_path_factory,
-    sizes,
-    block_rows,
-    window,
-    lanes,
-    seed,
-    batch_size,
-    worlds,
-    fractions,
-    drop_last,
-):
+    tmp_path_factory: pytest.TempPathFactory,
+    sizes: list[int],
+    block_rows: int,
+    window: int,
+    lanes: int,
+    seed: int,
+    batch_size: int,
+    worlds: tuple[int, int, int],
+    fractions: tuple[float, float],
+    drop_last: bool,
+) -> None:
     folder = tmp_path_factory.mktemp("elastic")
     write_shards(folder, "jsonl", sizes)
     pattern = str(folder / "*.jsonl")
@@ -128,7 +129,7 @@ def test_every_row_once_over_n_then_m_then_p_ranks(
     check_epoch(n, [one, two, three], third, drop_last)
 
 
-def test_same_world_resume_equals_the_uninterrupted_epoch(tmp_path):
+def test_same_world_resume_equals_the_uninterrupted_epoch(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [6, 5, 8])
     pattern = str(tmp_path / "*.jsonl")
     config = {"seed": 1, "window": 2, "block_rows": 2, "drop_last": False, "batch_size": 2}
@@ -139,7 +140,7 @@ def test_same_world_resume_equals_the_uninterrupted_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_workers_change_with_the_world_size(tmp_path):
+def test_workers_change_with_the_world_size(tmp_path: Path) -> None:
     """2 ranks x 2 workers, then 3 ranks x 1 worker, then 1 rank x 2 workers."""
     write_shards(tmp_path, "parquet", [9, 7, 11], row_group=3)
     pattern = str(tmp_path / "*.parquet")
@@ -150,7 +151,7 @@ def test_workers_change_with_the_world_size(tmp_path):
     check_epoch(27, [one, two, three], 1, False)
 
 
-def test_resume_at_the_epoch_end_starts_the_next_epoch(tmp_path):
+def test_resume_at_the_epoch_end_starts_the_next_epoch(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [5, 5])
     pattern = str(tmp_path / "*.jsonl")
     config = {"seed": 2, "window": 1, "block_rows": 3, "drop_last": False, "batch_size": 3}
@@ -167,11 +168,12 @@ def test_resume_at_the_epoch_end_starts_the_next_epoch(tmp_path):
         resumed = make_loader(pattern, 3, rank, config)
         resumed.load_state_dict(state)
         parts.append([row_id(r) for batch in resumed for r in batch])
-        assert resumed.sampler.epoch == 1
+        assert isinstance(resumed.dataset, ShardedDataset)
+        assert resumed.dataset.sampler.epoch == 1
     check_epoch(10, [parts], 3, False)
 
 
-def test_lanes_give_each_rank_its_own_blocks(tmp_path):
+def test_lanes_give_each_rank_its_own_blocks(tmp_path: Path) -> None:
     write_shards(tmp_path, "jsonl", [8, 8, 8, 8])  # 8 blocks of 4 rows
     pattern = str(tmp_path / "*.jsonl")
     config = {"seed": 4, "window": 2, "lanes": 4, "block_rows": 4, "drop_last": False}

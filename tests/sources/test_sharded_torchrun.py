@@ -35,7 +35,7 @@ def read(directory: Path, tag: str, ranks: int) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_torchrun_two_ranks_then_three_and_one(tmp_path):
+def test_torchrun_two_ranks_then_three_and_one(tmp_path: Path) -> None:
     write_shards(tmp_path / "data", "parquet", SIZES, row_group=3)
     data = str(tmp_path / "data" / "*.parquet")
     out = str(tmp_path)
