@@ -332,3 +332,12 @@ def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path: Path)
     resumed = loader(2)
     resumed.load_state_dict(state)
     assert [first, head + [ids(batch) for batch in resumed]] == epochs
+
+
+def test_row_groups_of_one_parquet_file_read_by_parallel_threads(tmp_path: Path) -> None:
+    # a batch spanning many row groups of one file reads them in parallel threads
+    write_shards(tmp_path, "parquet", [400], row_group=10)
+    for seed in range(20):
+        data = ShardedDataset(str(tmp_path / "*.parquet"), seed=seed, window=40)
+        whole = StatefulDataLoader(data, batch_size=400, sampler=data.sampler, collate_fn=list)
+        assert sorted(row_id(row) for row in next(iter(whole))) == list(range(400))

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -116,12 +117,14 @@ def _index_parquet(ref: FileRef, skip: bool) -> FileIndex:
 
 def _read_parquet(ref: FileRef, block: int, columns: list[str] | None, cache: dict) -> list[Any]:
     pq = _parquet()
-    reader = cache.get(ref.path)
+    # one reader per file and thread: a ParquetFile read from two threads at once fails
+    # ("ReadRangeCache did not find matching cache entry") or crashes
+    key = (ref.path, threading.get_ident())
+    reader = cache.get(key)
     if reader is None:
-        if len(cache) >= 16:
-            cache.pop(next(iter(cache)))
-        # a local path is opened by Arrow itself (positional reads: safe from several threads)
-        reader = cache[ref.path] = pq.ParquetFile(open_binary(ref) if ref.remote else ref.path)
+        for old in list(cache)[: max(len(cache) - 63, 0)]:  # list(): other threads insert
+            cache.pop(old, None)
+        reader = cache[key] = pq.ParquetFile(open_binary(ref) if ref.remote else ref.path)
     try:
         table = reader.read_row_group(block, columns=columns)
     except KeyError as error:
