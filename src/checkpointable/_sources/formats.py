@@ -210,13 +210,26 @@ def _read_jsonl(ref: FileRef, index: FileIndex, block: int) -> JsonBlock:
         return JsonBlock(ref.path, [line for _, _, line in found], [n for _, n, _ in found])
     start = index.starts[block]
     end = index.starts[block + 1] if block + 1 < len(index.starts) else ref.size
-    lines = read_range(ref, start, end).split(b"\n")
+    lines = _split_lines(read_range(ref, start, end))
     first = index.lines[block]
     head = lines[:rows]
-    if len(head) == rows and all(map(bytes.strip, head)):  # no blank line: numbers follow
+    if len(head) == rows and all(line.strip() for line in head):  # no blank line: numbers follow
         return JsonBlock(ref.path, head, None, first)
     kept = [(first + i, line) for i, line in enumerate(lines) if line.strip()][:rows]
     return JsonBlock(ref.path, [line for _, line in kept], [n for n, _ in kept])
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _split_lines(data: bytes) -> list[Any]:
+    """The lines of a block as str: one decode per block, so that each row parses from str
+    (``json.loads(bytes)`` decodes each line); as bytes when the block is not UTF-8 (the
+    row of the bad line then says so)."""
+    try:
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return data.split(b"\n")
 
 
 class JsonBlock(Sequence[Any]):
@@ -229,7 +242,7 @@ class JsonBlock(Sequence[Any]):
     __slots__ = ("first", "lines", "numbers", "path")
 
     def __init__(
-        self, path: str, lines: list[bytes], numbers: list[int] | None, first: int = 1
+        self, path: str, lines: Sequence[str | bytes], numbers: list[int] | None, first: int = 1
     ) -> None:
         self.path, self.lines, self.numbers, self.first = path, lines, numbers, first
 
@@ -238,7 +251,8 @@ class JsonBlock(Sequence[Any]):
 
     def __getitem__(self, offset: Any) -> Any:
         try:
-            return json.loads(self.lines[offset])
+            line = self.lines[offset]
+            return _DECODER.decode(line) if isinstance(line, str) else json.loads(line)
         except ValueError as error:
             number = self.numbers[offset] if self.numbers is not None else self.first + offset
             raise CorruptShardError(
