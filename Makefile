@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 # The benchmarks' own environment: the peers (torchdata, infinibatch) are installed there only.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
+# mosaic streaming needs numpy<2.2 (against constraints.txt): its own small environment, which
+# benchmarks/bench_sources.py runs in a subprocess (benchmarks/mosaic_peer.py).
+MOSAIC_VENV := .venv-mosaic
+MOSAIC_STAMP := $(MOSAIC_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck pytest bench torture soak fuzz clean
@@ -38,7 +42,13 @@ $(BENCH_STAMP): pyproject.toml constraints.txt benchmarks/requirements.txt
 	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints.txt -e . -r benchmarks/requirements.txt
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+$(MOSAIC_STAMP): benchmarks/requirements-mosaic.txt
+	test -x $(MOSAIC_VENV)/bin/python || $(PYTHON) -m venv $(MOSAIC_VENV)
+	$(MOSAIC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MOSAIC_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-mosaic.txt
+	touch $(MOSAIC_STAMP)
+
+bench: $(BENCH_STAMP) $(MOSAIC_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/run_all.py --update-readme
 
 # The long proofs (docs/guarantees.md): 500 SIGKILLs across the configurations, a 30-minute
@@ -53,4 +63,4 @@ fuzz: $(STAMP)
 	CHECKPOINTABLE_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_state_fuzz.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(MOSAIC_VENV) .pytest_cache .mypy_cache .ruff_cache

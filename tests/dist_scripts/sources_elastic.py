@@ -1,11 +1,13 @@
 """Run under torchrun: a train-like loop over a ShardedDataset, stopped and resumed elsewhere.
 
     torchrun --standalone --nproc_per_node=2 sources_elastic.py first DATA DIR
-    torchrun --standalone --nproc_per_node=3 sources_elastic.py finish DATA DIR three
+    torchrun --standalone --nproc_per_node=3 sources_elastic.py finish DATA DIR three [dcp]
 
 Each step every rank all-reduces a stand-in gradient (so the ranks stay in lockstep, as DDP
-keeps them). ``first`` stops after `FIRST_STEPS` steps and rank 0 saves the loader's state;
-``finish`` loads that state on every rank and runs to the end of the epoch. Each rank writes
+keeps them). ``first`` stops after `FIRST_STEPS` steps; rank 0 saves the loader's state as JSON,
+and every rank saves it with ``torch.distributed.checkpoint`` (``{"loader": loader}``: DCP
+calls its ``state_dict``, and keeps one copy of each key). ``finish`` loads that state on every
+rank (from the JSON, or with ``dcp`` from the DCP folder) and runs to the end of the epoch. Each rank writes
 ``DIR/<tag>_rank<r>.json`` with the row ids it trained on and its loader state.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 
 from checkpointable import ShardedDataset, StatefulDataLoader
 
@@ -24,7 +27,7 @@ BATCH_SIZE = 3
 FIRST_STEPS = 2
 
 
-def main(phase: str, data: str, directory: Path, tag: str) -> None:
+def main(phase: str, data: str, directory: Path, tag: str, source: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     # rank and world size come from the process group
@@ -33,7 +36,9 @@ def main(phase: str, data: str, directory: Path, tag: str) -> None:
     loader = StatefulDataLoader(
         dataset, batch_size=BATCH_SIZE, sampler=dataset.sampler, collate_fn=list, num_workers=1
     )
-    if phase == "finish":
+    if phase == "finish" and source == "dcp":
+        dcp.load({"loader": loader}, checkpoint_id=str(directory / "first_dcp"))
+    elif phase == "finish":
         saved = json.loads((directory / "first_state.json").read_text())
         loader.load_state_dict(saved)
     rows: list[int] = []
@@ -46,6 +51,8 @@ def main(phase: str, data: str, directory: Path, tag: str) -> None:
     state = loader.state_dict()
     if phase == "first" and rank == 0:
         (directory / "first_state.json").write_text(json.dumps(state))
+    if phase == "first":
+        dcp.save({"loader": loader}, checkpoint_id=str(directory / "first_dcp"))
     out = {"world": world, "rows": rows, "sampler": state["sampler_position"]["sampler_state"]}
     (directory / f"{tag}_rank{rank}.json").write_text(json.dumps(out))
     dist.barrier()
@@ -54,4 +61,5 @@ def main(phase: str, data: str, directory: Path, tag: str) -> None:
 
 if __name__ == "__main__":
     phase, data, directory = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    main(phase, data, directory, sys.argv[4] if len(sys.argv) > 4 else phase)
+    tag = sys.argv[4] if len(sys.argv) > 4 else phase
+    main(phase, data, directory, tag, sys.argv[5] if len(sys.argv) > 5 else "json")

@@ -135,14 +135,14 @@ def test_restore_reads_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for _ in range(17):
         next(iterator)
     state = loader.state_dict()
-    reads = []
+    reads: list[int] = []
     original = formats.read_block
 
-    def recording(*args: Any) -> Any:
+    def read(*args: Any) -> Any:
         reads.append(args[3])
         return original(*args)
 
-    monkeypatch.setattr("checkpointable._sources.dataset.read_file_block", recording)
+    monkeypatch.setattr("checkpointable._sources.dataset.read_file_block", read)
     resumed = ShardedDataset(pattern, window=1, block_rows=10)
     again = StatefulDataLoader(resumed, batch_size=2, sampler=resumed.sampler, collate_fn=list)
     again.load_state_dict(state)
@@ -332,3 +332,12 @@ def test_spawn_and_persistent_workers_resume_in_the_second_epoch(tmp_path: Path)
     resumed = loader(2)
     resumed.load_state_dict(state)
     assert [first, head + [ids(batch) for batch in resumed]] == epochs
+
+
+def test_row_groups_of_one_parquet_file_read_by_parallel_threads(tmp_path: Path) -> None:
+    # a batch spanning many row groups of one file reads them in parallel threads
+    write_shards(tmp_path, "parquet", [400], row_group=10)
+    for seed in range(20):
+        data = ShardedDataset(str(tmp_path / "*.parquet"), seed=seed, window=40)
+        whole = StatefulDataLoader(data, batch_size=400, sampler=data.sampler, collate_fn=list)
+        assert sorted(row_id(row) for row in next(iter(whole))) == list(range(400))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def bucket(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def bucket(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A bucket holding 3 shards of each format; returns the storage options."""
     options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
     fs = s3fs.S3FileSystem(**options)
@@ -62,7 +63,7 @@ def _loader(pattern: str, options: dict, num_workers: int) -> StatefulDataLoader
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet", "tar", "jsonl.gz"])
-def test_s3_shards_read_in_order(bucket: dict[str, str], kind: str) -> None:
+def test_s3_shards_read_in_order(bucket: dict[str, Any], kind: str) -> None:
     dataset = ShardedDataset(
         f"s3://shards/{kind}/*.{kind}", shuffle=False, block_rows=2, storage_options=bucket
     )
@@ -73,7 +74,7 @@ def test_s3_shards_read_in_order(bucket: dict[str, str], kind: str) -> None:
 @pytest.mark.resumable("ShardedDataset")
 @pytest.mark.parametrize(("kind", "num_workers"), [("parquet", 0), ("jsonl", 2)])
 def test_s3_resumable_through_the_loader(
-    bucket: dict[str, str], kind: str, num_workers: int
+    bucket: dict[str, Any], kind: str, num_workers: int
 ) -> None:
     pattern = f"s3://shards/{kind}/*.{kind}"
     positions = None if num_workers == 0 else [1, 6, 9]
@@ -83,14 +84,14 @@ def test_s3_resumable_through_the_loader(
     assert sorted(row_id(r) for batch in items[:6] for r in batch) == list(range(sum(SIZES)))
 
 
-def test_s3_missing_object_is_named(bucket: dict[str, str]) -> None:
+def test_s3_missing_object_is_named(bucket: dict[str, Any]) -> None:
     with pytest.raises(FileNotFoundError, match=r"s3://shards/nope\.jsonl"):
         ShardedDataset("s3://shards/nope.jsonl", storage_options=bucket)
     with pytest.raises(FileNotFoundError, match="matches no file"):
         ShardedDataset("s3://shards/jsonl/*.parquet", storage_options=bucket)
 
 
-def test_s3_next_block_is_prefetched_in_the_background(bucket: dict[str, str]) -> None:
+def test_s3_next_block_is_prefetched_in_the_background(bucket: dict[str, Any]) -> None:
     dataset = ShardedDataset(
         "s3://shards/jsonl/*.jsonl", shuffle=False, block_rows=2, storage_options=bucket
     )

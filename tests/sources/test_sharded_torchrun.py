@@ -46,7 +46,7 @@ def test_torchrun_two_ranks_then_three_and_one(tmp_path: Path) -> None:
     before = [i for part in first for i in part["rows"]]
     assert len(set(before)) == len(before) == 12
 
-    torchrun(3, "finish", data, out, "three")
+    torchrun(3, "finish", data, out, "three", "dcp")  # the state through torch's DCP
     torchrun(1, "finish", data, out, "one")
     for tag, ranks in (("three", 3), ("one", 1)):
         parts = read(tmp_path, tag, ranks)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import tarfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -117,12 +117,14 @@ def _index_parquet(ref: FileRef, skip: bool) -> FileIndex:
 
 def _read_parquet(ref: FileRef, block: int, columns: list[str] | None, cache: dict) -> list[Any]:
     pq = _parquet()
-    reader = cache.get(ref.path)
+    # one reader per file and thread: a ParquetFile read from two threads at once fails
+    # ("ReadRangeCache did not find matching cache entry") or crashes
+    key = (ref.path, threading.get_ident())
+    reader = cache.get(key)
     if reader is None:
-        if len(cache) >= 16:
-            cache.pop(next(iter(cache)))
-        # a local path is opened by Arrow itself (positional reads: safe from several threads)
-        reader = cache[ref.path] = pq.ParquetFile(open_binary(ref) if ref.remote else ref.path)
+        for old in list(cache)[: max(len(cache) - 63, 0)]:  # list(): other threads insert
+            cache.pop(old, None)
+        reader = cache[key] = pq.ParquetFile(open_binary(ref) if ref.remote else ref.path)
     try:
         table = reader.read_row_group(block, columns=columns)
     except KeyError as error:
@@ -208,13 +210,26 @@ def _read_jsonl(ref: FileRef, index: FileIndex, block: int) -> JsonBlock:
         return JsonBlock(ref.path, [line for _, _, line in found], [n for _, n, _ in found])
     start = index.starts[block]
     end = index.starts[block + 1] if block + 1 < len(index.starts) else ref.size
-    lines = read_range(ref, start, end).split(b"\n")
+    lines = _split_lines(read_range(ref, start, end))
     first = index.lines[block]
     head = lines[:rows]
-    if len(head) == rows and all(map(bytes.strip, head)):  # no blank line: numbers follow
+    if len(head) == rows and all(line.strip() for line in head):  # no blank line: numbers follow
         return JsonBlock(ref.path, head, None, first)
     kept = [(first + i, line) for i, line in enumerate(lines) if line.strip()][:rows]
     return JsonBlock(ref.path, [line for _, line in kept], [n for n, _ in kept])
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _split_lines(data: bytes) -> list[Any]:
+    """The lines of a block as str: one decode per block, so that each row parses from str
+    (``json.loads(bytes)`` decodes each line); as bytes when the block is not UTF-8 (the
+    row of the bad line then says so)."""
+    try:
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return data.split(b"\n")
 
 
 class JsonBlock(Sequence[Any]):
@@ -227,7 +242,7 @@ class JsonBlock(Sequence[Any]):
     __slots__ = ("first", "lines", "numbers", "path")
 
     def __init__(
-        self, path: str, lines: list[bytes], numbers: list[int] | None, first: int = 1
+        self, path: str, lines: Sequence[str | bytes], numbers: list[int] | None, first: int = 1
     ) -> None:
         self.path, self.lines, self.numbers, self.first = path, lines, numbers, first
 
@@ -236,7 +251,8 @@ class JsonBlock(Sequence[Any]):
 
     def __getitem__(self, offset: Any) -> Any:
         try:
-            return json.loads(self.lines[offset])
+            line = self.lines[offset]
+            return _DECODER.decode(line) if isinstance(line, str) else json.loads(line)
         except ValueError as error:
             number = self.numbers[offset] if self.numbers is not None else self.first + offset
             raise CorruptShardError(
@@ -247,9 +263,9 @@ class JsonBlock(Sequence[Any]):
 # ---------------------------------------------------------------------------------- tar
 def split_name(name: str) -> tuple[str, str]:
     """WebDataset's key and extension: the key ends at the first dot of the base name."""
-    folder, base = os.path.split(name)
-    stem, dot, ext = base.partition(".")
-    return os.path.join(folder, stem) if folder else stem, ext if dot else ""
+    slash = name.rfind("/") + 1
+    dot = name.find(".", slash)
+    return (name, "") if dot < 0 else (name[:dot], name[dot + 1 :])
 
 
 _ZERO = bytes(512)
@@ -262,9 +278,22 @@ def _octal(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def tar_members(handle: IO[bytes], size: int) -> Iterator[tuple[int, str, int, int]]:
+def _checked(header: bytes, offset: int) -> None:
+    checksum = sum(header[:148]) + 256 + sum(header[156:])
+    stored = _octal(header[148:156])
+    if stored != checksum and stored != checksum - 256 * sum(b > 127 for b in header):
+        raise tarfile.ReadError(f"bad header checksum at byte {offset}")
+
+
+def tar_members(
+    read: Callable[[int, int], bytes], size: int, verify: bool = True
+) -> Iterator[tuple[int, str, int, int]]:
     """(offset of the member's first header, name, offset of its data, data size) of every
     regular file of a tar, reading only headers (ustar, GNU long names, pax ``path``/``size``).
+
+    `read(offset, count)` returns bytes of the tar. `verify` checks each header's checksum
+    (the index does; a block read, over headers the index checked, skips it: it is most of the
+    cost of parsing small members).
 
     Raises:
         tarfile.ReadError: a header is truncated or fails its checksum, or data is cut short.
@@ -273,23 +302,22 @@ def tar_members(handle: IO[bytes], size: int) -> Iterator[tuple[int, str, int, i
     long_name: str | None = None
     pax: dict[str, str] = {}
     while offset + 512 <= size:
-        handle.seek(offset)
-        header = handle.read(512)
+        header = read(offset, 512)
         if len(header) < 512:
             raise tarfile.ReadError(f"truncated header at byte {offset}")
         if header == _ZERO:
             return
-        checksum = sum(header[:148]) + 256 + sum(header[156:])
-        stored = _octal(header[148:156])
-        if stored != checksum and stored != checksum - 256 * sum(b > 127 for b in header):
-            raise tarfile.ReadError(f"bad header checksum at byte {offset}")
+        if verify:
+            _checked(header, offset)
         start = offset if start is None else start
-        member = _octal(header[124:136])
+        try:
+            member = _octal(header[124:136])
+        except ValueError:
+            raise tarfile.ReadError(f"bad size field in the header at byte {offset}") from None
         kind = header[156:157]
         data = offset + 512
         if kind in (b"L", b"x", b"g"):
-            handle.seek(data)
-            body = handle.read(member)
+            body = read(data, member)
             if kind == b"L":
                 long_name = body.split(b"\0", 1)[0].decode()
             elif kind == b"x":
@@ -301,8 +329,9 @@ def tar_members(handle: IO[bytes], size: int) -> Iterator[tuple[int, str, int, i
         name = header[:100].split(b"\0", 1)[0].decode()
         if header[257:262] == b"ustar" and header[345:346] != b"\0":
             name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
-        name = pax.get("path", long_name or name)
-        member = int(pax["size"]) if "size" in pax else member
+        if long_name is not None or pax:
+            name = pax.get("path", long_name or name)
+            member = int(pax["size"]) if "size" in pax else member
         if data + member > size:
             raise tarfile.ReadError(f"member {name!r} is truncated")
         if kind in (b"0", b"\0", b"7"):
@@ -311,6 +340,14 @@ def tar_members(handle: IO[bytes], size: int) -> Iterator[tuple[int, str, int, i
         start, long_name, pax = None, None, {}
     if offset != size:  # a partial header, or the last member's padding cut short
         raise tarfile.ReadError(f"the file ends inside the member or header at byte {offset}")
+
+
+def _reader(handle: IO[bytes]) -> Callable[[int, int], bytes]:
+    def read(offset: int, count: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(count)
+
+    return read
 
 
 def _pax_records(body: bytes) -> dict[str, str]:
@@ -329,7 +366,7 @@ def _index_tar(ref: FileRef, block_rows: int, skip: bool) -> FileIndex:
     key, samples, sample_start = None, 0, 0
     try:
         with open_binary(ref) as handle:
-            for start, name, data, member in tar_members(handle, ref.size):
+            for start, name, data, member in tar_members(_reader(handle), ref.size):
                 name_key, _ = split_name(name)
                 if name_key != key:
                     if samples % block_rows == 0:
@@ -358,7 +395,8 @@ def _read_tar(ref: FileRef, start: int, end: int, rows: int) -> list[Any]:
     data = read_range(ref, start, end)
     out: list[dict[str, Any]] = []
     try:
-        for _, name, offset, member in tar_members(io.BytesIO(data), len(data)):
+        members = tar_members(lambda at, count: data[at : at + count], len(data), verify=False)
+        for _, name, offset, member in members:
             key, ext = split_name(name)
             if not out or out[-1]["__key__"] != key:
                 if len(out) == rows:

@@ -13,8 +13,11 @@ The order is a pure function of ``(seed, epoch, position)``; nothing of it is ev
 
 Position ``c`` of the epoch is the ``c``-th row of that interleaving. While every lane still has
 rows (all of the epoch but a tail shorter than one block per lane), position ``c`` lies in lane
-``c % lanes``: so when the world size times the workers divides `lanes`, each rank (and worker)
-reads its own lanes only and every block is read once. With ``lanes=1`` it is one sequence.
+``c % lanes``: so when the world size ``R`` divides `lanes`, each rank reads its own lanes only
+and every block is read by one rank; inside a rank, batch ``p`` (``batch_size`` consecutive
+positions of the rank) covers ``batch_size`` consecutive lanes of the rank, so the loader's
+workers read lanes of their own when ``lanes / R`` is a multiple of ``batch_size x
+num_workers``. With ``lanes=1`` it is one sequence.
 
 `WindowOrder` slices like the 1-D tensor that ``ResumableDistributedSampler`` deals out over the
 ranks (``order[a:b:step]`` and ``int(order[i])``), so the distributed arithmetic (``progress``,
@@ -53,7 +56,7 @@ class _Lane:
         last = torch.arange(min(window - 1, count), count, window)
         if count % window:
             last = torch.cat([last, torch.tensor([count - 1])])
-        self.window_ends = self.ends[last]
+        self.window_ends = self.ends.index_select(0, last)
         self.window_starts = torch.cat([torch.zeros(1, dtype=rows.dtype), self.window_ends[:-1]])
 
 
@@ -79,8 +82,8 @@ class WindowOrder:
     ) -> None:
         self._seed, self._epoch, self._window = seed, epoch, window
         blocks = torch.randperm(len(block_rows), generator=generator(seed, epoch, "ShardedDataset"))
-        self._rows = block_rows[blocks]
-        self._first = block_first[blocks]
+        self._rows = block_rows.index_select(0, blocks)
+        self._first = block_first.index_select(0, blocks)
         self._lanes = lanes
         lane_rows = torch.zeros(lanes, dtype=torch.int64)
         lane_rows.index_add_(0, torch.arange(len(blocks)) % lanes, self._rows)
@@ -98,7 +101,7 @@ class WindowOrder:
         self._seg_start = self._seg_end - grown
         self._length = int(lane_rows.sum())
         self._lane_cache: dict[int, _Lane] = {}
-        self._perm_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._rows_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return self._length
@@ -114,58 +117,73 @@ class WindowOrder:
             self._lane_cache[lane] = found
         return found
 
-    def _window_perm(self, lane: int, w: int, size: int) -> torch.Tensor:
-        perm = self._perm_cache.get((lane, w))
-        if perm is None:
+    def _window_rows(self, lane: int, w: int) -> torch.Tensor:
+        """The global row ids of window `w` of lane `lane`, in the window's shuffled order."""
+        rows = self._rows_cache.get((lane, w))
+        if rows is None:
+            info = self._lane(lane)
+            low = w * self._window
+            high = min(low + self._window, len(info.lengths))
+            lengths = info.lengths[low:high]
+            size = int(lengths.sum())
+            # the window's rows in block order: block b's rows are first[b], first[b] + 1, ...
+            starts = info.first[low:high].tolist()
+            in_order = torch.cat(
+                [torch.arange(f, f + n) for f, n in zip(starts, lengths.tolist(), strict=True)]
+            )
             seeded = torch.Generator().manual_seed(window_seed(self._seed, self._epoch, lane, w))
-            perm = torch.randperm(size, generator=seeded)
-            if len(self._perm_cache) >= 4:
-                self._perm_cache.pop(next(iter(self._perm_cache)))
-            self._perm_cache[(lane, w)] = perm
-        return perm
+            rows = in_order.index_select(0, torch.randperm(size, generator=seeded))
+            if len(self._rows_cache) >= 4:
+                self._rows_cache.pop(next(iter(self._rows_cache)))
+            self._rows_cache[(lane, w)] = rows
+        return rows
 
     def _lane_positions(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lane, row number in the lane) of each position of the interleaving."""
-        segment = torch.searchsorted(self._seg_end, positions, right=True)
-        offset = positions - self._seg_start[segment]
-        alive = self._seg_alive[segment]
-        rounds = self._seg_round[segment] + torch.div(offset, alive, rounding_mode="floor")
-        return self._by_length[offset % alive], rounds
+        """(lane, row number in the lane) of each of the ascending `positions`."""
+        # segment of each position: cut the ascending positions at the segments' ends (a
+        # searchsorted over the few segment ends, not over the many positions: torch runs the
+        # latter on its thread pool, which costs milliseconds on a loaded machine)
+        cuts = torch.searchsorted(positions, self._seg_end)
+        sizes = torch.diff(cuts, prepend=torch.zeros(1, dtype=cuts.dtype))
+        segment = torch.cat(
+            [torch.full((n,), k, dtype=torch.int64) for k, n in enumerate(sizes.tolist()) if n]
+            or [torch.zeros(0, dtype=torch.int64)]
+        )
+        offset = positions - self._seg_start.index_select(0, segment)
+        alive = self._seg_alive.index_select(0, segment)
+        rounds = self._seg_round.index_select(0, segment) + torch.div(
+            offset, alive, rounding_mode="floor"
+        )
+        return self._by_length.index_select(0, offset % alive), rounds
 
     def _take_in_lane(self, lane: int, index: torch.Tensor) -> torch.Tensor:
         """Global row ids of rows `index` (ascending) of lane `lane`."""
         info = self._lane(lane)
-        windows = torch.searchsorted(info.window_ends, index, right=True)
         out = torch.empty_like(index)
+        cuts = torch.searchsorted(index, info.window_ends).tolist()  # where each window ends
         done = 0
-        values, counts = torch.unique_consecutive(windows, return_counts=True)
-        for w_tensor, count in zip(values.tolist(), counts.tolist(), strict=True):
-            w = int(w_tensor)
-            start = info.window_starts[w]
-            size = int(info.window_ends[w] - start)
-            part = index[done : done + count]
-            local = self._window_perm(lane, w, size)[part - start]
-            low = w * self._window
-            high = min(low + self._window, len(info.lengths))
-            lengths = info.lengths[low:high]
-            ends = torch.cumsum(lengths, 0)
-            block = torch.searchsorted(ends, local, right=True)
-            out[done : done + count] = info.first[low:high][block] + local - (ends - lengths)[block]
-            done += count
+        for w, cut in enumerate(cuts):
+            if cut > done:
+                start = info.window_starts[w]
+                local = index[done:cut] - start
+                out[done:cut] = self._window_rows(lane, w).index_select(0, local)
+                done = cut
+            if done == len(index):
+                break
         return out
 
     def take(self, positions: torch.Tensor) -> torch.Tensor:
         """The global row ids at ascending `positions` of the epoch's order."""
-        lanes, index = self._lane_positions(positions)
         if self._lanes == 1:
-            return self._take_in_lane(0, index)
+            return self._take_in_lane(0, positions)
+        lanes, index = self._lane_positions(positions)
         out = torch.empty_like(positions)
         order = torch.sort(lanes, stable=True).indices  # per lane, positions stay ascending
-        values, counts = torch.unique_consecutive(lanes[order], return_counts=True)
+        values, counts = torch.unique_consecutive(lanes.index_select(0, order), return_counts=True)
         done = 0
         for lane, count in zip(values.tolist(), counts.tolist(), strict=True):
             where = order[done : done + count]
-            out[where] = self._take_in_lane(lane, index[where])
+            out.index_copy_(0, where, self._take_in_lane(lane, index.index_select(0, where)))
             done += count
         return out
 
