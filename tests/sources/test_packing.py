@@ -217,6 +217,8 @@ def test_bad_input_is_named() -> None:
         PackedSequences(iter(documents(3)), 4)
     with pytest.raises(ValueError, match="num_shards must be a positive int"):
         PackedSequences(documents(3), 4, num_shards=0)
+    with pytest.raises(ValueError, match=r"PackedSequences: pass both rank and world_size"):
+        PackedSequences(documents(3), 4, rank=1)
     with pytest.raises(ValueError, match="num_items must be an int >= 0"):
         _packed().open_shard(0).skip(-2)
     with pytest.raises(ValueError, match="num_documents must be an int >= 0"):

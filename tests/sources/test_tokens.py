@@ -165,6 +165,10 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         TokenArrayDataset(str(tmp_path / "none*.bin"), 2)
     with pytest.raises(ValueError, match="num_samples must be an int >= 0"):
         TokenArrayDataset(pattern, 2).sampler.advance(-1)
+    with pytest.raises(ValueError, match=r"TokenArrayDataset: rank must be < world_size"):
+        TokenArrayDataset(pattern, 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match=r"TokenArrayDataset: window must be a positive int"):
+        TokenArrayDataset(pattern, 2, window=0)
 
 
 def test_state_over_other_files_or_seq_len_is_refused(tmp_path: Path) -> None:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.utils.data
 
 from .._errors import ArgumentTypeError
-from .._samplers.base import require_bool, require_int, require_seed
+from .._samplers.base import require_int
 from .formats import FORMATS, CorruptShardError, FileIndex, detect_format, index_file
 from .formats import read_block as read_file_block
-from .sampler import ShardedSampler
+from .sampler import ShardedSampler, check_order, describe_names
 from .storage import FileRef, expand_files
 
 __all__ = ["ShardedDataset"]
@@ -70,27 +69,6 @@ class Layout:
             _digest(sizes),
             sum(index.skipped for index in indexes),
         )
-
-
-def _placement(world_size: int | None, rank: int | None) -> tuple[int | None, int | None]:
-    """Check `world_size` and `rank`; both None: the process group's, or rank 0 of 1."""
-    if world_size is not None:
-        require_int(world_size, NAME, "world_size", minimum=1)
-    if rank is not None:
-        require_int(rank, NAME, "rank", minimum=0)
-    grouped = dist.is_available() and dist.is_initialized()
-    if world_size is None and rank is None:
-        return (None, None) if grouped else (1, 0)
-    if world_size is None or rank is None:
-        if grouped:
-            return world_size, rank
-        raise ValueError(
-            f"{NAME}: pass both rank and world_size, or neither (then they come from "
-            f"torch.distributed, or are rank 0 of 1); got {rank=}, {world_size=}"
-        )
-    if rank >= world_size:
-        raise ValueError(f"{NAME}: rank must be < world_size, got {rank=}, {world_size=}")
-    return world_size, rank
 
 
 def _digest(parts: list[str]) -> str:
@@ -203,10 +181,15 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             )
         if errors not in ("raise", "skip"):
             raise ValueError(f"{NAME}: errors must be 'raise' or 'skip', got {errors!r}")
-        require_bool(shuffle, NAME, "shuffle")
-        require_seed(seed, NAME)
-        require_int(window, NAME, "window", minimum=1)
-        require_int(lanes, NAME, "lanes", minimum=1)
+        world_size, rank = check_order(
+            NAME,
+            shuffle=shuffle,
+            seed=seed,
+            window=window,
+            lanes=lanes,
+            world_size=world_size,
+            rank=rank,
+        )
         require_int(block_rows, NAME, "block_rows", minimum=1)
         self.columns = list(columns) if columns is not None else None
         self.errors = errors
@@ -238,7 +221,6 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         self._pool_pid = 0
         self._pending: dict[int, Future[Sequence[Any]]] = {}
         self._last_block: int | None = None  # the highest block of the last batch read
-        world_size, rank = _placement(world_size, rank)
         self.sampler = ShardedSampler(
             self, world_size, rank, shuffle, seed, drop_last, window, lanes
         )
@@ -250,9 +232,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
 
     def describe_files(self) -> str:
         """The first file names (relative to their common folder) and the number of files."""
-        names = self.layout.names
-        shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
-        return f"[{shown}]"
+        return describe_names(self.layout.names)
 
     # ------------------------------------------------------------------ reading
     def _read(self, block: int) -> Sequence[Any]:

@@ -24,7 +24,7 @@ from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._samplers.base import require_int, require_seed
 from .._samplers.distributed import ResumableDistributedSampler
 from .._state import state_int
-from .dataset import _placement
+from .sampler import placement
 from .schedule import Schedule, quotas
 
 __all__ = ["Mixture", "MixtureSampler", "source_order"]
@@ -143,7 +143,7 @@ class Mixture(torch.utils.data.Dataset[Any]):
             self.names, self.seed, self.period, [{"start": 0, "weights": self.weights}]
         )
         self._orders: OrderedDict[tuple[int, int], Any] = OrderedDict()
-        world_size, rank = _placement(world_size, rank)
+        world_size, rank = placement(NAME, world_size, rank)
         self.sampler = MixtureSampler(self, world_size, rank, drop_last)
 
     def epoch_draws(self) -> int:

@@ -14,8 +14,8 @@ from .._samplers.base import require_int
 from .._samplers.distributed import ResumableDistributedSampler
 from .._state import STATE_VERSION, check_config, check_state, state_int
 from ..dataloader import ShardedIterableDataset
-from .dataset import _placement
 from .mixture import Mixture, source_order
+from .sampler import placement
 
 __all__ = ["PackedSequences", "PackedShard"]
 
@@ -338,7 +338,7 @@ class PackedSequences(ShardedIterableDataset):
         self.eos_id = None if eos_id is None else require_int(eos_id, NAME, "eos_id", minimum=0)
         self.epochs = None if epochs is None else require_int(epochs, NAME, "epochs", minimum=1)
         require_int(num_shards, NAME, "num_shards", minimum=1)
-        world, place = _placement(world_size, rank)
+        world, place = placement(NAME, world_size, rank)
         self.world_size = dist.get_world_size() if world is None else world
         self.rank = dist.get_rank() if place is None else place
         #: what fixes the source's order (its sampler's configuration, a mixture's schedule),

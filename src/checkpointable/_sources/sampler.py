@@ -12,12 +12,49 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 
 from .._errors import IncompatibleStateError
+from .._samplers.base import require_bool, require_int, require_seed
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
 
-__all__ = ["BlockLayout", "BlockSource", "ShardedSampler"]
+__all__ = [
+    "BlockLayout",
+    "BlockSource",
+    "ShardedSampler",
+    "check_order",
+    "describe_names",
+    "placement",
+]
+
+
+def placement(owner: str, world_size: Any, rank: Any) -> tuple[int | None, int | None]:
+    """Check `world_size` and `rank` (for `owner`'s messages); both None: the process
+    group's (None, None), or rank 0 of 1 without one."""
+    if world_size is not None:
+        require_int(world_size, owner, "world_size", minimum=1)
+    if rank is not None:
+        require_int(rank, owner, "rank", minimum=0)
+    grouped = dist.is_available() and dist.is_initialized()
+    if world_size is None and rank is None:
+        return (None, None) if grouped else (1, 0)
+    if world_size is None or rank is None:
+        if grouped:
+            return world_size, rank
+        raise ValueError(
+            f"{owner}: pass both rank and world_size, or neither (then they come from "
+            f"torch.distributed, or are rank 0 of 1); got {rank=}, {world_size=}"
+        )
+    if rank >= world_size:
+        raise ValueError(f"{owner}: rank must be < world_size, got {rank=}, {world_size=}")
+    return world_size, rank
+
+
+def describe_names(names: list[str]) -> str:
+    """The first file names and the number of files, for messages and reprs."""
+    shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
+    return f"[{shown}]"
 
 
 class BlockLayout(Protocol):
@@ -122,3 +159,15 @@ class ShardedSampler(ResumableDistributedSampler):
         args = super()._repr_args()
         args.pop("files", None)
         return args
+
+
+def check_order(
+    owner: str, *, shuffle: Any, seed: Any, window: Any, lanes: Any, world_size: Any, rank: Any
+) -> tuple[int | None, int | None]:
+    """Check the order arguments that the block sources share (`ShardedDataset`,
+    `TokenArrayDataset`), in `owner`'s name, before any file is read; returns the placement."""
+    require_bool(shuffle, owner, "shuffle")
+    require_seed(seed, owner)
+    require_int(window, owner, "window", minimum=1)
+    require_int(lanes, owner, "lanes", minimum=1)
+    return placement(owner, world_size, rank)

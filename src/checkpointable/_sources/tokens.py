@@ -12,9 +12,9 @@ import torch
 import torch.utils.data
 
 from .._errors import ArgumentTypeError
-from .._samplers.base import require_bool, require_int, require_seed
-from .dataset import _digest, _placement
-from .sampler import ShardedSampler
+from .._samplers.base import require_int
+from .dataset import _digest
+from .sampler import ShardedSampler, check_order, describe_names
 from .storage import FileRef, expand_files
 
 __all__ = ["TokenArrayDataset"]
@@ -160,10 +160,15 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
         if kind.kind not in "iu":
             raise ValueError(f"{NAME}: dtype must be an integer type, got dtype={kind}")
         self.dtype = kind
-        require_bool(shuffle, NAME, "shuffle")
-        require_seed(seed, NAME)
-        require_int(window, NAME, "window", minimum=1)
-        require_int(lanes, NAME, "lanes", minimum=1)
+        world_size, rank = check_order(
+            NAME,
+            shuffle=shuffle,
+            seed=seed,
+            window=window,
+            lanes=lanes,
+            world_size=world_size,
+            rank=rank,
+        )
         self.block_rows = require_int(block_rows, NAME, "block_rows", minimum=1)
         self.layout = _build_layout(expand_files(files), kind, self.seq_len, self.block_rows)
         self._length = self.layout.first[-1]
@@ -173,7 +178,6 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
                 f"{self.describe_files()}"
             )
         self._arrays: dict[int, np.ndarray[Any, Any]] = {}
-        world_size, rank = _placement(world_size, rank)
         self.sampler = ShardedSampler(
             self, world_size, rank, shuffle, seed, drop_last, window, lanes
         )
@@ -183,9 +187,7 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
 
     def describe_files(self) -> str:
         """The first file names (relative to their common folder) and the number of files."""
-        names = self.layout.names
-        shown = ", ".join(names[:3]) + (f", ... ({len(names)} files)" if len(names) > 3 else "")
-        return f"[{shown}]"
+        return describe_names(self.layout.names)
 
     def _array(self, number: int) -> np.ndarray[Any, Any]:
         array = self._arrays.get(number)
