@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._iterators.base import CheckpointableIterator, require_positive
+from ._checks import require_callable, require_positive
+from ._iterators.base import CheckpointableIterator
 from ._iterators.permutations import create_source_iterator
 from ._iterators.shuffle import BlockwiseShuffleIterator, BufferedShuffleIterator
-from ._iterators.transforms import MapIterator, SelectManyIterator, require_callable
+from ._iterators.transforms import MapIterator, SelectManyIterator
 
 __all__ = ["chunked_dataset_iterator", "read_text_chunk"]
 

@@ -233,7 +233,7 @@ def test_next_and_setstate_raise_after_close() -> None:
     [
         ({"num_processes": 0}, ValueError, r"num_processes must be a positive int, got num_pro"),
         ({"num_items_per_process": -1}, ValueError, r"num_items_per_process=-1"),
-        ({"num_processes": "2"}, ArgumentTypeError, r"num_processes must be a positive int"),
+        ({"num_processes": "2"}, ArgumentTypeError, r"num_processes must be an int, got '2'"),
         ({"transform": 3}, ArgumentTypeError, r"transform must be callable, got int"),
         ({"use_threads": "no"}, ArgumentTypeError, r"use_threads must be a bool"),
         ({"multiprocessing_context": "fork2"}, ValueError, r"multiprocessing_context='fork2'"),

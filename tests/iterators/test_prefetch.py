@@ -252,7 +252,7 @@ def test_a_window_offset_beyond_the_source_is_refused_at_load() -> None:
     [
         ({"buffer_size": 0}, ValueError, r"buffer_size must be a positive int, got buffer_size=0"),
         ({"buffer_size": -2}, ValueError, r"buffer_size=-2"),
-        ({"buffer_size": 2.5}, ArgumentTypeError, r"buffer_size must be a positive int"),
+        ({"buffer_size": 2.5}, ArgumentTypeError, r"buffer_size must be an int, got 2.5"),
         ({"buffer_in_main_process": "yes"}, ArgumentTypeError, r"buffer_in_main_process must"),
         ({"log_empty_buffer_warning": 1}, ArgumentTypeError, r"log_empty_buffer_warning must"),
         ({"use_threads": None}, ArgumentTypeError, r"use_threads must be a bool"),

@@ -145,7 +145,7 @@ def test_sampling_random_map_is_resumable_and_draws_in_sequence(n: int, seed: in
 def test_transforms_reject_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size must be a positive int, got batch_size=0"):
         FixedBatchIterator(source(3), 0)
-    with pytest.raises(TypeError, match=r"batch_size must be a positive int, got 2\.0"):
+    with pytest.raises(TypeError, match=r"batch_size must be an int, got 2\.0"):
         FixedBatchIterator(source(3), 2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="width must be a positive int"):
         WindowedIterator(source(3), -1)

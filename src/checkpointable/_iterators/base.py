@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from typing_extensions import Self
 
+from .._checks import check_sharding, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import (
     STATE_VERSION,
@@ -325,17 +326,6 @@ def require_iterator(
     return value
 
 
-def require_positive(value: Any, owner: str, name: str) -> int:
-    """Return `value` if it is an int >= 1, else raise `TypeError` / `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(
-            f"{owner}: {name} must be a positive int, got {value!r} ({type(value).__name__})"
-        )
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {name}={value}")
-    return value
-
-
 def seek_source(
     source: CheckpointableIterator, state: dict[str, Any] | None, key: str, owner: str
 ) -> tuple[Any, int]:
@@ -366,33 +356,11 @@ def skip_items(source: Any, count: int, offset: int, owner: str) -> None:
             ) from None
 
 
-def check_flag(owner: str, name: str, value: Any) -> bool:
-    """Return `value` if it is a bool, else raise `ArgumentTypeError`."""
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{owner}: {name} must be a bool, got {value!r}")
-    return value
-
-
 def closed_error(owner: str) -> RuntimeError:
     """The error of ``next()`` and ``setstate()`` after ``close()``, as in infinibatch."""
     return RuntimeError(
         f"{owner} has been closed; build a new pipeline and load a state into it to continue"
     )
-
-
-def check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
-    """Check `num_instances` (an int >= 1) and `instance_rank` (in ``range(num_instances)``)."""
-    require_positive(num_instances, owner, "num_instances")
-    if isinstance(instance_rank, bool) or not isinstance(instance_rank, int):
-        raise ArgumentTypeError(
-            f"{owner}: instance_rank must be an int, got {instance_rank!r} "
-            f"({type(instance_rank).__name__})"
-        )
-    if not 0 <= instance_rank < num_instances:
-        raise ValueError(
-            f"{owner}: instance_rank must be in range(num_instances), "
-            f"got instance_rank={instance_rank} with num_instances={num_instances}"
-        )
 
 
 def require_items(owner: str, items: Any) -> int:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from .._checks import require_callable, require_positive
 from .._errors import ArgumentTypeError
-from .base import CheckpointableIterator, require_positive
-from .transforms import require_callable
+from .base import CheckpointableIterator
 from .window import WindowTransform
 
 __all__ = ["BucketedReadaheadBatchIterator"]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any, ClassVar
 
+from .._checks import require_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import state_int
 from ._bijection import unit_float
@@ -165,9 +166,7 @@ class WeightedMixIterator(_Combine):
         if not self._sources:
             raise ValueError(f"{name}: source_iterators must not be empty")
         self._weights = _check_weights(name, weights, len(self._sources))
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ArgumentTypeError(f"{name}: seed must be an int, got {seed!r}")
-        self._seed = seed
+        self._seed = require_int(seed, name, "seed")
         self._restore(None)
 
     def __next__(self) -> Any:

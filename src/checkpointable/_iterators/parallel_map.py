@@ -7,20 +7,13 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from .._checks import require_bool, require_callable, require_positive
 from .._errors import IncompatibleStateError
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Task, WorkerFailure, dumps
-from .base import (
-    CheckpointableIterator,
-    Transform,
-    check_flag,
-    closed_error,
-    require_positive,
-    seek_source,
-)
+from .base import CheckpointableIterator, Transform, closed_error, seek_source
 from .prefetch import EPILOGUE
-from .transforms import require_callable
 from .workers import map_worker
 
 __all__ = ["ParallelMapIterator"]
@@ -156,7 +149,7 @@ class ParallelMapIterator(Transform):
             num_items_per_process, name, "num_items_per_process"
         )
         self._multiprocessing_context = check_context(name, multiprocessing_context)
-        self._use_threads = check_flag(name, "use_threads", use_threads)
+        self._use_threads = require_bool(use_threads, name, "use_threads")
         self._chunk_size = num_processes * num_items_per_process
         self._decode = False  # whether tasks and results travel pickled (processes)
         self._next_task = 0  # id of the next task submitted

@@ -6,10 +6,11 @@ from collections.abc import Iterator, Sequence
 from random import Random
 from typing import Any
 
+from .._checks import check_sharding, require_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
 from ._bijection import KeyedPermutation, mix64
-from .base import CheckpointableIterator, Node, RandomState, check_sharding, require_items
+from .base import CheckpointableIterator, Node, RandomState, require_items
 from .sources import ChunkedSourceIterator, short_repr
 
 _END = object()
@@ -65,8 +66,7 @@ class InfinitePermutationSourceIterator(Node):
         name = type(self).__name__
         check_sharding(name, num_instances, instance_rank)
         require_items(name, source_items)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ArgumentTypeError(f"{name}: seed must be an int or None, got {seed!r}")
+        require_int(seed, name, "seed", optional=True)
         self._items = list(source_items)
         self._seed = seed
         self._shuffle = bool(shuffle)
@@ -233,8 +233,7 @@ class RandomAccessSourceIterator(Node):
                 f"got {type(data).__name__}"
             )
         require_items(name, data)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ArgumentTypeError(f"{name}: seed must be an int, got {seed!r}")
+        require_int(seed, name, "seed")
         self._data = data
         self._seed = seed
         self._shuffle = bool(shuffle)

@@ -5,18 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .._checks import require_bool, require_positive
 from .._runtime.channels import relay
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
-from .base import (
-    CheckpointableIterator,
-    Transform,
-    check_flag,
-    closed_error,
-    require_positive,
-    seek_source,
-)
+from .base import CheckpointableIterator, Transform, closed_error, seek_source
 from .workers import prefetch_worker
 
 logger = logging.getLogger("checkpointable")
@@ -133,14 +127,14 @@ class PrefetchIterator(Transform):
         super().__init__(source_iterator)
         name = type(self).__name__
         self._buffer_size = require_positive(buffer_size, name, "buffer_size")
-        self._buffer_in_main_process = check_flag(
-            name, "buffer_in_main_process", buffer_in_main_process
+        self._buffer_in_main_process = require_bool(
+            buffer_in_main_process, name, "buffer_in_main_process"
         )
-        self._log_empty_buffer_warning = check_flag(
-            name, "log_empty_buffer_warning", log_empty_buffer_warning
+        self._log_empty_buffer_warning = require_bool(
+            log_empty_buffer_warning, name, "log_empty_buffer_warning"
         )
         self._multiprocessing_context = check_context(name, multiprocessing_context)
-        self._use_threads = check_flag(name, "use_threads", use_threads)
+        self._use_threads = require_bool(use_threads, name, "use_threads")
         self._decode = False  # whether messages arrive pickled (from a process)
         self._positioned = False  # whether the source is at _source_state
         self._restore(None)

@@ -8,6 +8,7 @@ from operator import itemgetter
 from random import Random
 from typing import Any
 
+from .._checks import require_positive
 from .._errors import IncompatibleStateError
 from .._state import random_state_from_list, state_int
 from .base import (
@@ -16,7 +17,6 @@ from .base import (
     SourceState,
     Transform,
     advance,
-    require_positive,
     snapshot,
     take,
 )

@@ -10,9 +10,10 @@ from operator import itemgetter
 from random import Random
 from typing import Any
 
+from .._checks import check_sharding
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import random_state_from_list, state_int
-from .base import Node, RandomState, check_sharding, require_items, restores
+from .base import Node, RandomState, require_items, restores
 
 __all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator", "short_repr"]
 

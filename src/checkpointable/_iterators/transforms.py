@@ -7,7 +7,8 @@ from itertools import islice
 from random import Random
 from typing import Any
 
-from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._checks import require_callable, require_positive
+from .._errors import IncompatibleStateError
 from .._state import plain_copy, random_state_from_list, state_int
 from .base import (
     CheckpointableIterator,
@@ -16,7 +17,6 @@ from .base import (
     SourceState,
     Transform,
     advance,
-    require_positive,
     restores,
     snapshot,
     stream,
@@ -34,13 +34,6 @@ __all__ = [
 ]
 
 _END = object()
-
-
-def require_callable(value: Any, owner: str, name: str, optional: bool = False) -> Any:
-    """Return `value` if it is callable (or None when `optional`), else raise `TypeError`."""
-    if (value is None and optional) or callable(value):
-        return value
-    raise ArgumentTypeError(f"{owner}: {name} must be callable, got {type(value).__name__}")
 
 
 class MapIterator(Transform):

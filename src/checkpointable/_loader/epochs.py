@@ -2,7 +2,7 @@
 
 `StatefulDataLoader.__iter__` decides whether the epoch continues a loaded state or starts
 afresh and draws the seeds; the functions here build what reads the epoch: a `MainMapEpoch` or
-`MainStreamEpoch` without workers, a `WorkerEpoch` over a `WorkerPool` with them. `Reader`
+`MainSourceEpoch` without workers, a `WorkerEpoch` over a `WorkerPool` with them. `Reader`
 completes the state with what lives in main-process objects when the state is written.
 """
 
@@ -17,15 +17,15 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from .batcher import Batcher, fetch_map
 from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
-from .main_epochs import MainMapEpoch, MainStreamEpoch
+from .main_epochs import MainMapEpoch, MainSourceEpoch
 from .pool import WorkerPool
 from .rng import decode_generator_state, encode_generator_state
 from .state import LoaderState
-from .streams import Stream, fetch_map
-from .worker import StreamStart, WorkerSpec
-from .worker_epochs import MapTasks, StreamTasks, WorkerEpoch
+from .worker import SourceStart, WorkerSpec
+from .worker_epochs import MapTasks, SourceTasks, WorkerEpoch
 
 __all__ = [
     "Reader",
@@ -59,7 +59,7 @@ def load_main_process_states(loader: Any) -> None:
             reader.dataset_loaded = sticky
     if loader.num_workers == 0 and loader._kind == "iterable" and state.in_epoch:
         entry = state.streams[0]
-        if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Stream
+        if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Batcher
             loader._reader.loaded = state.snapshot(0)
 
 
@@ -77,7 +77,7 @@ def restart_main_process_iterable(loader: Any) -> None:
 
 def main_epoch(
     loader: Any, indices: EpochIndices | None, continuing: bool
-) -> MainMapEpoch | MainStreamEpoch:
+) -> MainMapEpoch | MainSourceEpoch:
     """The iterator of an epoch read in the main process."""
     state = loader._state
     pin = pin_function(loader)
@@ -93,7 +93,7 @@ def main_epoch(
     dataset: Any = loader.dataset
     loaded, loader._reader.loaded = loader._reader.loaded, None
     for index, entry in enumerate(state.streams):
-        stream = Stream(
+        stream = Batcher(
             loader.batch_size, loader.drop_last, loader.collate_fn, loader.snapshot_every_n_steps
         )
         streams.append(stream)
@@ -107,7 +107,7 @@ def main_epoch(
             start = {**(loaded or {}), "shared_seed": state.shared_seed}
             stream.start(dataset, loader._dataset_stateful, start, loaded is not None, replay)
     loader._reader.streams = streams
-    return MainStreamEpoch(state, streams, pin, finish, length_check(loader))
+    return MainSourceEpoch(state, streams, pin, finish, length_check(loader))
 
 
 def worker_epoch(
@@ -129,7 +129,7 @@ def worker_epoch(
             pin_device(loader),
         )
     pool.begin_epoch(worker_starts(loader, new_pool, continuing))
-    tasks: MapTasks | StreamTasks
+    tasks: MapTasks | SourceTasks
     if indices is not None:
         capture = indices.plan.kind == STATEFUL
         tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
@@ -137,7 +137,7 @@ def worker_epoch(
         count = len(state.streams)
         owners = [s % workers for s in range(count)] if loader._kind == "sharded" else None
         cap = None if loader.in_order else loader.prefetch_factor
-        tasks = StreamTasks(state, owners or list(range(workers)), length_check(loader), cap)
+        tasks = SourceTasks(state, owners or list(range(workers)), length_check(loader), cap)
     finish = partial(finish_epoch, state, plan, None if persistent else pool)
     window = loader.prefetch_factor * workers
     epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
@@ -200,12 +200,12 @@ def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
         if entries is None or not new_pool:
             return [None] * workers
         return [None if entry["fresh"] else entry["state"] for entry in entries]
-    starts: list[dict[int, StreamStart]] = [{} for _ in range(workers)]
+    starts: list[dict[int, SourceStart]] = [{} for _ in range(workers)]
     for index, entry in enumerate(state.streams):
         # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
         load = not entry["fresh"] and (new_pool or loader._kind == "sharded")
         replay = entry["replay"] if continuing else 0
-        how = StreamStart(state.snapshot(index), load, replay, entry["ended"])
+        how = SourceStart(state.snapshot(index), load, replay, entry["ended"])
         starts[index % workers][index] = how
     return starts
 
@@ -229,7 +229,7 @@ class Reader:
             stateful,
         )
         self.pending = False  # a loaded state waits for the next iter(): report it as loaded
-        self.streams: list[Stream] | None = None
+        self.streams: list[Batcher] | None = None
         #: Without workers: the loaded snapshot the next epoch's stream starts from.
         self.loaded: dict[str, Any] | None = None
         #: A weak reference to the loader's method that says, at an epoch boundary, which of

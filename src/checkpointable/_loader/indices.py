@@ -37,12 +37,12 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from .._errors import IncompatibleStateError
-from .index_streams import (
+from .index_orders import (
     FirstDrawUnderGlobalRng,
-    IndexStream,
-    IteratorStream,
-    RandomStream,
-    RangeStream,
+    IndexOrder,
+    IteratorOrder,
+    RandomOrder,
+    RangeOrder,
 )
 from .rng import decode_generator_state, encode_generator_state
 
@@ -183,7 +183,7 @@ class EpochIndices(Iterator[Any]):
         self.generator_state = generator_state
         self._start = start
         self._record = record
-        self._stream: IndexStream | None = None
+        self._stream: IndexOrder | None = None
         self._tasks: Iterator[Any] | None = None
         self._opened = False
         # A resumed user sampler is positioned now, so that the next draw is the next task's; a
@@ -209,7 +209,7 @@ class EpochIndices(Iterator[Any]):
             if self._length is not None and self._drawn >= self._length:
                 self.exhausted = True
             return task
-        stream = cast(IndexStream, self._stream)  # set by _open when there are no tasks
+        stream = cast(IndexOrder, self._stream)  # set by _open when there are no tasks
         size = self.plan.batch_size or 1
         items = stream.take(size)
         if len(items) < size:
@@ -227,7 +227,7 @@ class EpochIndices(Iterator[Any]):
         self._opened = True
         plan, sampler = self.plan, self.plan.sampler
         if plan.kind == SEQUENTIAL:
-            self._stream = RangeStream(len(sampler.data_source))
+            self._stream = RangeOrder(len(sampler.data_source))
         elif plan.kind == RANDOM:
             self._stream = self._random_stream(sampler)
             if self._record is not None:
@@ -242,10 +242,10 @@ class EpochIndices(Iterator[Any]):
             if plan.batch_size is None:
                 self._tasks = iterator
             else:
-                self._stream = IteratorStream(iterator)
+                self._stream = IteratorOrder(iterator)
         self._skip(self._start)
 
-    def _random_stream(self, sampler: RandomSampler) -> RandomStream:
+    def _random_stream(self, sampler: RandomSampler) -> RandomOrder:
         generator = sampler.generator
         private = generator is None
         if generator is None:
@@ -256,7 +256,7 @@ class EpochIndices(Iterator[Any]):
         else:
             self._sync(generator)
         n = len(sampler.data_source)
-        return RandomStream(n, sampler.num_samples, sampler.replacement, generator, private)
+        return RandomOrder(n, sampler.num_samples, sampler.replacement, generator, private)
 
     def record_generator_state(self, text: str) -> None:
         self.generator_state = text
@@ -280,7 +280,7 @@ class EpochIndices(Iterator[Any]):
             ok = done == tasks
         else:
             wanted = tasks * (size or 1)
-            done = cast(IndexStream, self._stream).skip(wanted)
+            done = cast(IndexOrder, self._stream).skip(wanted)
             # A short skip is fine only when the last delivered batch was a partial one.
             ok = done == wanted or (
                 size is not None and not self.plan.drop_last and done > wanted - size

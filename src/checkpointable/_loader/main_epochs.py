@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .batcher import Batcher
 from .indices import EpochIndices
 from .state import LoaderState
-from .streams import Stream
 
-__all__ = ["MainMapEpoch", "MainStreamEpoch", "record_sampler"]
+__all__ = ["MainMapEpoch", "MainSourceEpoch", "record_sampler"]
 
 
 def record_sampler(state: LoaderState, before: Any, after: Any, exhausted: bool) -> None:
@@ -108,7 +108,7 @@ class MainMapEpoch(_MainEpoch):
             self._position += 1
 
 
-class MainStreamEpoch(_MainEpoch):
+class MainSourceEpoch(_MainEpoch):
     """Iterable style: batches round-robin over the streams, skipping exhausted ones.
 
     Args:
@@ -123,7 +123,7 @@ class MainStreamEpoch(_MainEpoch):
     def __init__(
         self,
         state: LoaderState,
-        streams: list[Stream],
+        streams: list[Batcher],
         pin: Callable[[Any], Any],
         finish: Callable[[], None],
         check_length: Callable[[int], None] | None = None,

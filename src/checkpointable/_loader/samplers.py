@@ -3,7 +3,7 @@ with ``state_dict`` / ``load_state_dict``, drawing exactly torch's order.
 
 A state is where the current pass is: how many indices (or samples) it gave, and what its order
 was drawn from (a seed, or a generator's state, as base64 text): plain data, restored without
-replaying any index (the random order is regenerated block by block, as `RandomStream` does for
+replaying any index (the random order is regenerated block by block, as `RandomOrder` does for
 the loader). A loaded state applies to the next ``iter()``, which continues that pass. Once a
 pass has ended (its iterator raised `StopIteration`), the state is the next pass's start, so the
 next ``iter()`` starts a new pass, as torch's samplers do (torchdata's distributed sampler
@@ -20,7 +20,7 @@ import torch
 import torch.utils.data as tud
 
 from .._errors import IncompatibleStateError
-from .index_streams import RandomStream
+from .index_orders import RandomOrder
 from .indices import has_state
 from .rng import decode_generator_state, encode_generator_state
 
@@ -103,7 +103,7 @@ class RandomSampler(tud.RandomSampler):
             else:
                 generator.set_state(decode_generator_state(generator_state))
         self._seed, self._generator_state, self._yielded = seed, generator_state, start
-        stream = RandomStream(n, total, self.replacement, generator, self.generator is None)
+        stream = RandomOrder(n, total, self.replacement, generator, self.generator is None)
         if start > stream.skip(start) or start > total:
             raise IncompatibleStateError(
                 f"RandomSampler: the state is at index {start} of a pass of {total}; it was "

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .._checks import require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .indices import has_state
 
@@ -58,13 +59,7 @@ class ShardedIterableDataset(IterableDataset[Any]):
                 f"ShardedIterableDataset: make_shard must be callable as make_shard(shard_index, "
                 f"num_shards), got {type(make_shard).__name__}"
             )
-        if isinstance(num_shards, bool) or not isinstance(num_shards, int):
-            raise ArgumentTypeError(
-                f"ShardedIterableDataset: num_shards must be an int, got {num_shards!r} "
-                f"({type(num_shards).__name__})"
-            )
-        if num_shards < 1:
-            raise ValueError(f"ShardedIterableDataset: num_shards must be >= 1, got {num_shards=}")
+        require_positive(num_shards, "ShardedIterableDataset", "num_shards")
         self.make_shard = make_shard
         self.num_shards = num_shards
 

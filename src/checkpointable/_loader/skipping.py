@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._samplers.base import require_int
+from .._checks import require_int
 from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
 from .rng import encode_generator_state
 from .state import LoaderState

@@ -128,7 +128,7 @@ class LoaderState:
         ]
 
     def take_snapshot(self, index: int, snapshot: dict[str, Any]) -> None:
-        """Stream `index` delivered a batch with this snapshot (see `streams.Stream`)."""
+        """Batcher `index` delivered a batch with this snapshot (see `batcher.Batcher`)."""
         entry = self.streams[index]
         entry["state"], entry["iterator_state"] = snapshot["state"], snapshot["iterator_state"]
         entry["fresh"], entry["replay"] = False, 0

@@ -36,8 +36,8 @@ from torch.utils.data._utils import worker as torch_worker
 from .._runtime.channels import POLL_SECONDS
 from .._runtime.messages import Kind, Reply, Task, dumps
 from .._runtime.watch import ParentWatch, WorkerStop
+from .batcher import Batcher, fetch_map
 from .sharded import ShardedIterableDataset
-from .streams import Stream, fetch_map
 
 __all__ = ["WorkerSpec", "worker_loop"]
 
@@ -60,7 +60,7 @@ class WorkerSpec:
 
 
 @dataclass
-class StreamStart:
+class SourceStart:
     """How a stream begins an epoch: its state to load (if `load`), batches to skip, ended."""
 
     state: Any
@@ -113,7 +113,7 @@ class _Worker:
                 spec.worker_init_fn(worker_id)
         except Exception:
             failure = ExceptionWrapper(where=self.where)
-        self.streams: dict[int, Stream] = {}
+        self.streams: dict[int, Batcher] = {}
         self._send(Reply(Kind.READY, worker=worker_id, failure=failure))
 
     def serve(self, tasks: Any, generation: Any, watch: ParentWatch) -> None:
@@ -147,7 +147,7 @@ class _Worker:
                 return
             self.streams = {}
             for stream_id, how in start.items():
-                stream = Stream(
+                stream = Batcher(
                     spec.batch_size, spec.drop_last, spec.collate_fn, spec.snapshot_every
                 )
                 self.streams[stream_id] = stream

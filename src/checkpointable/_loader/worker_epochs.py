@@ -4,7 +4,7 @@
 it delivers results in task order, holding early ones in a reordering buffer; otherwise it
 delivers each result as it arrives. What a task is and how a delivery moves the state depends on
 the dataset's style: `MapTasks` (a task is a position in the epoch's index lists) or
-`StreamTasks` (a task asks a stream for its next batch, streams taken round-robin).
+`SourceTasks` (a task asks a stream for its next batch, streams taken round-robin).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .main_epochs import record_sampler
 from .pool import WorkerPool
 from .state import LoaderState
 
-__all__ = ["MapTasks", "StreamTasks", "WorkerEpoch"]
+__all__ = ["MapTasks", "SourceTasks", "WorkerEpoch"]
 
 _SKIP = object()  # a settled task without a batch to deliver (an exhausted stream)
 
@@ -95,7 +95,7 @@ class MapTasks:
         return reply.data
 
 
-class StreamTasks:
+class SourceTasks:
     """Iterable style: each task asks a stream (a worker's dataset copy, or a shard) for a batch.
 
     Streams are asked round-robin, skipping those known to be exhausted; in order, the delivered
@@ -169,7 +169,7 @@ class WorkerEpoch(Iterator[Any]):
 
     Args:
         pool: the started pool, whose current generation is this epoch's.
-        tasks: `MapTasks` or `StreamTasks`.
+        tasks: `MapTasks` or `SourceTasks`.
         in_order: deliver in task order (torch's default) or as results arrive.
         window: tasks in flight at most (``prefetch_factor * num_workers``).
         finish: called once when the epoch ends.
@@ -179,7 +179,7 @@ class WorkerEpoch(Iterator[Any]):
     def __init__(
         self,
         pool: WorkerPool,
-        tasks: MapTasks | StreamTasks,
+        tasks: MapTasks | SourceTasks,
         in_order: bool,
         window: int,
         finish: Callable[[], None],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.utils.data
 
+from .._checks import SEED_RANGE, require_int
 from .._errors import IncompatibleStateError
 from .._state import STATE_VERSION, check_config, check_state, state_int
 
@@ -27,7 +28,6 @@ __all__ = ["CHUNK", "Cursor", "ResumableMixin", "ResumableSampler"]
 CHUNK = 4096
 
 #: The seeds ``torch.Generator.manual_seed`` accepts (``seed + epoch`` must stay inside).
-SEED_RANGE = range(-(2**63), 2**64)
 
 
 class Cursor:
@@ -347,38 +347,6 @@ def order_chunks(
         chunk = iter(items)
         cursor.chunk, cursor.end = chunk, high
         yield chunk
-
-
-def require_int(
-    value: Any, owner: str, name: str, minimum: int | None = None, maximum: int | None = None
-) -> int:
-    """Return `value` if it is an int (not a bool) in ``[minimum, maximum]``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
-        rule = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{owner}: {name} must be {rule}, got {name}={value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{owner}: {name} must be an int <= {maximum}, got {name}={value}")
-    return int(value)
-
-
-def require_bool(value: Any, owner: str, name: str) -> bool:
-    """Return `value` if it is a bool, else raise `TypeError`."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def require_seed(seed: Any, owner: str) -> int:
-    """Return `seed` if ``torch.Generator.manual_seed`` accepts it, else raise."""
-    require_int(seed, owner, "seed")
-    if seed not in SEED_RANGE:
-        raise ValueError(
-            f"{owner}: seed must be in [-2**63, 2**64) as torch.Generator.manual_seed requires, "
-            f"got {seed=}"
-        )
-    return int(seed)
 
 
 def dataset_length(data_source: Any, owner: str, name: str) -> int:

@@ -21,18 +21,9 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
+from .._checks import require_bool, require_int, require_seed
 from .._state import state_int
-from .base import (
-    CHUNK,
-    Cursor,
-    ResumableMixin,
-    dataset_length,
-    generator,
-    raise_beyond,
-    require_bool,
-    require_int,
-    require_seed,
-)
+from .base import CHUNK, Cursor, ResumableMixin, dataset_length, generator, raise_beyond
 
 __all__ = ["ResumableDistributedSampler"]
 

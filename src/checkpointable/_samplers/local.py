@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import ResumableSampler, dataset_length, generator, require_seed
+from .._checks import require_seed
+from .base import ResumableSampler, dataset_length, generator
 
 __all__ = ["ResumableRandomSampler", "ResumableSequentialSampler"]
 

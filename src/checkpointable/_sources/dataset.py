@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.utils.data
 
+from .._checks import require_int
 from .._errors import ArgumentTypeError
-from .._samplers.base import require_int
 from .formats import FORMATS, CorruptShardError, FileIndex, detect_format, index_file
 from .formats import read_block as read_file_block
 from .sampler import ShardedSampler, check_order, describe_names

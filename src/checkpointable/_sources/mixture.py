@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.utils.data
 
+from .._checks import require_int, require_seed
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._samplers.base import require_int, require_seed
 from .._samplers.distributed import ResumableDistributedSampler
 from .._state import state_int
 from .sampler import placement

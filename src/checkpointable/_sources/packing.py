@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .._checks import require_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._samplers.base import require_int
 from .._samplers.distributed import ResumableDistributedSampler
 from .._state import STATE_VERSION, check_config, check_state, state_int
 from ..dataloader import ShardedIterableDataset

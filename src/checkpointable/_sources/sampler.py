@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
+from .._checks import require_bool, require_int, require_seed
 from .._errors import IncompatibleStateError
-from .._samplers.base import require_bool, require_int, require_seed
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
 

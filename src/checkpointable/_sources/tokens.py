@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from .._checks import require_int
 from .._errors import ArgumentTypeError
-from .._samplers.base import require_int
 from .dataset import _digest
 from .sampler import ShardedSampler, check_order, describe_names
 from .storage import FileRef, expand_files

@@ -1,6 +1,6 @@
 """Producing batches, the same way in a worker process and in the main process.
 
-`fetch_map` reads one task of a map-style dataset as torch's fetcher does. `Stream` is one source
+`fetch_map` reads one task of a map-style dataset as torch's fetcher does. `Batcher` is one source
 of batches of an iterable-style dataset (a copy of a plain ``IterableDataset``, or one shard of a
 `ShardedIterableDataset`): it batches and collates like torch, counts its batches, and attaches
 a snapshot to a batch when one is due.
@@ -23,7 +23,7 @@ from torch.utils.data.graph_settings import apply_random_seed, apply_sharding
 
 from .indices import has_state
 
-__all__ = ["Stream", "fetch_map", "prepare_datapipe"]
+__all__ = ["Batcher", "fetch_map", "prepare_datapipe"]
 
 
 def prepare_datapipe(datapipe: Any, shared_seed: int | None) -> None:
@@ -56,7 +56,7 @@ def fetch_map(dataset: Any, task: Any, auto_collation: bool, collate_fn: Callabl
     return collate_fn(data)
 
 
-class Stream:
+class Batcher:
     """Batches from one iterable source, with the source's state attached when a snapshot is due.
 
     Args:

@@ -1,7 +1,7 @@
 """The index streams behind `EpochIndices`: torch's samplers' streams, drawn as torch draws them.
 
-`RandomStream` reproduces torch's `RandomSampler` block by block (and seeks by regenerating
-blocks), `RangeStream` its `SequentialSampler`, `IteratorStream` reads a user sampler, and
+`RandomOrder` reproduces torch's `RandomSampler` block by block (and seeks by regenerating
+blocks), `RangeOrder` its `SequentialSampler`, `IteratorOrder` reads a user sampler, and
 `FirstDrawUnderGlobalRng` makes a sampler that draws from the global RNG replay its first draw.
 """
 
@@ -17,14 +17,14 @@ from .rng import decode_generator_state, encode_rng_state
 
 __all__ = [
     "FirstDrawUnderGlobalRng",
-    "IndexStream",
-    "IteratorStream",
-    "RandomStream",
-    "RangeStream",
+    "IndexOrder",
+    "IteratorOrder",
+    "RandomOrder",
+    "RangeOrder",
 ]
 
 
-class IndexStream(Protocol):
+class IndexOrder(Protocol):
     """Indices taken in order, or skipped over."""
 
     def take(self, count: int) -> list[int]: ...
@@ -60,7 +60,7 @@ class FirstDrawUnderGlobalRng(Iterator[Any]):
             torch.set_rng_state(caller)
 
 
-class RangeStream:
+class RangeOrder:
     """``range(n)`` as torch's `SequentialSampler` yields it."""
 
     def __init__(self, n: int) -> None:
@@ -81,7 +81,7 @@ class RangeStream:
         return moved
 
 
-class IteratorStream:
+class IteratorOrder:
     """The indices of a user sampler's iterator."""
 
     def __init__(self, iterator: Iterator[int]) -> None:
@@ -94,7 +94,7 @@ class IteratorStream:
         return sum(1 for _ in islice(self._iterator, count))
 
 
-class RandomStream:
+class RandomOrder:
     """torch's `RandomSampler` index stream, drawn block by block when torch draws it.
 
     torch draws the stream in blocks: without replacement, ``num_samples // n`` permutations of

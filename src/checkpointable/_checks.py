@@ -1,0 +1,116 @@
+"""Argument validation: one place, one exception class per kind of mistake.
+
+Every public constructor and method checks its arguments here, so the same mistake gets the
+same error everywhere: a wrong type raises `ArgumentTypeError` (a `TypeError`, and the
+`ValueError` that infinibatch raised), a wrong value raises `ValueError`; each message names
+the owner, the argument, the rule and the value. This module imports no torch (the iterator
+pipelines and their spawn workers run without it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, overload
+
+from ._errors import ArgumentTypeError
+
+__all__ = [
+    "SEED_RANGE",
+    "check_sharding",
+    "require_bool",
+    "require_callable",
+    "require_int",
+    "require_positive",
+    "require_seed",
+]
+
+#: The seeds that ``torch.Generator.manual_seed`` accepts.
+SEED_RANGE = range(-(2**63), 2**64)
+
+
+@overload
+def require_int(
+    value: Any,
+    owner: str,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: Literal[False] = False,
+) -> int: ...
+@overload
+def require_int(
+    value: Any,
+    owner: str,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: bool,
+) -> int | None: ...
+def require_int(
+    value: Any,
+    owner: str,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: bool = False,
+) -> int | None:
+    """Return `value` if it is an int (not a bool) in ``[minimum, maximum]`` (or None when
+    `optional`), else raise."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "an int or None" if optional else "an int"
+        raise ArgumentTypeError(
+            f"{owner}: {name} must be {kind}, got {value!r} ({type(value).__name__})"
+        )
+    if minimum is not None and value < minimum:
+        rule = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {rule}, got {name}={value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{owner}: {name} must be an int <= {maximum}, got {name}={value}")
+    return int(value)
+
+
+def require_positive(value: Any, owner: str, name: str) -> int:
+    """Return `value` if it is an int >= 1, else raise."""
+    return require_int(value, owner, name, minimum=1)
+
+
+def require_bool(value: Any, owner: str, name: str) -> bool:
+    """Return `value` if it is a bool, else raise `ArgumentTypeError`."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(
+            f"{owner}: {name} must be a bool, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def require_seed(seed: Any, owner: str) -> int:
+    """Return `seed` if ``torch.Generator.manual_seed`` accepts it, else raise."""
+    require_int(seed, owner, "seed")
+    if seed not in SEED_RANGE:
+        raise ValueError(
+            f"{owner}: seed must be in [-2**63, 2**64) as torch.Generator.manual_seed requires, "
+            f"got {seed=}"
+        )
+    return int(seed)
+
+
+def require_callable(value: Any, owner: str, name: str, optional: bool = False) -> Any:
+    """Return `value` if it is callable (or None when `optional`), else raise."""
+    if (value is None and optional) or callable(value):
+        return value
+    raise ArgumentTypeError(f"{owner}: {name} must be callable, got {type(value).__name__}")
+
+
+def check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
+    """Check `num_instances` (an int >= 1) and `instance_rank` (in ``range(num_instances)``)."""
+    require_positive(num_instances, owner, "num_instances")
+    require_int(instance_rank, owner, "instance_rank")
+    if not 0 <= instance_rank < num_instances:
+        raise ValueError(
+            f"{owner}: instance_rank must be in range(num_instances), "
+            f"got instance_rank={instance_rank} with num_instances={num_instances}"
+        )
