@@ -49,6 +49,12 @@ _POSITION_KEYS = (
     "next_stream",
     "skips",
 )
+#: The configuration a state must match, per dataset kind (the rest is what a resume may change).
+_CHECKED_CONFIG = {
+    "map": ("dataset_length", "batch_size", "drop_last", "sampler"),
+    "iterable": ("batch_size", "drop_last"),
+    "sharded": ("num_shards", "batch_size", "drop_last"),
+}
 _SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
 _STREAM_KEYS = ("state", "iterator_state", "fresh", "replay", "ended")
@@ -235,34 +241,14 @@ class LoaderState:
         config = self.config
         check_config(_OWNER, state, dataset_kind=config["dataset_kind"])
         kind = config["dataset_kind"]
-        if kind == "map":
-            check_config(
-                _OWNER,
-                state,
-                dataset_length=config["dataset_length"],
-                batch_size=config["batch_size"],
-                drop_last=config["drop_last"],
-                sampler=config["sampler"],
-            )
-        elif kind == "iterable":
-            check_config(
-                _OWNER, state, batch_size=config["batch_size"], drop_last=config["drop_last"]
-            )
-            if state["num_workers"] != config["num_workers"]:
-                raise IncompatibleStateError(
-                    f"{_OWNER}: the state was saved with num_workers={state['num_workers']!r}, but "
-                    f"this loader has num_workers={config['num_workers']}; the state of a plain "
-                    "IterableDataset is one state per worker copy and cannot be split or merged: "
-                    "load it with the same num_workers, or make the dataset a "
-                    "ShardedIterableDataset, whose states load with any num_workers"
-                )
-        else:
-            check_config(
-                _OWNER,
-                state,
-                num_shards=config["num_shards"],
-                batch_size=config["batch_size"],
-                drop_last=config["drop_last"],
+        check_config(_OWNER, state, **{key: config[key] for key in _CHECKED_CONFIG[kind]})
+        if kind == "iterable" and state["num_workers"] != config["num_workers"]:
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state was saved with num_workers={state['num_workers']!r}, but "
+                f"this loader has num_workers={config['num_workers']}; the state of a plain "
+                "IterableDataset is one state per worker copy and cannot be split or merged: "
+                "load it with the same num_workers, or make the dataset a "
+                "ShardedIterableDataset, whose states load with any num_workers"
             )
         epoch = state_int(_OWNER, state, "epoch")
         batches = state_int(_OWNER, state, "batches")
