@@ -35,18 +35,29 @@ __all__ = [
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..."""
+def _stat(pid: int, task: int | None = None) -> list[str]:
+    """The fields of /proc/<pid>/stat (or of its thread `task`) after the command name:
+    state, ppid, ..."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return []
 
 
 def alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie waiting for its reaper counts as ended)."""
-    fields = _stat(pid)
-    return bool(fields) and fields[0] not in ("Z", "X")
+    """Whether process `pid` runs: one of its threads has not ended (a zombie waiting for its
+    reaper counts as ended; a main thread that ended first shows as a zombie while the other
+    threads still run, and the process still holds its resources)."""
+    try:
+        tasks = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return False
+    for task in tasks:
+        fields = _stat(pid, task)
+        if fields and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _parents() -> dict[int, int]:
