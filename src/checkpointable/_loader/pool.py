@@ -6,7 +6,8 @@ this process, liveness checks, death reports, IPC errors and shutdown. What is t
 one task queue per worker and one shared result queue, the generation counter that lets
 workers skip the tasks of an abandoned epoch, the start-up handshake (an error of
 ``worker_init_fn`` is raised by ``iter(loader)``, as torchdata does), and pinning in a relay
-thread.
+thread. Each worker gets a slab of the group (``checkpointable._runtime.slabs``): the tensors
+of its batches arrive through reused shared memory, not one descriptor hand-over each.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class WorkerPool:
         self._source: Any = self._results
         try:
             for worker_id, tasks in enumerate(self._queues):
-                args = (payload, worker_id, tasks, self._results, self._generation_value)
+                slab = group.slab(worker_id)
+                args = (payload, worker_id, tasks, self._results, self._generation_value, slab)
                 group.start(worker_loop, args)
             self._wait_ready()
         except BaseException:
@@ -79,7 +81,9 @@ class WorkerPool:
             pinned: queue.Queue[Any] = group.queue(local=True)
             convert = partial(_pin_reply, device=pin_device)
             group.start_thread(
-                relay, (self._results, pinned, group.stop, convert), "checkpointable-pin-memory"
+                relay,
+                (self._results, pinned, group.stop, convert, group.loads),
+                "checkpointable-pin-memory",
             )
             self._source = pinned
 

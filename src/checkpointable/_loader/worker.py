@@ -34,7 +34,8 @@ from torch.utils.data._utils import HAS_NUMPY
 from torch.utils.data._utils import worker as torch_worker
 
 from .._runtime.channels import POLL_SECONDS
-from .._runtime.messages import Kind, Reply, Task, dumps
+from .._runtime.messages import Encoder, Kind, Reply, Task
+from .._runtime.slabs import HandOffEncoder, Slab
 from .._runtime.watch import ParentWatch, WorkerStop
 from .batcher import Batcher, fetch_map
 from .sharded import ShardedIterableDataset
@@ -75,23 +76,27 @@ def worker_loop(
     tasks: Any,
     results: Any,
     generation: Any,
+    slab: Slab | None,
     watch: ParentWatch,
 ) -> None:
     """The body of worker process `worker_id` (see the module's docstring); `spec` arrives
-    pickled under spawn and forkserver."""
+    pickled under spawn and forkserver. The tensors of its batches go through `slab` (when
+    not None) to the main process."""
     watch.attach(interrupt=True)
     # Ctrl-C reaches the whole process group: the main process reports it, the worker just exits.
     with contextlib.suppress(KeyboardInterrupt, WorkerStop):
         loaded: WorkerSpec = pickle.loads(spec) if isinstance(spec, bytes) else spec
-        worker = _Worker(loaded, worker_id, results)
+        encode = Encoder() if slab is None else HandOffEncoder(slab, worker_id)
+        worker = _Worker(loaded, worker_id, results, encode)
         worker.serve(tasks, generation, watch)
     results.cancel_join_thread()  # the main process wants nothing more
     watch.close()
 
 
 class _Worker:
-    def __init__(self, spec: WorkerSpec, worker_id: int, results: Any) -> None:
+    def __init__(self, spec: WorkerSpec, worker_id: int, results: Any, encode: Encoder) -> None:
         self.spec = spec
+        self.encode = encode
         self.worker_id = worker_id
         self.results = results
         self.where = f"in DataLoader worker process {worker_id}"
@@ -186,11 +191,11 @@ class _Worker:
 
     def _send(self, reply: Reply) -> None:
         try:
-            payload = dumps(reply)
+            payload = self.encode(reply)
         except Exception:
             reply.data, reply.state, reply.exhausted = None, None, False
             reply.failure = ExceptionWrapper(
                 where=f"{self.where}, while pickling its batch for the queue"
             )
-            payload = dumps(reply)
+            payload = self.encode(reply)
         self.results.put(payload)

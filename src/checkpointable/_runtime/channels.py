@@ -41,9 +41,15 @@ def acquire(slots: Any, stop: Any, watch: ParentWatch | None) -> bool:
     return False
 
 
-def relay(source: Any, sink: queue.Queue[Any], stop: Any, convert: Callable[[Any], Any]) -> None:
-    """A thread of the consumer's process: decode the messages of `source`, `convert` them (to
-    pinned memory, say) and put them in `sink`, until `stop`.
+def relay(
+    source: Any,
+    sink: queue.Queue[Any],
+    stop: Any,
+    convert: Callable[[Any], Any],
+    decode: Callable[[bytes], Any] = pickle.loads,
+) -> None:
+    """A thread of the consumer's process: `decode` the messages of `source`, `convert` them
+    (to pinned memory, say) and put them in `sink`, until `stop`.
 
     What cannot be received or converted goes on as `Relayed`, which `WorkerGroup.receive`
     turns into the consumer's error (or a `WorkerDied` when the connection to a dead worker
@@ -57,7 +63,7 @@ def relay(source: Any, sink: queue.Queue[Any], stop: Any, convert: Callable[[Any
         except (OSError, EOFError, ValueError):  # closed: the group is shutting down
             return
         try:
-            message = convert(pickle.loads(raw))
+            message = convert(decode(raw))
         except BaseException as error:
             message = Relayed(error)
         if not put(sink, message, stop, None):

@@ -26,7 +26,6 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import os
-import pickle
 import queue
 import signal
 import threading
@@ -39,6 +38,7 @@ from typing import Any, Protocol
 from .channels import POLL_SECONDS
 from .context import ForWorker
 from .messages import Relayed
+from .slabs import Slab, SlabReader, make_slab
 from .watch import ParentWatch
 
 __all__ = ["JOIN_SECONDS", "WorkerDied", "WorkerGroup", "death_report"]
@@ -150,6 +150,7 @@ class WorkerGroup:
         self._released: list[tuple[Any, int]] = []  # (semaphore, count): released at shutdown
         self._finalizer: Any = None  # see attach
         self._finished = False
+        self._reader = SlabReader()  # the slabs of `slab`, and the decoding of their messages
 
     @property
     def finished(self) -> bool:
@@ -185,6 +186,21 @@ class WorkerGroup:
         self._released.append((slots, value))
         return slots
 
+    def slab(self, key: int) -> Slab | None:
+        """Shared memory for worker process `key` to hand tensors over (see `slabs`): pass it
+        to the worker (an argument of `start`), and messages decoded by `receive` and `loads`
+        get their tensors from it. None for threads, or where none can be made."""
+        if self.context is None:
+            return None
+        made = make_slab()
+        if made is not None:
+            self._reader.add(key, made)
+        return made
+
+    def loads(self, raw: bytes) -> Any:
+        """Unpickle a message of a worker (its tensors may lie in a slab)."""
+        return self._reader.loads(raw)
+
     def start(self, target: Callable[..., None], args: tuple[Any, ...], count: int = 1) -> None:
         """Start `count` workers running ``target(*args, watch)`` (watch None for threads);
         a `ForWorker` argument is made for each process (a pickle under spawn and forkserver).
@@ -206,6 +222,9 @@ class WorkerGroup:
             )
             process.start()
             self.processes.append(process)
+            for arg in own:  # the worker has its own descriptor (or mapping) now
+                if isinstance(arg, Slab):
+                    arg.close_fd()
 
     def start_thread(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
         """Start a daemon thread in this process (a worker, or a relay)."""
@@ -251,7 +270,7 @@ class WorkerGroup:
             if not decode:
                 return message
             try:
-                return pickle.loads(message)
+                return self._reader.loads(message)
             except Exception as error:
                 self._broken(error)
 
@@ -345,6 +364,7 @@ class WorkerGroup:
                 channel.cancel_join_thread()
             channel.close()
             channel.join_thread()
+        self._reader.close()  # what batches still use stays mapped until they are gone
 
     def _join_processes(self) -> bool:
         """Join the processes, terminating then killing the late ones; True if any did not

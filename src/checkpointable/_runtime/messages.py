@@ -146,11 +146,14 @@ class Encoder:
         self._pickler: Any = None
         self._reducers = -1
 
+    def _make_pickler(self, buffer: io.BytesIO) -> Any:
+        return ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL)
+
     def __call__(self, message: Any) -> bytes:
         reducers = len(copyreg.dispatch_table) + len(getattr(ForkingPickler, "_extra_reducers", ()))
         buffer = self._buffer
         if reducers != self._reducers:
-            self._pickler = ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL)
+            self._pickler = self._make_pickler(buffer)
             self._reducers = reducers
         buffer.seek(0)
         buffer.truncate()
