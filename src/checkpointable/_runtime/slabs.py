@@ -139,7 +139,7 @@ def _open_slab(handle: Any, slots: int, slot_bytes: int) -> Slab:
 def make_slab() -> Slab | None:
     """A slab for a new worker process, or None where shared memory cannot be made."""
     try:
-        return Slab()
+        return Slab(SLOTS, SLOT_BYTES)
     except (OSError, ValueError):
         return None
 
