@@ -20,7 +20,7 @@ from typing import Any
 
 from torch.utils.data._utils.pin_memory import pin_memory
 
-from .._runtime.channels import relay
+from .._runtime.channels import Sender, relay
 from .._runtime.context import ForWorker
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Kind, Reply, Task
@@ -66,6 +66,7 @@ class WorkerPool:
         self._generation_value = ctx.Value("q", 0, lock=False)
         self.generation = 0
         self._queues = [group.queue(sentinels=1) for _ in range(num_workers)]
+        self._senders = [Sender(tasks) for tasks in self._queues]
         group.attach(self)
         self._source: Any = self._results
         try:
@@ -117,13 +118,13 @@ class WorkerPool:
         """Start a new generation of tasks; `starts[w]` tells worker w how to begin the epoch."""
         self.generation += 1
         self._generation_value.value = self.generation
-        for tasks, start in zip(self._queues, starts, strict=True):
-            tasks.put(Task(-1, self.generation, start, begin=True))
+        for send, start in zip(self._senders, starts, strict=True):
+            send(Task(-1, self.generation, start, begin=True))
         return self.generation
 
     def send(self, worker_id: int, task_id: int, payload: Any) -> None:
         """Ask worker `worker_id` for the batch of task `task_id` of the current generation."""
-        self._queues[worker_id].put(Task(task_id, self.generation, payload))
+        self._senders[worker_id](Task(task_id, self.generation, payload))
 
     def receive(self) -> Reply:
         """Wait for the next reply of any worker.

@@ -33,7 +33,7 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data._utils import HAS_NUMPY
 from torch.utils.data._utils import worker as torch_worker
 
-from .._runtime.channels import POLL_SECONDS
+from .._runtime.channels import POLL_SECONDS, Sender
 from .._runtime.messages import Encoder, Kind, Reply, Task
 from .._runtime.slabs import HandOffEncoder, Slab
 from .._runtime.watch import ParentWatch, WorkerStop
@@ -99,6 +99,7 @@ class _Worker:
         self.encode = encode
         self.worker_id = worker_id
         self.results = results
+        self.send = Sender(results)
         self.where = f"in DataLoader worker process {worker_id}"
         torch.set_num_threads(1)
         seed = spec.base_seed + worker_id
@@ -198,4 +199,4 @@ class _Worker:
                 where=f"{self.where}, while pickling its batch for the queue"
             )
             payload = self.encode(reply)
-        self.results.put(payload)
+        self.send(payload)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pickle
 import queue
+import select
 from collections.abc import Callable
 from typing import Any
 
-from .messages import Relayed
+from .messages import Relayed, dumps
 from .watch import ParentWatch
 
-__all__ = ["POLL_SECONDS", "acquire", "put", "relay"]
+__all__ = ["POLL_SECONDS", "Sender", "acquire", "put", "relay"]
 
 #: How often a blocked consumer or worker wakes up to check for stop, death or orphaning.
 POLL_SECONDS = 0.1
@@ -31,6 +32,50 @@ def put(channel: Any, message: Any, stop: Any, watch: ParentWatch | None) -> boo
             if stop.is_set() or (watch is not None and watch.gone()):
                 return False
             block = True
+
+
+class Sender:
+    """Puts the messages of this process into the multiprocessing queue `channel` from the
+    calling thread, as the queue's feeder thread would, where that cannot block.
+
+    Waking a feeder thread for every message costs more than making a small batch (a thread
+    switch and the GIL twice, each way). A message is written at once when it fits in what a
+    pipe takes without blocking (``PIPE_BUF``) and the pipe has that room, checked and written
+    under the queue's write lock, so that the messages of several processes do not interleave.
+    Otherwise it goes through the feeder thread (which may wait for the reader), and so does
+    every later message of this sender, so that they stay in order.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._lock: Any = getattr(channel, "_wlock", None)
+        self._writer: Any = getattr(channel, "_writer", None)
+        # direct writes need the queue's lock and pipe (POSIX), and no bound on the queue
+        self._direct = (
+            self._lock is not None and self._writer is not None and channel._maxsize >= _BIG
+        )
+
+    def __call__(self, message: Any) -> None:
+        """Put `message` (often bytes: a message its sender pickled)."""
+        framed = dumps(message) if self._direct else b""
+        # a lock held long (its holder was killed in the middle of a write) sends to the feeder
+        if len(framed) <= _DIRECT_BYTES and self._direct and self._lock.acquire(True, 0.05):
+            try:
+                _, writable, _ = select.select([], [self._writer], [], 0)
+                if writable:  # PIPE_BUF bytes of room at least: the write cannot block
+                    self.channel._sem.acquire()  # what `get` releases
+                    self._writer.send_bytes(framed)
+                    return
+            finally:
+                self._lock.release()
+        self._direct = False
+        self.channel.put(message)
+
+
+#: A message written at once takes at most this many bytes (with its frames: < PIPE_BUF).
+_DIRECT_BYTES = 4000
+#: A queue's maxsize at least this large is unbounded in practice (multiprocessing's default).
+_BIG = 1 << 20
 
 
 def acquire(slots: Any, stop: Any, watch: ParentWatch | None) -> bool:
