@@ -49,6 +49,14 @@ class StatefulDataLoader(DataLoader[T_co]):
     ``IterableDataset`` is read by each worker from its own copy, batches taken round-robin over
     the workers. The workers, queues and ordering are this package's own code.
 
+    With workers, the tensors of a batch come from reused shared memory instead of one
+    descriptor hand-over per tensor: each worker has 16 slots of up to 16 MiB, and up to 16
+    batches per worker live in them at once. A batch you keep (in a list, say) holds its
+    worker's slot until it is freed, so it is never overwritten; its tensors arrive contiguous,
+    and ``is_shared()`` is False for them. A batch that does not fit (no free slot, too large,
+    a tensor that requires grad or is not a plain CPU tensor) travels as torch's DataLoader
+    sends it.
+
     ``state_dict()`` may be called at any time (before iterating, mid-epoch, after the last batch,
     between epochs) and costs a few microseconds: the position lives in the main process.
     ``load_state_dict(state)`` takes effect at the next ``iter(loader)``, whose first batch is the
