@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import checkpointable
 from checkpointable._runtime import slabs
@@ -266,3 +266,16 @@ def test_a_relay_that_copies_batches_gives_their_slots_back() -> None:
         group.close()
     assert [reply.data.tolist() for reply in replies] == [[float(i)] * 4 for i in range(count)]
     assert shared == [False] * count  # each from a slot (torch's pickling would share)
+
+
+class Mixed(IterableDataset[Any]):
+    """Small batches, then one too large to be written at once, then small ones again."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for index in range(30):
+            yield "x" * 6000 if index == 10 else torch.tensor([index])
+
+
+def test_messages_stay_in_order_when_one_goes_through_the_feeder_thread() -> None:
+    ours = list(StatefulDataLoader(Mixed(), batch_size=None, num_workers=1, in_order=False))
+    _same(ours, list(DataLoader(Mixed(), batch_size=None)))
