@@ -12,7 +12,7 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from .messages import Relayed, dumps
+from .messages import Encoder, Relayed
 from .watch import ParentWatch
 
 __all__ = ["POLL_SECONDS", "Sender", "acquire", "put", "relay"]
@@ -48,6 +48,7 @@ class Sender:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
+        self._encode = Encoder()
         self._lock: Any = getattr(channel, "_wlock", None)
         self._writer: Any = getattr(channel, "_writer", None)
         # direct writes need the queue's lock and pipe (POSIX), and no bound on the queue
@@ -57,7 +58,7 @@ class Sender:
 
     def __call__(self, message: Any) -> None:
         """Put `message` (often bytes: a message its sender pickled)."""
-        framed = dumps(message) if self._direct else b""
+        framed = self._encode(message) if self._direct else b""
         # a lock held long (its holder was killed in the middle of a write) sends to the feeder
         if len(framed) <= _DIRECT_BYTES and self._direct and self._lock.acquire(True, 0.05):
             try:
