@@ -53,8 +53,15 @@ class Sender:
         self._writer: Any = getattr(channel, "_writer", None)
         # direct writes need the queue's lock and pipe (POSIX), and no bound on the queue
         self._direct = (
-            self._lock is not None and self._writer is not None and channel._maxsize >= _BIG
+            self._lock is not None
+            and self._writer is not None
+            and channel._maxsize >= _BIG
+            and hasattr(select, "poll")
         )
+        self._room: Any = None  # a poll of the pipe's room (select() fails above fd 1023)
+        if self._direct:
+            self._room = select.poll()
+            self._room.register(channel._writer.fileno(), select.POLLOUT)
 
     def __call__(self, message: Any) -> None:
         """Put `message` (often bytes: a message its sender pickled)."""
@@ -62,8 +69,9 @@ class Sender:
         # a lock held long (its holder was killed in the middle of a write) sends to the feeder
         if len(framed) <= _DIRECT_BYTES and self._direct and self._lock.acquire(True, 0.05):
             try:
-                _, writable, _ = select.select([], [self._writer], [], 0)
-                if writable:  # PIPE_BUF bytes of room at least: the write cannot block
+                ready = self._room.poll(0)
+                if ready and ready[0][1] == select.POLLOUT:  # PIPE_BUF bytes of room at least:
+                    # the write cannot block
                     self.channel._sem.acquire()  # what `get` releases
                     self._writer.send_bytes(framed)
                     return

@@ -192,7 +192,7 @@ class WorkerGroup:
         get their tensors from it. None for threads, or where none can be made."""
         if self.context is None:
             return None
-        made = make_slab()
+        made = make_slab(self.context.get_start_method() == "fork")
         if made is not None:
             self._reader.add(key, made)
         return made

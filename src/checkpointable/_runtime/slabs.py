@@ -3,9 +3,9 @@
 Pickled by torch's reducers, every tensor of a message costs a descriptor hand-over (a
 connection to the sender, an authentication, a ``recvmsg``): on small batches, most of the
 consumer's time. Instead, each worker process gets one `Slab`: anonymous shared memory
-(``memfd_create``, else an unlinked temporary file) made by the consumer *before* the worker
-starts and passed to it as a process argument (inherited under fork, its descriptor sent by
-multiprocessing under spawn and forkserver). It has no name, so nothing can leak: it is freed
+(an anonymous shared mapping under fork, else ``memfd_create`` or an unlinked temporary file)
+made by the consumer *before* the worker starts and passed to it as a process argument
+(inherited under fork, its descriptor sent by multiprocessing under spawn and forkserver). It has no name, so nothing can leak: it is freed
 when the last process mapping it ends, killed or not.
 
 A slab is a row of flags followed by `SLOTS` slots of `SLOT_BYTES` (pages are only used once
@@ -73,15 +73,27 @@ class Slab:
     which only works while multiprocessing starts a process).
     """
 
-    def __init__(self, slots: int = SLOTS, slot_bytes: int = SLOT_BYTES, fd: int = -1) -> None:
+    def __init__(
+        self,
+        slots: int = SLOTS,
+        slot_bytes: int = SLOT_BYTES,
+        fd: int = -1,
+        inherited: bool = False,
+    ) -> None:
         self.slots = slots
         self.slot_bytes = slot_bytes
         size = _HEADER + slots * slot_bytes
-        self.fd = _anonymous_file(size) if fd < 0 else fd
-        self.memory = mmap.mmap(self.fd, size)
+        if inherited:  # a forked worker inherits the mapping itself: no descriptor at all
+            self.fd = -1
+            self.memory = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS
+        else:  # (the mapping keeps a duplicate of the descriptor while it lives)
+            self.fd = _anonymous_file(size) if fd < 0 else fd
+            self.memory = mmap.mmap(self.fd, size)
         self._leases: dict[int, Any] = {}  # slot -> weak reference of its lease (consumer)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self.fd < 0:
+            raise TypeError("a Slab made for a forked worker cannot be pickled")
         return _open_slab, (reduction.DupFd(self.fd), self.slots, self.slot_bytes)
 
     def close_fd(self) -> None:
@@ -136,10 +148,11 @@ def _open_slab(handle: Any, slots: int, slot_bytes: int) -> Slab:
     return slab
 
 
-def make_slab() -> Slab | None:
-    """A slab for a new worker process, or None where shared memory cannot be made."""
+def make_slab(forked: bool) -> Slab | None:
+    """A slab for a new worker process (`forked`: started by fork), or None where shared
+    memory cannot be made."""
     try:
-        return Slab(SLOTS, SLOT_BYTES)
+        return Slab(SLOTS, SLOT_BYTES, inherited=forked)
     except (OSError, ValueError):
         return None
 
