@@ -2,21 +2,21 @@
 
 Pickled by torch's reducers, every tensor of a message costs a descriptor hand-over (a
 connection to the sender, an authentication, a ``recvmsg``): on small batches, most of the
-consumer's time. Instead, each worker process gets one `Slab`: anonymous shared memory
-(an anonymous shared mapping under fork, else ``memfd_create`` or an unlinked temporary file)
+consumer's time. Instead, each worker process gets one `Slab` of shared memory with no name
+(an anonymous shared mapping under fork, else ``memfd_create`` or an unlinked temporary file),
 made by the consumer *before* the worker starts and passed to it as a process argument
-(inherited under fork, its descriptor sent by multiprocessing under spawn and forkserver). It has no name, so nothing can leak: it is freed
-when the last process mapping it ends, killed or not.
+(inherited under fork, its descriptor sent by multiprocessing under spawn and forkserver).
+Nothing can leak: it is freed when the last process mapping it ends, killed or not.
 
 A slab is a row of flags followed by `SLOTS` slots of `SLOT_BYTES` (pages are only used once
 touched). A worker's `HandOffEncoder` copies the plain CPU tensors of a message into a free
 slot, contiguously, and pickles where they are instead of their data; `SlabReader.loads`, in
-the consumer, makes those tensors views of the slot. A slot is busy from
-the moment the worker takes it until every tensor of that message (and every view of them) is
-gone in the consumer: then a weak reference's callback clears its flag, and the worker may
-reuse it. The worker only sets flags, the consumer only clears them, each a one-byte store, so
-no lock and no message is needed. A tensor that does not fit (no free slot, too large, needs
-grad, not a plain strided CPU tensor) travels as torch pickles it; the worker never waits.
+the consumer, makes those tensors views of the slot. A slot is busy from the moment the worker
+takes it until every tensor of that message (and every view of them) is gone in the consumer:
+then a weak reference's callback clears its flag, and the worker may reuse it. The worker only
+sets flags, the consumer only clears them, each a one-byte store, so no lock and no message is
+needed. A tensor that does not fit (no free slot, too large, needs grad, not a plain strided
+CPU tensor) travels as torch pickles it; the worker never waits.
 """
 
 from __future__ import annotations
