@@ -42,6 +42,7 @@ def stream() -> Stream:
 
 def advanced(name: str) -> tuple[Any, Any]:
     """The object `name`, advanced by `TAKEN` items, and an iterator over its next items."""
+    made: Any
     if name == "stream":
         made = stream()
         epochs = made.epochs(3, progress_bar=False)

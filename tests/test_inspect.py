@@ -171,7 +171,7 @@ def test_json_output_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture[s
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "torch" and report["path"] == str(path)
     (entry,) = report["states"]
-    assert entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == 2
+    assert entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == 3
     assert entry["state"] == state
     assert entry["json_bytes"] == len(json.dumps(state))
     assert entry["where"][1] == "inside epoch 1: 1 of its 4 items served"

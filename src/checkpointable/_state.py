@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ._errors import IncompatibleStateError
 
 __all__ = [
+    "READABLE_VERSIONS",
     "STATE_VERSION",
+    "StateBase",
     "Stateful",
     "check_config",
     "check_plain",
@@ -30,7 +32,11 @@ __all__ = [
 ]
 
 #: Version of the state format written by this release; stored under ``"version"``.
-STATE_VERSION = 2
+STATE_VERSION = 3
+
+#: The format versions this release reads. Version 2 differs only in that nested states carried a
+#: ``"version"`` of their own too; it is accepted and ignored there.
+READABLE_VERSIONS = (2, STATE_VERSION)
 
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_SET = frozenset(_SCALARS)
@@ -184,8 +190,8 @@ def check_state(
 ) -> dict[str, Any]:
     """Check that `state` is a dict written by `kind` with exactly `keys`; return it.
 
-    The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (which must equal
-    `STATE_VERSION`) are implied. `owner` names the object loading the state in messages.
+    The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (one of
+    `READABLE_VERSIONS`) are implied. `owner` names the object loading the state in messages.
 
     >>> check_state({"type": "A", "n": 1}, "A", ["n"])
     {'type': 'A', 'n': 1}
@@ -201,10 +207,11 @@ def check_state(
     if found != kind:
         raise IncompatibleStateError(f"{owner}: the state was saved by {found!r}, not by {kind!r}")
     version = state.get("version", STATE_VERSION)
-    if version != STATE_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise IncompatibleStateError(
             f"{owner}: the state has format version {version!r}, this release of "
-            f"checkpointable reads version {STATE_VERSION}"
+            f"checkpointable reads versions {readable}"
         )
     expected = set(keys)
     missing = sorted(expected - state.keys())
@@ -247,3 +254,91 @@ def _describe(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+class StateBase:
+    """The state layout of the package's objects, written once.
+
+    A state is ``{"type": <class name>, <configuration>..., <position>...}``, plus ``"version"``
+    (`STATE_VERSION`) on the outermost state only. A subclass declares its configuration
+    (`_config`: stored in the state and compared on load, so that a state saved with another
+    configuration is refused naming the key and both values instead of resuming elsewhere) and
+    its position (`_POSITION_KEYS`, `_position` and `_restore`); the base writes the state,
+    checks it on load (type, keys, configuration, version) and prints the object from its
+    configuration. A state nested in another one (a sampler's inside a ``Stream``'s) is taken
+    with `nested_state`, without a ``"version"``, and loaded with `load_nested`.
+    """
+
+    #: The keys of the position, checked on load besides the configuration's.
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def _config(self) -> dict[str, Any]:
+        """The configuration: what must be equal for a state to mean the same position."""
+        return {}
+
+    def _position(self) -> dict[str, Any]:
+        """The position, a fresh dict of plain data under `_POSITION_KEYS`."""
+        raise NotImplementedError(f"{type(self).__name__} must define _position()")
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Apply a state whose type, keys and configuration were checked."""
+        raise NotImplementedError(f"{type(self).__name__} must define _restore(state)")
+
+    def _state_owner(self) -> str:
+        """The name of the loading object in error messages."""
+        return type(self).__name__
+
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """The message for a saved configuration that differs from `config`, where the class
+        can say more than the generic one (None: name the first differing key and both values)."""
+        return None
+
+    def _state(self) -> dict[str, Any]:
+        """The state without ``"version"``: what a parent nests."""
+        return {"type": type(self).__name__, **self._config(), **self._position()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the configuration and the position as plain data, with the format version."""
+        return {"version": STATE_VERSION, **self._state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a state returned by `state_dict` (or nested by `nested_state`).
+
+        Raises:
+            IncompatibleStateError: the state was saved by another class, with another
+                configuration (the message names what differs), or in another format version.
+        """
+        self._restore(self._check(state_dict))
+
+    def _check(self, state_dict: Any) -> dict[str, Any]:
+        """`state_dict` after checking its type, keys, version and configuration."""
+        owner, config = self._state_owner(), self._config()
+        keys = (*config, *self._POSITION_KEYS)
+        state = check_state(state_dict, type(self).__name__, keys, owner)
+        if any(state[key] != value for key, value in config.items()):
+            message = self._config_mismatch(state, config)
+            if message is not None:
+                raise IncompatibleStateError(message)
+            check_config(owner, state, **config)
+        return state
+
+    @staticmethod
+    def nested_state(child: Any) -> Any:
+        """`child`'s state for nesting in a parent's: without ``"version"`` for the package's
+        objects; another object's ``state_dict()`` as it gives it (its keys are its own)."""
+        if isinstance(child, StateBase):
+            return child._state()
+        return child.state_dict()
+
+    @staticmethod
+    def load_nested(child: Any, state: Any) -> None:
+        """Load into `child` a state from `nested_state`. A version-2 state nested its children
+        with their own ``"version"``; the package's objects accept and ignore it."""
+        child.load_state_dict(state)
+
+    def _repr_args(self) -> dict[str, Any]:
+        return self._config()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
+        return f"{type(self).__name__}({args})"

@@ -21,8 +21,9 @@ from typing_extensions import Self
 from .._checks import check_sharding, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import (
+    READABLE_VERSIONS,
     STATE_VERSION,
-    check_config,
+    StateBase,
     check_state,
     random_state_from_list,
     random_state_to_list,
@@ -96,8 +97,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
                     f"{type(self).__name__}.load_state_dict: a state must be a dict, "
                     f"got {type(state_dict).__name__}"
                 )
-            version = state_dict.get("version", STATE_VERSION)
-            if version != STATE_VERSION:
+            if state_dict.get("version", STATE_VERSION) not in READABLE_VERSIONS:
                 check_state(state_dict, type(self).__name__, ())  # raises, naming the versions
             state_dict = {k: v for k, v in state_dict.items() if k != "version"}
         self.setstate(state_dict)
@@ -123,8 +123,8 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
             self.setstate(position)
 
 
-class Node(CheckpointableIterator):
-    """Base of the package's iterators: the state layout and its checks live here.
+class Node(CheckpointableIterator, StateBase):
+    """Base of the package's iterators: the state layout and its checks come from `StateBase`.
 
     A subclass defines `_POSITION_KEYS`, `_position()` (the position), `_restore(state)` (apply
     a checked state, or the initial state for None) and, when a configuration value changes what
@@ -137,11 +137,7 @@ class Node(CheckpointableIterator):
     ``getstate()`` turns a snapshot into fresh plain data once, with `plain_state`.
     """
 
-    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
     _state_prefix: dict[str, Any]  # "type" and the configuration, built on first use
-
-    def _config(self) -> dict[str, Any]:
-        return {}
 
     @abstractmethod
     def _position(self) -> dict[str, Any]:
@@ -155,6 +151,9 @@ class Node(CheckpointableIterator):
         state: dict[str, Any] = plain_state(self._snapshot())
         return state
 
+    def _state(self) -> dict[str, Any]:
+        return self.getstate()
+
     def _snapshot(self) -> Snapshot:
         try:
             return (self._state_prefix, self._position())
@@ -167,11 +166,8 @@ class Node(CheckpointableIterator):
         if checkpoint is None:
             self._restore(None)
             return
-        name = type(self).__name__
-        config = self._config()
-        state = check_state(checkpoint, name, (*config, *self._POSITION_KEYS))
-        check_config(name, state, **config)
-        _check_nested(name, state)
+        state = self._check(checkpoint)
+        _check_nested(type(self).__name__, state)
         self._restore(state)
 
     def _stream(self) -> collections.abc.Iterator[Any]:
@@ -180,13 +176,6 @@ class Node(CheckpointableIterator):
         return a C-level chain (``map``/``filter`` over the source's stream), so a batch is read
         with no Python call per item."""
         return self
-
-    def _repr_args(self) -> dict[str, Any]:
-        return self._config()
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _check_nested(owner: str, state: dict[str, Any]) -> None:
