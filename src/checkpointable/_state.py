@@ -257,44 +257,35 @@ def _describe(value: Any) -> str:
 
 
 class StateBase:
-    """The state layout of the package's objects, written once.
+    """The state layout, written once: ``{"type": <class name>, <configuration>...,
+    <position>...}``, plus ``"version"`` (`STATE_VERSION`) on the outermost state only.
 
-    A state is ``{"type": <class name>, <configuration>..., <position>...}``, plus ``"version"``
-    (`STATE_VERSION`) on the outermost state only. A subclass declares its configuration
-    (`_config`: stored in the state and compared on load, so that a state saved with another
-    configuration is refused naming the key and both values instead of resuming elsewhere) and
-    its position (`_POSITION_KEYS`, `_position` and `_restore`); the base writes the state,
-    checks it on load (type, keys, configuration, version) and prints the object from its
-    configuration. A state nested in another one (a sampler's inside a ``Stream``'s) is taken
-    with `nested_state`, without a ``"version"``, and loaded with `load_nested`.
+    A subclass declares its configuration (`_config`: stored, and compared on load so that a
+    state saved with another one is refused naming the key and both values; `_config_mismatch`
+    may say more) and its position (`_POSITION_KEYS`, `_position`, `_restore`). A parent nests a
+    child's state with `nested_state` (no ``"version"``) and loads it with `load_nested`.
     """
 
-    #: The keys of the position, checked on load besides the configuration's.
     _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
 
     def _config(self) -> dict[str, Any]:
-        """The configuration: what must be equal for a state to mean the same position."""
         return {}
 
     def _position(self) -> dict[str, Any]:
-        """The position, a fresh dict of plain data under `_POSITION_KEYS`."""
-        raise NotImplementedError(f"{type(self).__name__} must define _position()")
+        raise NotImplementedError
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Apply a state whose type, keys and configuration were checked."""
-        raise NotImplementedError(f"{type(self).__name__} must define _restore(state)")
+        raise NotImplementedError
 
     def _state_owner(self) -> str:
-        """The name of the loading object in error messages."""
-        return type(self).__name__
+        return type(self).__name__  # who loads the state, in messages
 
     def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
-        """The message for a saved configuration that differs from `config`, where the class
-        can say more than the generic one (None: name the first differing key and both values)."""
+        """A message for a saved configuration that differs (None: the generic one)."""
         return None
 
     def _state(self) -> dict[str, Any]:
-        """The state without ``"version"``: what a parent nests."""
         return {"type": type(self).__name__, **self._config(), **self._position()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -302,7 +293,7 @@ class StateBase:
         return {"version": STATE_VERSION, **self._state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a state returned by `state_dict` (or nested by `nested_state`).
+        """Continue from a state returned by `state_dict`.
 
         Raises:
             IncompatibleStateError: the state was saved by another class, with another
@@ -311,10 +302,8 @@ class StateBase:
         self._restore(self._check(state_dict))
 
     def _check(self, state_dict: Any) -> dict[str, Any]:
-        """`state_dict` after checking its type, keys, version and configuration."""
         owner, config = self._state_owner(), self._config()
-        keys = (*config, *self._POSITION_KEYS)
-        state = check_state(state_dict, type(self).__name__, keys, owner)
+        state = check_state(state_dict, type(self).__name__, (*config, *self._POSITION_KEYS), owner)
         if any(state[key] != value for key, value in config.items()):
             message = self._config_mismatch(state, config)
             if message is not None:
@@ -324,16 +313,12 @@ class StateBase:
 
     @staticmethod
     def nested_state(child: Any) -> Any:
-        """`child`'s state for nesting in a parent's: without ``"version"`` for the package's
-        objects; another object's ``state_dict()`` as it gives it (its keys are its own)."""
-        if isinstance(child, StateBase):
-            return child._state()
-        return child.state_dict()
+        """`child`'s state without ``"version"``; another package's object's as it gives it."""
+        return child._state() if isinstance(child, StateBase) else child.state_dict()
 
     @staticmethod
     def load_nested(child: Any, state: Any) -> None:
-        """Load into `child` a state from `nested_state`. A version-2 state nested its children
-        with their own ``"version"``; the package's objects accept and ignore it."""
+        """Load a state from `nested_state` (a version-2 one has a ``"version"``: ignored)."""
         child.load_state_dict(state)
 
     def _repr_args(self) -> dict[str, Any]:

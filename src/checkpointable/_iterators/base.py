@@ -140,10 +140,6 @@ class Node(CheckpointableIterator, StateBase):
     _state_prefix: dict[str, Any]  # "type" and the configuration, built on first use
 
     @abstractmethod
-    def _position(self) -> dict[str, Any]:
-        """The position, as a fresh dict of plain data."""
-
-    @abstractmethod
     def _restore(self, state: dict[str, Any] | None) -> None:
         """Apply a checked state, or the initial state when `state` is None."""
 
