@@ -3,9 +3,9 @@
 `CheckpointableIterator` is the seed's abstract interface (``getstate`` / ``setstate`` /
 ``close``) plus torch's ``Stateful`` protocol (``state_dict`` / ``load_state_dict``), use as a
 context manager, and pickling of a whole pipeline (configuration and position) so that it can be
-sent to a ``spawn`` process. `Node` is the base of this package's iterators: it owns the layout
-of a state, ``{"type": <class name>, <configuration>..., <position>...}``, and its checks, so a
-subclass only says what its configuration and position are.
+sent to a ``spawn`` process. `Node` is the base of this package's iterators: its state layout
+and checks come from `StateBase`, so a subclass only says what its configuration and position
+are; a nested source's state (``getstate()``) carries no ``"version"``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ __all__ = [
 _NO_POSITION = object()
 
 
-class CheckpointableIterator(collections.abc.Iterator[Any]):
+class CheckpointableIterator(collections.abc.Iterator[Any], StateBase):
     """An iterator whose position can be saved (`getstate`) and restored (`setstate`).
 
     In a pipeline, ``getstate()`` on the last iterator returns the state of the whole pipeline,
@@ -85,9 +85,8 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
     def close(self) -> None:
         """Release processes and threads of this iterator and the iterators it reads from."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return ``getstate()`` with the format ``"version"`` added."""
-        return {"version": STATE_VERSION, **self.getstate()}
+    def _state(self) -> dict[str, Any]:
+        return self.getstate()  # state_dict() (`StateBase`) adds the format "version"
 
     def load_state_dict(self, state_dict: dict[str, Any] | None) -> None:
         """Restore a state from `state_dict` (or from `getstate`)."""
@@ -123,7 +122,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
             self.setstate(position)
 
 
-class Node(CheckpointableIterator, StateBase):
+class Node(CheckpointableIterator):
     """Base of the package's iterators: the state layout and its checks come from `StateBase`.
 
     A subclass defines `_POSITION_KEYS`, `_position()` (the position), `_restore(state)` (apply
@@ -146,9 +145,6 @@ class Node(CheckpointableIterator, StateBase):
     def getstate(self) -> dict[str, Any]:
         state: dict[str, Any] = plain_state(self._snapshot())
         return state
-
-    def _state(self) -> dict[str, Any]:
-        return self.getstate()
 
     def _snapshot(self) -> Snapshot:
         try:
