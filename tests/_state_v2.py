@@ -61,7 +61,7 @@ def record() -> None:
     for name in ("pipeline", "sampler", "stream"):
         made, _ = advanced(name)
         path = DATA / f"{name}_state_v2.json"
-        path.write_text(json.dumps(made.state_dict(), indent=1) + "\n")
+        path.write_text(json.dumps(made.state_dict()) + "\n")
 
 
 if __name__ == "__main__":
