@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import checkpointable
-from checkpointable import ResumableDistributedSampler, StatefulDataLoader, Stream
+from checkpointable import STATE_VERSION, ResumableDistributedSampler, StatefulDataLoader, Stream
 from checkpointable._inspect import describe
 from checkpointable._inspect import main as inspect_main
 from checkpointable.iterators import (
@@ -171,7 +171,9 @@ def test_json_output_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture[s
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "torch" and report["path"] == str(path)
     (entry,) = report["states"]
-    assert entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == 2
+    assert (
+        entry["key"] == "stream" and entry["type"] == "Stream" and entry["version"] == STATE_VERSION
+    )
     assert entry["state"] == state
     assert entry["json_bytes"] == len(json.dumps(state))
     assert entry["where"][1] == "inside epoch 1: 1 of its 4 items served"
@@ -242,7 +244,7 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "<root>: FixedBatchIterator (version 2" in done.stdout
+    assert f"<root>: FixedBatchIterator (version {STATE_VERSION}" in done.stdout
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"{broken json"])

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ._errors import IncompatibleStateError
 
 __all__ = [
+    "READABLE_VERSIONS",
     "STATE_VERSION",
+    "StateBase",
     "Stateful",
     "check_config",
     "check_plain",
@@ -30,7 +32,11 @@ __all__ = [
 ]
 
 #: Version of the state format written by this release; stored under ``"version"``.
-STATE_VERSION = 2
+STATE_VERSION = 3
+
+#: The format versions this release reads. Version 2 differs only in that nested states carried a
+#: ``"version"`` of their own too; it is accepted and ignored there.
+READABLE_VERSIONS = (2, STATE_VERSION)
 
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_SET = frozenset(_SCALARS)
@@ -184,8 +190,8 @@ def check_state(
 ) -> dict[str, Any]:
     """Check that `state` is a dict written by `kind` with exactly `keys`; return it.
 
-    The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (which must equal
-    `STATE_VERSION`) are implied. `owner` names the object loading the state in messages.
+    The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (one of
+    `READABLE_VERSIONS`) are implied. `owner` names the object loading the state in messages.
 
     >>> check_state({"type": "A", "n": 1}, "A", ["n"])
     {'type': 'A', 'n': 1}
@@ -201,10 +207,11 @@ def check_state(
     if found != kind:
         raise IncompatibleStateError(f"{owner}: the state was saved by {found!r}, not by {kind!r}")
     version = state.get("version", STATE_VERSION)
-    if version != STATE_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise IncompatibleStateError(
             f"{owner}: the state has format version {version!r}, this release of "
-            f"checkpointable reads version {STATE_VERSION}"
+            f"checkpointable reads versions {readable}"
         )
     expected = set(keys)
     missing = sorted(expected - state.keys())
@@ -247,3 +254,76 @@ def _describe(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+class StateBase:
+    """The state layout, written once: ``{"type": <class name>, <configuration>...,
+    <position>...}``, plus ``"version"`` (`STATE_VERSION`) on the outermost state only.
+
+    A subclass declares its configuration (`_config`: stored, and compared on load so that a
+    state saved with another one is refused naming the key and both values; `_config_mismatch`
+    may say more) and its position (`_POSITION_KEYS`, `_position`, `_restore`). A parent nests a
+    child's state with `nested_state` (no ``"version"``) and loads it with `load_nested`.
+    """
+
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    def _position(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Apply a state whose type, keys and configuration were checked."""
+        raise NotImplementedError
+
+    def _state_owner(self) -> str:
+        return type(self).__name__  # who loads the state, in messages
+
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """A message for a saved configuration that differs (None: the generic one)."""
+        return None
+
+    def _state(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, **self._config(), **self._position()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the configuration and the position as plain data, with the format version."""
+        return {"version": STATE_VERSION, **self._state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a state returned by `state_dict`.
+
+        Raises:
+            IncompatibleStateError: the state was saved by another class, with another
+                configuration (the message names what differs), or in another format version.
+        """
+        self._restore(self._check(state_dict))
+
+    def _check(self, state_dict: Any) -> dict[str, Any]:
+        owner, config = self._state_owner(), self._config()
+        state = check_state(state_dict, type(self).__name__, (*config, *self._POSITION_KEYS), owner)
+        if any(state[key] != value for key, value in config.items()):
+            message = self._config_mismatch(state, config)
+            if message is not None:
+                raise IncompatibleStateError(message)
+            check_config(owner, state, **config)
+        return state
+
+    @staticmethod
+    def nested_state(child: Any) -> Any:
+        """`child`'s state without ``"version"``; another package's object's as it gives it."""
+        return child._state() if isinstance(child, StateBase) else child.state_dict()
+
+    @staticmethod
+    def load_nested(child: Any, state: Any) -> None:
+        """Load a state from `nested_state` (a version-2 one has a ``"version"``: ignored)."""
+        child.load_state_dict(state)
+
+    def _repr_args(self) -> dict[str, Any]:
+        return self._config()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
+        return f"{type(self).__name__}({args})"

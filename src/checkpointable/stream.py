@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._state import Stateful
+from ._state import StateBase, Stateful
 from ._stream.checks import check_count, check_loader, loader_len, try_len
 from ._stream.items import DataItems, EpochItems
 from ._stream.progress import LoopBar, bar_options, loop_total
@@ -455,7 +455,7 @@ class Stream:
         """
         position = read_state(state_dict, self._loader, self._stateful)
         if position.full:
-            self._loader.load_state_dict(position.loader)  # type: ignore[attr-defined]
+            StateBase.load_nested(self._loader, position.loader)
             self._iterator = None  # the next iter(loader) continues from the loaded position
             self._resuming = position.iterating
             self._data_over = position.data_over

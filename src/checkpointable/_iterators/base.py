@@ -3,9 +3,9 @@
 `CheckpointableIterator` is the seed's abstract interface (``getstate`` / ``setstate`` /
 ``close``) plus torch's ``Stateful`` protocol (``state_dict`` / ``load_state_dict``), use as a
 context manager, and pickling of a whole pipeline (configuration and position) so that it can be
-sent to a ``spawn`` process. `Node` is the base of this package's iterators: it owns the layout
-of a state, ``{"type": <class name>, <configuration>..., <position>...}``, and its checks, so a
-subclass only says what its configuration and position are.
+sent to a ``spawn`` process. `Node` is the base of this package's iterators: its state layout
+and checks come from `StateBase`, so a subclass only says what its configuration and position
+are; a nested source's state (``getstate()``) carries no ``"version"``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing_extensions import Self
 from .._checks import check_sharding, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._state import (
+    READABLE_VERSIONS,
     STATE_VERSION,
-    check_config,
+    StateBase,
     check_state,
     random_state_from_list,
     random_state_to_list,
@@ -50,7 +51,7 @@ __all__ = [
 _NO_POSITION = object()
 
 
-class CheckpointableIterator(collections.abc.Iterator[Any]):
+class CheckpointableIterator(collections.abc.Iterator[Any], StateBase):
     """An iterator whose position can be saved (`getstate`) and restored (`setstate`).
 
     In a pipeline, ``getstate()`` on the last iterator returns the state of the whole pipeline,
@@ -84,9 +85,8 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
     def close(self) -> None:
         """Release processes and threads of this iterator and the iterators it reads from."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return ``getstate()`` with the format ``"version"`` added."""
-        return {"version": STATE_VERSION, **self.getstate()}
+    def _state(self) -> dict[str, Any]:
+        return self.getstate()  # state_dict() (`StateBase`) adds the format "version"
 
     def load_state_dict(self, state_dict: dict[str, Any] | None) -> None:
         """Restore a state from `state_dict` (or from `getstate`)."""
@@ -96,8 +96,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
                     f"{type(self).__name__}.load_state_dict: a state must be a dict, "
                     f"got {type(state_dict).__name__}"
                 )
-            version = state_dict.get("version", STATE_VERSION)
-            if version != STATE_VERSION:
+            if state_dict.get("version", STATE_VERSION) not in READABLE_VERSIONS:
                 check_state(state_dict, type(self).__name__, ())  # raises, naming the versions
             state_dict = {k: v for k, v in state_dict.items() if k != "version"}
         self.setstate(state_dict)
@@ -124,7 +123,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
 
 
 class Node(CheckpointableIterator):
-    """Base of the package's iterators: the state layout and its checks live here.
+    """Base of the package's iterators: the state layout and its checks come from `StateBase`.
 
     A subclass defines `_POSITION_KEYS`, `_position()` (the position), `_restore(state)` (apply
     a checked state, or the initial state for None) and, when a configuration value changes what
@@ -137,15 +136,7 @@ class Node(CheckpointableIterator):
     ``getstate()`` turns a snapshot into fresh plain data once, with `plain_state`.
     """
 
-    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
     _state_prefix: dict[str, Any]  # "type" and the configuration, built on first use
-
-    def _config(self) -> dict[str, Any]:
-        return {}
-
-    @abstractmethod
-    def _position(self) -> dict[str, Any]:
-        """The position, as a fresh dict of plain data."""
 
     @abstractmethod
     def _restore(self, state: dict[str, Any] | None) -> None:
@@ -167,11 +158,8 @@ class Node(CheckpointableIterator):
         if checkpoint is None:
             self._restore(None)
             return
-        name = type(self).__name__
-        config = self._config()
-        state = check_state(checkpoint, name, (*config, *self._POSITION_KEYS))
-        check_config(name, state, **config)
-        _check_nested(name, state)
+        state = self._check(checkpoint)
+        _check_nested(type(self).__name__, state)
         self._restore(state)
 
     def _stream(self) -> collections.abc.Iterator[Any]:
@@ -180,13 +168,6 @@ class Node(CheckpointableIterator):
         return a C-level chain (``map``/``filter`` over the source's stream), so a batch is read
         with no Python call per item."""
         return self
-
-    def _repr_args(self) -> dict[str, Any]:
-        return self._config()
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _check_nested(owner: str, state: dict[str, Any]) -> None:

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import IncompatibleStateError
-from .._state import STATE_VERSION, check_config, check_state, state_int
+from .._state import check_config, check_state, state_int
 from .rng import decode_generator_state
 
 __all__ = ["LOADER_STATE_VERSION", "STATE_TYPE", "LoaderState"]
 
 STATE_TYPE = "StatefulDataLoader"
 #: The loader's own format version: 3 added "skips" (`StatefulDataLoader.skip`). A version-2
-#: state (`STATE_VERSION`, the other objects' format) is read as one without skips.
+#: state (before skips) is read as one without skips.
 LOADER_STATE_VERSION = 3
 #: Skips kept in the state's log (the oldest are dropped; "total" counts them all).
 SKIP_LOG_LENGTH = 32
@@ -363,12 +363,12 @@ def _current_format(state: Any) -> Any:
     if not isinstance(state, dict) or state.get("type") != STATE_TYPE:
         return state  # check_state names what is wrong
     version = state.get("version", LOADER_STATE_VERSION)
-    if version == STATE_VERSION and "skips" not in state:
-        return {**state, "version": STATE_VERSION, "skips": _NO_SKIPS}
+    if version == 2 and "skips" not in state:  # 2: the loader's version before skips
+        return {**state, "version": 2, "skips": _NO_SKIPS}
     if version != LOADER_STATE_VERSION:
         raise IncompatibleStateError(
             f"{_OWNER}: the state has format version {version!r}, this release of "
-            f"checkpointable reads StatefulDataLoader states of versions {STATE_VERSION} and "
+            f"checkpointable reads StatefulDataLoader states of versions 2 and "
             f"{LOADER_STATE_VERSION}"
         )
     return {key: value for key, value in state.items() if key != "version"}

@@ -19,7 +19,7 @@ import torch.utils.data
 
 from .._checks import SEED_RANGE, require_int
 from .._errors import IncompatibleStateError
-from .._state import STATE_VERSION, check_config, check_state, state_int
+from .._state import StateBase, state_int
 
 __all__ = ["CHUNK", "Cursor", "ResumableMixin", "ResumableSampler"]
 
@@ -43,16 +43,17 @@ class Cursor:
         return self.end - operator.length_hint(self.chunk)
 
 
-class ResumableMixin:
+class ResumableMixin(StateBase):
     """The epoch, position and state logic shared by `ResumableSampler` and the distributed one.
 
     A subclass calls `_init_resumable` first in its constructor and defines `_chunks` (the
     iterator of index chunks from a position, reading its configuration eagerly), `_config`
-    (the configuration stored in and checked against a state) and, when its position is more
-    than one int, `_POSITION_KEYS`, `_position_state`, `_load_position` and `_rewind`.
+    (the configuration stored in and checked against a state, see `StateBase`) and, when its
+    position is more than one int, `_POSITION_KEYS`, `_position_state`, `_load_position` and
+    `_rewind`.
     """
 
-    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("position",)
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("epoch", "position")
 
     _batch_size: int
     _epoch: int
@@ -221,36 +222,17 @@ class ResumableMixin:
             raise_beyond(name, "position", position, length)
         self._skip = position
 
-    def state_dict(self) -> dict[str, Any]:
-        """Return the epoch, the configuration and the position as plain ints and bools."""
-        state: dict[str, Any] = {"version": STATE_VERSION, "type": type(self).__name__}
-        state["epoch"] = self._epoch
-        state.update(self._config())
-        state.update(self._position_state())
-        return state
+    def _position(self) -> dict[str, Any]:
+        return {"epoch": self._epoch, **self._position_state()}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a state returned by `state_dict`: the next iterator starts there.
-
-        Raises:
-            IncompatibleStateError: the state was saved by another sampler class, or with
-                another configuration (dataset length, seed...); the message names both values.
-        """
-        name = type(self).__name__
-        config = self._config()
-        state = check_state(state_dict, name, ("epoch", *config, *self._POSITION_KEYS))
-        check_config(name, state, **config)
-        epoch = state_int(name, state, "epoch")
-        self._epoch = epoch
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checked state: the next iterator starts there."""
+        self._epoch = state_int(type(self).__name__, state, "epoch")
         self._restart()
         self._load_position(state)
 
     def _repr_args(self) -> dict[str, Any]:
         return {**self._config(), "batch_size": self._batch_size}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._repr_args().items())
-        return f"{type(self).__name__}({args})"
 
 
 class ResumableSampler(ResumableMixin, torch.utils.data.Sampler[int]):

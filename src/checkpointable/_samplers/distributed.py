@@ -88,7 +88,7 @@ class ResumableDistributedSampler(ResumableMixin, torch.utils.data.DistributedSa
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     """
 
-    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("progress", "position")
+    _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("epoch", "progress", "position")
 
     def __init__(
         self,

@@ -231,7 +231,7 @@ class _Draws:
 class MixtureSampler(ResumableDistributedSampler):
     """The sampler of a `Mixture` (its ``.sampler``); see there for the state."""
 
-    _POSITION_KEYS = ("schedule", "drawn", "progress", "position")
+    _POSITION_KEYS = ("epoch", "schedule", "drawn", "progress", "position")
 
     def __init__(
         self, mixture: Mixture, num_replicas: int | None, rank: int | None, drop_last: bool
@@ -285,21 +285,12 @@ class MixtureSampler(ResumableDistributedSampler):
             **super()._position_state(),
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a state of a mixture of the same sources (new weights apply from it).
-
-        Raises:
-            IncompatibleStateError: another mixture's sources (both are named), another seed,
-                mode, period or drop_last, or a schedule that does not fit.
-        """
-        saved = state_dict.get("sources") if isinstance(state_dict, dict) else None
-        mine = self._config()["sources"]
-        if isinstance(saved, dict) and saved != mine:
-            raise IncompatibleStateError(
-                f"{NAME}: the state was saved by a mixture of the sources {saved}, this mixture "
-                f"has {mine}"
-            )
-        super().load_state_dict(state_dict)
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """Another mixture's sources: both are named (new weights apply from the state on)."""
+        saved, mine = state["sources"], config["sources"]
+        if saved == mine:
+            return None
+        return f"{NAME}: the state was saved by a mixture of the sources {saved}, this mixture has {mine}"
 
     def _load_position(self, state: dict[str, Any]) -> None:
         mixture = self._mixture

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from .._checks import require_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._samplers.distributed import ResumableDistributedSampler
-from .._state import STATE_VERSION, check_config, check_state, state_int
+from .._state import StateBase, state_int
 from ..dataloader import ShardedIterableDataset
 from .mixture import Mixture, source_order
 from .sampler import placement
@@ -22,7 +22,7 @@ __all__ = ["PackedSequences", "PackedShard"]
 NAME = "PackedSequences"
 
 
-class PackedShard:
+class PackedShard(StateBase):
     """One packing stream: shard `shard` of `num_shards` on `rank` of `world_size`.
 
     It reads the source's documents at positions ``x + j * X`` of each epoch's order (``x =
@@ -37,17 +37,7 @@ class PackedShard:
     that one document.
     """
 
-    _CONFIG = (
-        "world_size",
-        "num_shards",
-        "shard",
-        "seq_len",
-        "key",
-        "eos_id",
-        "epochs",
-        "source_length",
-        "source",
-    )
+    _POSITION_KEYS = ("epoch", "document", "offset")
 
     def __init__(self, packed: PackedSequences, shard: int) -> None:
         self._packed = packed
@@ -190,43 +180,36 @@ class PackedShard:
             "source": packed.source_config,
         }
 
-    def state_dict(self) -> dict[str, Any]:
+    def _position(self) -> dict[str, Any]:
         """The document in progress and the offset into it: plain ints, never tokens."""
-        return {
-            "version": STATE_VERSION,
-            "type": "PackedShard",
-            **self._config(),
-            "epoch": self._epoch,
-            "document": self._document,
-            "offset": self._offset,
-        }
+        return {"epoch": self._epoch, "document": self._document, "offset": self._offset}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a state of the same shard; reads the document in progress once.
+    def _state_owner(self) -> str:
+        return f"{NAME} shard {self._shard}"
 
-        Raises:
-            IncompatibleStateError: a state from another world size or number of shards (both
-                sizes are named), another seq_len, eos_id, source length or shard, or a
-                position that does not fit the source.
-        """
-        name = f"{NAME} shard {self._shard}"
-        state = check_state(
-            state_dict, "PackedShard", (*self._CONFIG, "epoch", "document", "offset"), name
-        )
-        mine = self._config()
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """Another world size or number of shards (both sizes named), or another source order."""
         for key in ("world_size", "num_shards"):
-            if state[key] != mine[key]:
-                raise IncompatibleStateError(
+            if state[key] != config[key]:
+                return (
                     f"{NAME}: the state was saved with {key}={state[key]!r}, this run has "
-                    f"{key}={mine[key]!r}; packed sequences resume exactly only on the same "
+                    f"{key}={config[key]!r}; packed sequences resume exactly only on the same "
                     "world size and number of shards (any num_workers)"
                 )
-        if state["source"] != mine["source"]:
-            raise IncompatibleStateError(
+        if state["source"] != config["source"]:
+            return (
                 f"{NAME}: the state was saved over another source order ({state['source']!r:.120}); "
-                f"this source: {mine['source']!r:.120}"
+                f"this source: {config['source']!r:.120}"
             )
-        check_config(name, state, **mine)
+        return None
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checked state of the same shard; reads the document in progress once.
+
+        Raises:
+            IncompatibleStateError: a position that does not fit the source.
+        """
+        name = self._state_owner()
         epoch = state_int(name, state, "epoch")
         document = state_int(name, state, "document")
         offset = state_int(name, state, "offset")
@@ -247,10 +230,6 @@ class PackedShard:
                     f"{name}: the state's offset {offset} is beyond the document's "
                     f"{len(self._tokens)} tokens"
                 )
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self._config().items())
-        return f"PackedShard({args})"
 
 
 def source_config(source: Any) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 
 from .._checks import require_bool, require_int, require_seed
-from .._errors import IncompatibleStateError
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
 
@@ -132,28 +131,23 @@ class ShardedSampler(ResumableDistributedSampler):
             },
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a state of a `ShardedDataset` over the same files.
-
-        Raises:
-            IncompatibleStateError: another sampler's state, other files (the message says
-                whether their number, their names or their sizes / row counts changed), or
-                another seed, shuffle, window, lanes or drop_last.
-        """
-        saved = state_dict.get("files") if isinstance(state_dict, dict) else None
-        mine = self._config()["files"]
-        if isinstance(saved, dict) and saved != mine:
-            if saved.get("count") != mine["count"]:
-                what = f"{saved.get('count')} files at save, {mine['count']} now"
-            elif saved.get("names") != mine["names"]:
-                what = "the file names differ"
-            else:
-                what = "the same file names, but their sizes or row counts differ"
-            raise IncompatibleStateError(
-                f"{type(self._sharded).__name__}: the state was saved over other files ({what}); "
-                f"files now: {self._sharded.describe_files()}"
-            )
-        super().load_state_dict(state_dict)
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """Other files: the message says whether their number, their names or their sizes /
+        row counts changed."""
+        saved, mine = state["files"], config["files"]
+        if saved == mine:
+            return None
+        if not isinstance(saved, dict) or saved.get("count") != mine["count"]:
+            count = saved.get("count") if isinstance(saved, dict) else saved
+            what = f"{count} files at save, {mine['count']} now"
+        elif saved.get("names") != mine["names"]:
+            what = "the file names differ"
+        else:
+            what = "the same file names, but their sizes or row counts differ"
+        return (
+            f"{type(self._sharded).__name__}: the state was saved over other files ({what}); "
+            f"files now: {self._sharded.describe_files()}"
+        )
 
     def _repr_args(self) -> dict[str, Any]:
         args = super()._repr_args()

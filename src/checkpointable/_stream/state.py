@@ -3,6 +3,8 @@
 With a stateful loader the state is ``{"type": "Stream", "version", "epoch", "iteration",
 "in_epoch", "epoch_items", "epoch_size", "epoch_aligned", "iterating", "data_over",
 "loader_type", "loader"}``; with a stateless one it is the seed's ``{"epoch", "iteration"}``.
+The loader's state is nested as `StateBase.nested_state` gives it (without a ``"version"`` for
+the package's objects) and loaded with `StateBase.load_nested`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import IncompatibleStateError
-from .._state import STATE_VERSION, check_state, plain_copy, state_int
+from .._state import STATE_VERSION, StateBase, check_state, plain_copy, state_int
 
 __all__ = ["Position", "read_state", "write_state"]
 
@@ -61,7 +63,9 @@ def write_state(position: Position, loader: Any) -> dict[str, Any]:
         "iterating": position.iterating,
         "data_over": position.data_over,
         "loader_type": type(loader).__name__,
-        "loader": plain_copy(loader.state_dict(), "Stream.state_dict: the loader's state"),
+        "loader": plain_copy(
+            StateBase.nested_state(loader), "Stream.state_dict: the loader's state"
+        ),
     }
 
 
