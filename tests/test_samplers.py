@@ -283,7 +283,7 @@ def test_distributed_start_iter_setter_is_heliosish() -> None:
 def test_state_is_plain_ints_and_names_the_configuration() -> None:
     state = ResumableRandomSampler(range(4), seed=2).state_dict()
     assert state == {
-        "version": 2,
+        "version": 3,
         "type": "ResumableRandomSampler",
         "epoch": 0,
         "dataset_length": 4,
@@ -292,7 +292,7 @@ def test_state_is_plain_ints_and_names_the_configuration() -> None:
     }
     state = ResumableDistributedSampler(range(4), 2, 1, drop_last=True).state_dict()
     assert state == {
-        "version": 2,
+        "version": 3,
         "type": "ResumableDistributedSampler",
         "epoch": 0,
         "dataset_length": 4,

@@ -192,7 +192,7 @@ def test_state_layout() -> None:
     next(epoch), next(epoch)
     assert stream.state_dict() == {
         "type": "Stream",
-        "version": 2,
+        "version": 3,
         "epoch": 1,
         "iteration": 2,
         "in_epoch": True,

@@ -11,26 +11,26 @@ format ``"version"``. The helpers here check a state before it is loaded and rai
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from ._errors import IncompatibleStateError
 
 __all__ = [
+    "READABLE_STATE_VERSIONS",
     "STATE_VERSION",
     "Stateful",
     "check_config",
     "check_plain",
     "check_state",
     "plain_copy",
-    "random_state_from_list",
-    "random_state_to_list",
     "state_int",
 ]
 
 #: Version of the state format written by this release; stored under ``"version"``.
-STATE_VERSION = 2
+STATE_VERSION = 3
+#: Versions read: 2 stored random states as lists of ints (`_rng` still reads them).
+READABLE_STATE_VERSIONS = (2, 3)
 
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_SET = frozenset(_SCALARS)
@@ -141,44 +141,6 @@ def _locate(value: Any, where: str) -> None:
     )
 
 
-def random_state_to_list(state: tuple[Any, ...]) -> list[Any]:
-    """Turn ``random.Random.getstate()`` into plain lists (it survives JSON).
-
-    >>> import random
-    >>> import json, random
-    >>> saved = json.loads(json.dumps(random_state_to_list(random.Random(1).getstate())))
-    >>> restored = random.Random()
-    >>> restored.setstate(random_state_from_list(saved))
-    >>> restored.random() == random.Random(1).random()
-    True
-    """
-    version, internal, gauss_next = state
-    return [version, list(internal), gauss_next]
-
-
-def random_state_from_list(value: Any, owner: str = "state") -> tuple[Any, ...]:
-    """Inverse of `random_state_to_list`, with a clear error for anything else."""
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 3
-        or not isinstance(value[1], list | tuple)
-        or not all(type(x) is int for x in value[1])
-    ):
-        raise IncompatibleStateError(
-            f"{owner}: 'random_state' must be [version, [internal ints], gauss_next] as written "
-            f"by state_dict(), got {_describe(value)}"
-        )
-    state = (value[0], tuple(value[1]), value[2])
-    try:  # what Random.setstate would refuse later, refused now
-        random.Random().setstate(state)
-    except (TypeError, ValueError, OverflowError) as error:
-        raise IncompatibleStateError(
-            f"{owner}: 'random_state' is not a state of Python's random generator ({error}); "
-            "it was truncated or changed after state_dict() wrote it"
-        ) from None
-    return state
-
-
 def check_state(
     state: Any, kind: str, keys: Iterable[str], owner: str | None = None
 ) -> dict[str, Any]:
@@ -201,10 +163,10 @@ def check_state(
     if found != kind:
         raise IncompatibleStateError(f"{owner}: the state was saved by {found!r}, not by {kind!r}")
     version = state.get("version", STATE_VERSION)
-    if version != STATE_VERSION:
+    if version not in READABLE_STATE_VERSIONS:
         raise IncompatibleStateError(
             f"{owner}: the state has format version {version!r}, this release of "
-            f"checkpointable reads version {STATE_VERSION}"
+            f"checkpointable reads versions 2 and {STATE_VERSION}"
         )
     expected = set(keys)
     missing = sorted(expected - state.keys())

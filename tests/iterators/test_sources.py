@@ -269,7 +269,7 @@ def test_source_state_is_small_and_plain() -> None:
     next(it)
     state: dict[str, Any] = it.state_dict()
     assert state == {
-        "version": 2,
+        "version": 3,
         "type": "RandomAccessSourceIterator",
         "num_items": 10**9,
         "seed": 1,

@@ -195,7 +195,7 @@ def test_setstate_none_resets_the_whole_pipeline() -> None:
 def test_getstate_is_state_dict_without_version_and_both_load() -> None:
     it = FixedBatchIterator(source(9), 2)
     next(it)
-    assert it.state_dict() == {"version": 2, **it.getstate()}
+    assert it.state_dict() == {"version": 3, **it.getstate()}
     for state in (it.getstate(), it.state_dict()):
         resumed = FixedBatchIterator(source(9), 2)
         resumed.load_state_dict(state)

@@ -20,12 +20,12 @@ from typing_extensions import Self
 
 from .._checks import check_sharding, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._rng import decode_python_state, encode_python_state
 from .._state import (
+    READABLE_STATE_VERSIONS,
     STATE_VERSION,
     check_config,
     check_state,
-    random_state_from_list,
-    random_state_to_list,
     state_int,
 )
 
@@ -97,7 +97,7 @@ class CheckpointableIterator(collections.abc.Iterator[Any]):
                     f"got {type(state_dict).__name__}"
                 )
             version = state_dict.get("version", STATE_VERSION)
-            if version != STATE_VERSION:
+            if version not in READABLE_STATE_VERSIONS:
                 check_state(state_dict, type(self).__name__, ())  # raises, naming the versions
             state_dict = {k: v for k, v in state_dict.items() if k != "version"}
         self.setstate(state_dict)
@@ -208,7 +208,7 @@ def _check_nested(owner: str, state: dict[str, Any]) -> None:
             f"{sources!r:.60}"
         )
     if state.get("random_state") is not None:  # None: the object draws nothing at random
-        random_state_from_list(state["random_state"], owner)
+        decode_python_state(state["random_state"], owner)
 
 
 class Transform(Node):
@@ -310,7 +310,7 @@ def plain_state(value: Any) -> Any:
     if kind is list:
         return [plain_state(item) for item in value]
     if kind is RandomState:
-        return random_state_to_list(value.value)
+        return encode_python_state(value.value)
     return value
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
 from typing_extensions import TypeVar
 
 from .._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
+from .._rng import draw_seed
 from .epochs import (
     Reader,
     dataset_length,
@@ -359,20 +360,17 @@ class StatefulDataLoader(DataLoader[T_co]):
             if not (reused or kept):
                 base_seed = seeds.get("base_seed")
                 if base_seed is None:
-                    generator = self.generator
-                    base_seed = int(
-                        torch.empty((), dtype=torch.int64).random_(generator=generator).item()
-                    )
+                    base_seed = draw_seed(self.generator)
                 state.base_seed = base_seed
         elif state.base_seed is None:
-            state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            state.base_seed = draw_seed()
         if cut and indices is not None and plan is not None and plan.kind == RANDOM:
             indices.open()  # the skipped epoch's order is drawn now, as its first batch would
         new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
         if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
             # torch's new worker iterator draws a second shared seed (its first _reset) that
             # its workers never use: drawn too, so that the RNG moves as with torch
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+            draw_seed(self.generator)
         if workers == 0:
             epoch: Iterator[Any] = main_epoch(self, indices, continuing)
         else:
