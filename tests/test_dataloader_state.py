@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,25 @@ def test_state_dict_before_iterating_mid_epoch_and_between_epochs() -> None:
     resumed.load_state_dict(middle)
     assert resumed.state_dict() == middle
     assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, rest, strict=True))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_default_state_is_under_256_bytes_and_a_seeded_generator_adds_little(
+    num_workers: int,
+) -> None:
+    """Issue 13's sizes (pickled, as the benchmark measures them): the default map-style state
+    < 256 B, with a seeded generator that only the loader draws from < 1 KB."""
+    for generator in (None, torch.Generator().manual_seed(5)):
+        loader = StatefulDataLoader(
+            Squares(10**5), batch_size=64, shuffle=True, num_workers=num_workers,
+            generator=generator,
+        )  # fmt: skip
+        batches = iter(loader)
+        for _ in range(3):
+            next(batches)
+        size = len(pickle.dumps(loader.state_dict()))
+        assert size < (256 if generator is None else 1024), (generator, size)
+        list(batches)  # an epoch boundary: the seeds of the next epoch are in the state too
+        size = len(pickle.dumps(loader.state_dict()))
+        assert size < (256 if generator is None else 1024), (generator, size)
+        loader.close()

@@ -60,6 +60,7 @@ SEQUENTIAL = "sequential"
 RANDOM = "random"
 STATEFUL = "stateful"
 REPLAY = "replay"
+_UNSEEN = object()  # no generator attribute seen yet
 
 
 def has_state(obj: Any) -> bool:
@@ -96,6 +97,10 @@ class IndexPlan:
         else:
             self.kind = REPLAY
         #: A replayed sampler that draws from the global torch RNG (its generator is None).
+        # the sampler's generator attribute last seen, and whether it is a torch.Generator (an
+        # isinstance through torch's metaclass costs ~1 us: done again only when it changes)
+        self._seen: Any = _UNSEEN
+        self._seen_generator: torch.Generator | None = None
         self.global_rng = self.kind == REPLAY and (
             hasattr(self.sampler, "generator") and self.sampler.generator is None
         )
@@ -121,11 +126,13 @@ class IndexPlan:
     @property
     def generator(self) -> torch.Generator | None:
         """The generator the index stream draws from (None: none, or the global RNG)."""
-        if self.kind in (RANDOM, REPLAY):
-            generator = getattr(self.sampler, "generator", None)
-            if isinstance(generator, torch.Generator):
-                return generator
-        return None
+        if self.kind not in (RANDOM, REPLAY):
+            return None
+        generator = getattr(self.sampler, "generator", None)
+        if generator is not self._seen:
+            self._seen = generator
+            self._seen_generator = generator if isinstance(generator, torch.Generator) else None
+        return self._seen_generator
 
     def capture(self) -> Any:
         """The stateful sampler's own state, as it gives it."""

@@ -186,6 +186,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         else:
             kind = "map"
         self._kind = kind
+        self._datapipe = isinstance(dataset, IterDataPipe)  # once: a metaclass check, ~1 us
         self._plan = IndexPlan(self._index_sampler, self._auto_collation) if kind == "map" else None
         self._dataset_stateful = kind != "sharded" and has_state(dataset)
         workers = max(num_workers, 1)
@@ -467,7 +468,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
         ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
         state, plan = self._state, self._plan
-        if isinstance(self.dataset, IterDataPipe):
+        if self._datapipe:
             return None  # its shared seed is drawn before the base seed, at iter()
         if state.in_epoch:
             if plan is None:
