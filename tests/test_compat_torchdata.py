@@ -155,7 +155,7 @@ def test_a_state_of_the_previous_format_version_is_refused_clearly() -> None:
     loader = StatefulDataLoader(StatefulPartitioned(5), batch_size=2)
     state = loader.state_dict()
     old = {**state, "version": 1}
-    for entry in old["streams"]:
+    for entry in old["sources"][1]:
         del entry["iterator_state"]
     with pytest.raises(IncompatibleStateError, match="format version 1, this release"):
         StatefulDataLoader(StatefulPartitioned(5), batch_size=2).load_state_dict(old)

@@ -18,6 +18,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from checkpointable._loader.state_layout import long_form
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.testing import assert_resumable, items_equal
 from tests._loader_data import (
@@ -226,7 +227,7 @@ def test_snapshots_every_n_steps_restore_exactly() -> None:
             break
     state = loader.state_dict()
     loader.close()
-    replays = [entry["replay"] for entry in state["streams"]]
+    replays = [entry["replay"] for entry in long_form(state)["streams"]]
     # Worker 0 delivered 3 batches (its state came with the 3rd), worker 1 two (none yet).
     assert replays == [0, 2]
 

@@ -69,7 +69,7 @@ def check_inspect_reads_the_dcp_folder(folder: Path) -> None:
     (entry,) = report["states"]
     assert entry["key"] == "stream" and entry["type"] == "Stream"
     assert entry["state"]["iteration"] == 5
-    sampler = entry["state"]["loader"]["sampler_position"]["sampler_state"]
+    sampler = entry["state"]["loader"]["order"][2]  # sampler_state
     assert (sampler["type"], sampler["progress"]) == ("ResumableDistributedSampler", 40)
     # DCP keeps one copy of each item, on the rank its planner picks: the whole stream in one
     # rank's file, or spread over the ranks' files (then no single writer is reported).

@@ -106,7 +106,7 @@ def test_the_state_holds_the_datasets_own_state(tmp_path: Path) -> None:
     loader = StatefulDataLoader(streaming(paths, "jsonl"), batch_size=4)
     batches = iter(loader)
     next(batches)
-    entry = loader.state_dict()["streams"][0]
+    entry = loader.state_dict()["sources"][1][0]  # streams[0]
     alone = streaming(paths, "jsonl")
     rows = iter(alone)
     for _ in range(4):

@@ -37,7 +37,7 @@ def pipeline_state() -> dict:
 
 def leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     """(key, value) of every scalar field, keyed as the printer shows them."""
-    if isinstance(value, dict):
+    if isinstance(value, dict) and key != "random_state":
         for name, item in value.items():
             yield from leaves(item, name)
     elif isinstance(value, list) and any(isinstance(x, dict | list) for x in value):
@@ -84,7 +84,7 @@ def stream_state() -> dict:
         (loader_state, "StatefulDataLoader", [
             "- inside pass 0 over the data (passes counted from 0): 1 of its 4 batches "
             "delivered; the next iter(loader) continues with the one after them",
-            "- saved with 0 workers; it loads with any num_workers",
+            "- it loads with any num_workers",
         ]),
         (stream_state, "Stream", [
             "- the Stream's loop is at epoch 1 (its epochs() counts from 1; 0: none begun) and "
@@ -117,7 +117,7 @@ def test_prints_every_field_of_a_state(
     assert "(StatefulDataLoader):\n" in out or kind != "Stream"  # no empty "loader:" line
     for key, value in leaves(state):
         if key == "random_state":
-            assert f"random_state: <random.Random state v3: 625 words {value[1][1]}," in out
+            assert f"random_state: <random.Random state: {len(value['data'])} chars" in out
         else:
             assert f"{key}: {value!r}" in out, key
 

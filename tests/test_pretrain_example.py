@@ -89,7 +89,7 @@ def check_inspect_reads_the_checkpoint(folder: Path) -> None:
     assert report["format"] == "dcp" and set(report["ranks"]) == {"0", "1"}
     (entry,) = report["states"]
     assert (entry["key"], entry["type"]) == ("loader", "StatefulDataLoader")
-    sampler = entry["state"]["sampler_position"]["sampler_state"]
+    sampler = entry["state"]["order"][2]  # sampler_state
     assert (sampler["type"], sampler["progress"]) == ("MixtureSampler", 96)
     assert sum(sampler["drawn"].values()) == 96 and sampler["period"] == 10
     said = "\n".join(entry["where"])

@@ -16,7 +16,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ._errors import IncompatibleStateError
 from ._inspect_files import Checkpoint, CheckpointError, load_checkpoint
+from ._loader.state_layout import fingerprint, long_form
+from ._loader.state_v3 import OLD_VERSIONS, upgrade
 
 __all__ = ["describe", "find_states", "format_state", "load_checkpoint", "main"]
 
@@ -114,7 +117,8 @@ def _describe_stream(state: dict[str, Any]) -> list[str]:
     if isinstance(loader, dict):
         lines.append(f"its loader ({loader.get('type')}):")
         lines += ["  " + line for line in describe(loader)]
-        passes = loader.get("epoch")
+        named = _loader_entries(loader) if loader.get("type") == "StatefulDataLoader" else loader
+        passes = named.get("epoch")
         if isinstance(epoch, int) and isinstance(passes, int) and epoch - 1 != passes:
             lines.append(
                 f"the Stream's epoch {epoch} is not the loader's pass {passes}: the Stream counts "
@@ -124,7 +128,8 @@ def _describe_stream(state: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _describe_loader(state: dict[str, Any]) -> list[str]:
+def _describe_loader(saved: dict[str, Any]) -> list[str]:
+    state = _loader_entries(saved)
     passes, batches = state.get("epoch"), state.get("batches")
     total = _batches_per_pass(state)
     if state.get("in_epoch") and total is not None and batches == total and isinstance(passes, int):
@@ -144,14 +149,14 @@ def _describe_loader(state: dict[str, Any]) -> list[str]:
     beyond = state.get("delivered_beyond")
     if beyond:
         lines.append(f"and {len(beyond)} later batches delivered out of order (in_order=False)")
-    lines += _describe_skips(state.get("skips"))
+    lines += _describe_skips(state)
     kind = state.get("dataset_kind")
     count = state.get("num_workers")
     workers = f"{count} worker" if count == 1 else f"{count} workers"
     if kind == "iterable":
         lines.append(f"saved with {workers}; it loads only with num_workers={count}")
     elif kind is not None:
-        lines.append(f"saved with {workers}; it loads with any num_workers")
+        lines.append("it loads with any num_workers")
     entries = state.get("dataset_states")
     if isinstance(entries, list) and entries:
         lines.append(f"{len(entries)} per-worker dataset states (the dataset's own state_dict())")
@@ -159,19 +164,29 @@ def _describe_loader(state: dict[str, Any]) -> list[str]:
     if isinstance(streams, list) and streams:
         each = "shard" if kind == "sharded" else "worker"
         lines.append(f"{len(streams)} streams, one per {each}, each with its own position")
-    position = state.get("sampler_position")
-    sampler = position.get("sampler_state") if isinstance(position, dict) else None
+    sampler = state.get("sampler_state")
     if isinstance(sampler, dict):
         lines.append(f"its sampler ({sampler.get('type')}):")
         lines += ["  " + line for line in describe(sampler)]
     return lines
 
 
-def _describe_skips(skips: Any) -> list[str]:
+def _loader_entries(state: dict[str, Any]) -> dict[str, Any]:
+    """A loader state's entries by name (`state_layout.long_form`; an older format is read as
+    the loader reads it, and a damaged one as far as it goes)."""
+    if state.get("version") in OLD_VERSIONS:
+        try:
+            state = {"version": state["version"], **upgrade(state, "inspect")}
+        except IncompatibleStateError:
+            return state
+    return long_form(state)
+
+
+def _describe_skips(skips: dict[str, Any]) -> list[str]:
     """The batches left out by ``StatefulDataLoader.skip`` (counted among the delivered ones)."""
-    if not isinstance(skips, dict) or not skips.get("total"):
+    if not skips.get("skip_total"):
         return []
-    saved = skips.get("log")
+    saved = skips.get("skip_log")
     log: list[Any] = saved if isinstance(saved, list) else []
     where = "; ".join(
         f"pass {entry[0]} from batch {entry[1]}: {entry[2]}"
@@ -179,10 +194,10 @@ def _describe_skips(skips: Any) -> list[str]:
         if isinstance(entry, list) and len(entry) == 3
     )
     lines = [
-        f"skipped {skips['total']} batches with skip(), counted as delivered, never read"
+        f"skipped {skips['skip_total']} batches with skip(), counted as delivered, never read"
         + (f" (latest {len(log)}: {where})" if where else "")
     ]
-    pending = skips.get("pending")
+    pending = skips.get("skip_pending")
     if pending:
         lines.append(f"{pending} more batches to skip at the start of the next pass(es)")
     return lines
@@ -191,16 +206,28 @@ def _describe_skips(skips: Any) -> list[str]:
 def _batches_per_pass(state: dict[str, Any]) -> int | None:
     """A map-style pass's number of batches, when the state says (not with a user's sampler)."""
     length, size = state.get("dataset_length"), state.get("batch_size")
-    position = state.get("sampler_position")
-    own_sampler = isinstance(position, dict) and position.get("sampler_state") is not None
+    own_sampler = state.get("sampler_state") is not None
     if not isinstance(length, int) or not isinstance(size, int) or size < 1 or own_sampler:
         return None
-    sampler = str(state.get("sampler", ""))
+    sampler = _sampler_text(str(state.get("sampler", "")), length)
     if sampler.startswith(("RandomSampler", "SequentialSampler")):
         samples = re.search(r"num_samples=(\d+)", sampler)
         length = int(samples.group(1)) if samples else length
         return length // size if state.get("drop_last") else -(-length // size)
     return None
+
+
+def _sampler_text(sampler: str, length: int) -> str:
+    """The description of torch's usual samplers over the whole dataset that a format-4 state's
+    sampler fingerprint stands for (the fingerprint itself for any other sampler)."""
+    for text in (
+        "SequentialSampler",
+        f"RandomSampler(replacement=False, num_samples={length})",
+        f"RandomSampler(replacement=True, num_samples={length})",
+    ):
+        if fingerprint(text) == sampler:
+            return text
+    return sampler
 
 
 def _describe_sampler(state: dict[str, Any]) -> list[str]:
@@ -229,7 +256,10 @@ def _is_scalar_list(value: Any) -> bool:
 
 
 def _is_random_state(value: Any) -> bool:
-    """A ``random.Random`` state as the package stores it: [version, [625 ints], gauss]."""
+    """A random generator's state as `checkpointable._rng` stores it (or format 2's
+    ``[version, [625 ints], gauss]`` list): shown on one line."""
+    if isinstance(value, dict):
+        return value.get("kind") in ("python", "torch") and set(value) in _RNG_LAYOUTS
     return (
         isinstance(value, list)
         and len(value) == 3
@@ -239,10 +269,27 @@ def _is_random_state(value: Any) -> bool:
     )
 
 
-def _scalar(value: Any) -> str:
-    if _is_random_state(value):
+_RNG_LAYOUTS = (
+    {"kind", "data", "gauss"},
+    {"kind", "data"},
+    {"kind", "seed", "draws"},
+)
+
+
+def _random_state(value: Any) -> str:
+    if isinstance(value, list):
         words = value[1]
         return f"<random.Random state v{value[0]}: 625 words {words[1]}, {words[2]}, ...>"
+    if value["kind"] == "python":
+        return f"<random.Random state: {len(str(value['data']))} chars of base64>"
+    if "seed" in value:
+        return f"<torch generator: seed {value['seed']}, {value['draws']} draws since>"
+    return f"<torch generator state: {len(str(value['data']))} chars of base64>"
+
+
+def _scalar(value: Any) -> str:
+    if _is_random_state(value):
+        return _random_state(value)
     if isinstance(value, list):
         if len(value) > 8:
             kinds = sorted({type(x).__name__ for x in value})

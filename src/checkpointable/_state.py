@@ -11,7 +11,6 @@ format ``"version"``. The helpers here check a state before it is loaded and rai
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -26,16 +25,15 @@ __all__ = [
     "check_plain",
     "check_state",
     "plain_copy",
-    "random_state_from_list",
-    "random_state_to_list",
     "state_int",
 ]
 
 #: Version of the state format written by this release; stored under ``"version"``.
 STATE_VERSION = 3
 
-#: The format versions this release reads. Version 2 differs only in that nested states carried a
-#: ``"version"`` of their own too; it is accepted and ignored there.
+#: The format versions this release reads. Version 2 differs in that nested states carried a
+#: ``"version"`` of their own too (accepted and ignored there) and random states were lists of ints
+#: (`_rng` still reads them).
 READABLE_VERSIONS = (2, STATE_VERSION)
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -145,44 +143,6 @@ def _locate(value: Any, where: str) -> None:
         f"{where} is a {type(value).__name__}; a state holds only dict (str keys), list, str, "
         "int, float, bool and None"
     )
-
-
-def random_state_to_list(state: tuple[Any, ...]) -> list[Any]:
-    """Turn ``random.Random.getstate()`` into plain lists (it survives JSON).
-
-    >>> import random
-    >>> import json, random
-    >>> saved = json.loads(json.dumps(random_state_to_list(random.Random(1).getstate())))
-    >>> restored = random.Random()
-    >>> restored.setstate(random_state_from_list(saved))
-    >>> restored.random() == random.Random(1).random()
-    True
-    """
-    version, internal, gauss_next = state
-    return [version, list(internal), gauss_next]
-
-
-def random_state_from_list(value: Any, owner: str = "state") -> tuple[Any, ...]:
-    """Inverse of `random_state_to_list`, with a clear error for anything else."""
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 3
-        or not isinstance(value[1], list | tuple)
-        or not all(type(x) is int for x in value[1])
-    ):
-        raise IncompatibleStateError(
-            f"{owner}: 'random_state' must be [version, [internal ints], gauss_next] as written "
-            f"by state_dict(), got {_describe(value)}"
-        )
-    state = (value[0], tuple(value[1]), value[2])
-    try:  # what Random.setstate would refuse later, refused now
-        random.Random().setstate(state)
-    except (TypeError, ValueError, OverflowError) as error:
-        raise IncompatibleStateError(
-            f"{owner}: 'random_state' is not a state of Python's random generator ({error}); "
-            "it was truncated or changed after state_dict() wrote it"
-        ) from None
-    return state
 
 
 def check_state(

@@ -53,7 +53,7 @@ def main(phase: str, data: str, directory: Path, tag: str, source: str) -> None:
         (directory / "first_state.json").write_text(json.dumps(state))
     if phase == "first":
         dcp.save({"loader": loader}, checkpoint_id=str(directory / "first_dcp"))
-    out = {"world": world, "rows": rows, "sampler": state["sampler_position"]["sampler_state"]}
+    out = {"world": world, "rows": rows, "sampler": state["order"][2]}
     (directory / f"{tag}_rank{rank}.json").write_text(json.dumps(out))
     dist.barrier()
     dist.destroy_process_group()

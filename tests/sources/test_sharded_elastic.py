@@ -60,7 +60,7 @@ def run_phase(
             if batches is not None and count + 1 == batches:
                 break
         parts.append(rows)
-    states = [loader.state_dict()["sampler_position"]["sampler_state"] for loader in loaders]
+    states = [loader.state_dict()["order"][2] for loader in loaders]  # sampler_state
     assert all(s == states[0] for s in states), "the ranks' states differ"
     return parts, loaders[0].state_dict()
 
@@ -121,7 +121,7 @@ def test_every_row_once_over_n_then_m_then_p_ranks(
     n, (first, second, third) = sum(sizes), worlds
     k1 = whole_batches(n, first, batch_size, fractions[0])
     one, state = run_phase(pattern, first, config, None, k1)
-    progress = state["sampler_position"]["sampler_state"]["progress"]
+    progress = state["order"][2]["progress"]
     assert progress == k1 * batch_size * first
     k2 = whole_batches(n - progress, second, batch_size, fractions[1])
     two, state = run_phase(pattern, second, config, state, k2)

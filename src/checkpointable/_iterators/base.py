@@ -20,13 +20,12 @@ from typing_extensions import Self
 
 from .._checks import check_sharding, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
+from .._rng import decode_python_state, encode_python_state
 from .._state import (
     READABLE_VERSIONS,
     STATE_VERSION,
     StateBase,
     check_state,
-    random_state_from_list,
-    random_state_to_list,
     state_int,
 )
 
@@ -96,9 +95,12 @@ class CheckpointableIterator(collections.abc.Iterator[Any], StateBase):
                     f"{type(self).__name__}.load_state_dict: a state must be a dict, "
                     f"got {type(state_dict).__name__}"
                 )
-            if state_dict.get("version", STATE_VERSION) not in READABLE_VERSIONS:
+            version = state_dict.get("version", STATE_VERSION)
+            if version not in READABLE_VERSIONS:
                 check_state(state_dict, type(self).__name__, ())  # raises, naming the versions
             state_dict = {k: v for k, v in state_dict.items() if k != "version"}
+            if version == 2:  # its random states are lists of ints: read once, in today's form
+                state_dict = _upgrade_random_states(state_dict, type(self).__name__)
         self.setstate(state_dict)
 
     def __enter__(self) -> Self:
@@ -189,7 +191,7 @@ def _check_nested(owner: str, state: dict[str, Any]) -> None:
             f"{sources!r:.60}"
         )
     if state.get("random_state") is not None:  # None: the object draws nothing at random
-        random_state_from_list(state["random_state"], owner)
+        decode_python_state(state["random_state"], owner)
 
 
 class Transform(Node):
@@ -291,7 +293,22 @@ def plain_state(value: Any) -> Any:
     if kind is list:
         return [plain_state(item) for item in value]
     if kind is RandomState:
-        return random_state_to_list(value.value)
+        return encode_python_state(value.value)
+    return value
+
+
+def _upgrade_random_states(value: Any, owner: str) -> Any:
+    """A copy of the format-2 state `value` with its random states (lists of ints) in today's
+    encoding, so a state taken right after the load is the one the uninterrupted run writes."""
+    if isinstance(value, dict):
+        return {
+            key: encode_python_state(decode_python_state(item, owner))
+            if key == "random_state" and isinstance(item, list)
+            else _upgrade_random_states(item, owner)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_upgrade_random_states(item, owner) for item in value]
     return value
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from .._checks import check_sharding, require_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._state import random_state_from_list, state_int
+from .._rng import decode_python_state
+from .._state import state_int
 from ._bijection import KeyedPermutation, mix64
 from .base import CheckpointableIterator, Node, RandomState, require_items
 from .sources import ChunkedSourceIterator, short_repr
@@ -176,7 +177,7 @@ class InfinitePermutationSourceIterator(Node):
                     f"{name}: the state's index {index} is outside the {len(self._items)} items"
                 )
             random_state = (
-                random_state_from_list(state["random_state"], name)
+                decode_python_state(state["random_state"], name)
                 if self._shuffle
                 else self._initial_random_state
             )

@@ -10,7 +10,8 @@ from typing import Any
 
 from .._checks import require_positive
 from .._errors import IncompatibleStateError
-from .._state import random_state_from_list, state_int
+from .._rng import decode_python_state
+from .._state import state_int
 from .base import (
     CheckpointableIterator,
     RandomState,
@@ -176,7 +177,7 @@ class BufferedShuffleIterator(Transform):
                 raise IncompatibleStateError(
                     f"{name}: the state flushed {flushed} slots of a {self._buffer_size}-slot buffer"
                 )
-        random_state = random_state_from_list(state["random_state"], name)
+        random_state = decode_python_state(state["random_state"], name)
         self._source_iterator.setstate(state["source"])
         self._random.setstate(random_state)
         snapshot = (0, state["source"], random_state)

@@ -12,7 +12,8 @@ from typing import Any
 
 from .._checks import check_sharding
 from .._errors import ArgumentTypeError, IncompatibleStateError
-from .._state import random_state_from_list, state_int
+from .._rng import decode_python_state
+from .._state import state_int
 from .base import Node, RandomState, require_items, restores
 
 __all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator", "short_repr"]
@@ -227,7 +228,7 @@ class RandomIterator(Node):
         if state is None:
             self._random.seed(self._seed)
         else:
-            self._random.setstate(random_state_from_list(state["random_state"], "RandomIterator"))
+            self._random.setstate(decode_python_state(state["random_state"], "RandomIterator"))
 
 
 class _Slice:

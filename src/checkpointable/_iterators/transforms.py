@@ -9,7 +9,8 @@ from typing import Any
 
 from .._checks import require_callable, require_positive
 from .._errors import IncompatibleStateError
-from .._state import plain_copy, random_state_from_list, state_int
+from .._rng import decode_python_state
+from .._state import plain_copy, state_int
 from .base import (
     CheckpointableIterator,
     Node,
@@ -405,4 +406,4 @@ class SamplingRandomMapIterator(Transform):
             self._random.seed(self._seed)
         else:
             name = type(self).__name__
-            self._random.setstate(random_state_from_list(state["random_state"], name))
+            self._random.setstate(decode_python_state(state["random_state"], name))

@@ -7,7 +7,8 @@ from random import Random
 from typing import Any, ClassVar
 
 from .._errors import IncompatibleStateError
-from .._state import random_state_from_list, state_int
+from .._rng import decode_python_state
+from .._state import state_int
 from .base import CheckpointableIterator, RandomState, SourceState, Transform, snapshot
 
 __all__ = ["WindowTransform"]
@@ -75,7 +76,7 @@ class WindowTransform(Transform):
         served = state_int(name, state, self._SERVED)
         self._source_iterator.setstate(state["source"])
         if self._randomised:
-            self._random.setstate(random_state_from_list(state["random_state"], name))
+            self._random.setstate(decode_python_state(state["random_state"], name))
         if served:
             self._read_window()
             if served > self._window_size():

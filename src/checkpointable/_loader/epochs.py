@@ -17,12 +17,12 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
 from .batcher import Batcher, fetch_map
 from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
 from .main_epochs import MainMapEpoch, MainSourceEpoch
 from .pool import WorkerPool
-from .rng import decode_generator_state, encode_generator_state
 from .state import LoaderState
 from .worker import SourceStart, WorkerSpec
 from .worker_epochs import MapTasks, SourceTasks, WorkerEpoch
@@ -43,11 +43,11 @@ def load_main_process_states(loader: Any) -> None:
     state, plan = loader._state, loader._plan
     generator = loader._reader.loader_generator
     if generator is not None and state.loader_generator_state is not None:
-        generator.set_state(decode_generator_state(state.loader_generator_state))
+        restore_torch_generator(generator, state.loader_generator_state, "StatefulDataLoader")
     sampler_generator = plan.generator if plan is not None else None
     if sampler_generator is not None and not state.in_epoch and state.generator_state:
         # between epochs: the next epoch draws from the generator as it was
-        sampler_generator.set_state(decode_generator_state(state.generator_state))
+        restore_torch_generator(sampler_generator, state.generator_state, "StatefulDataLoader")
     if loader.num_workers == 0 and loader._dataset_stateful:
         entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
         if entries and not entries[0]["fresh"]:
@@ -252,11 +252,11 @@ class Reader:
         sampler_generator = plan.generator if plan is not None else None
         loader_generator = self.loader_generator
         if loader_generator is not None and loader_generator is not sampler_generator:
-            state.loader_generator_state = encode_generator_state(loader_generator)
+            state.loader_generator_state = encode_torch_generator(loader_generator)
         if sampler_generator is not None and (
             not state.in_epoch or state.generator_state is None
         ):  # the state before the epoch's first draw
-            state.generator_state = encode_generator_state(sampler_generator)
+            state.generator_state = encode_torch_generator(sampler_generator)
         if not self.main_process:
             return
         if self.kind == "map":
@@ -290,7 +290,7 @@ class Reader:
 
 
 def _global_seed() -> int:
-    return int(torch.empty((), dtype=torch.int64).random_().item())
+    return draw_seed()
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import torch
 
-from .rng import decode_generator_state, encode_rng_state
+from .._rng import decode_torch_state, encode_torch_state, randint
+from .._rng import permutation as _permutation
 
 __all__ = [
     "FirstDrawUnderGlobalRng",
@@ -50,10 +51,10 @@ class FirstDrawUnderGlobalRng(Iterator[Any]):
             return next(self._iterator)
         self._epoch = None
         if epoch.generator_state is None:
-            epoch.record_generator_state(encode_rng_state(torch.get_rng_state()))
+            epoch.record_generator_state(encode_torch_state(torch.get_rng_state()))
             return next(self._iterator)
         caller = torch.get_rng_state()
-        torch.set_rng_state(decode_generator_state(epoch.generator_state))
+        torch.set_rng_state(decode_torch_state(epoch.generator_state, "StatefulDataLoader"))
         try:
             return next(self._iterator)
         finally:
@@ -169,7 +170,7 @@ class RandomOrder:
             index = self._drawn
             self._drawn += 1
             first = index * self._n
-            permutation = torch.randperm(self._n, generator=self._generator)
+            permutation = _permutation(self._n, self._generator)
             if first + self._n <= self._pos:  # wholly skipped: drawn only to advance the RNG
                 continue
             if index == self._last_block:
@@ -185,9 +186,7 @@ class RandomOrder:
         size = (last - first_block + 1) * 32
         if last == self._last_block:
             size -= 32 - self._num_samples % 32
-        values = torch.randint(
-            high=self._n, size=(size,), dtype=torch.int64, generator=self._generator
-        ).tolist()
+        values = randint(self._n, size, self._generator).tolist()
         self._drawn = last + 1
         self._append(first_block * 32, values)
 

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from .._errors import IncompatibleStateError
+from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
 from .index_orders import (
     FirstDrawUnderGlobalRng,
     IndexOrder,
@@ -44,7 +45,6 @@ from .index_orders import (
     RandomOrder,
     RangeOrder,
 )
-from .rng import decode_generator_state, encode_generator_state
 
 __all__ = [
     "RANDOM",
@@ -60,6 +60,7 @@ SEQUENTIAL = "sequential"
 RANDOM = "random"
 STATEFUL = "stateful"
 REPLAY = "replay"
+_UNSEEN = object()  # no generator attribute seen yet
 
 
 def has_state(obj: Any) -> bool:
@@ -96,6 +97,10 @@ class IndexPlan:
         else:
             self.kind = REPLAY
         #: A replayed sampler that draws from the global torch RNG (its generator is None).
+        # the sampler's generator attribute last seen, and whether it is a torch.Generator (an
+        # isinstance through torch's metaclass costs ~1 us: done again only when it changes)
+        self._seen: Any = _UNSEEN
+        self._seen_generator: torch.Generator | None = None
         self.global_rng = self.kind == REPLAY and (
             hasattr(self.sampler, "generator") and self.sampler.generator is None
         )
@@ -121,11 +126,13 @@ class IndexPlan:
     @property
     def generator(self) -> torch.Generator | None:
         """The generator the index stream draws from (None: none, or the global RNG)."""
-        if self.kind in (RANDOM, REPLAY):
-            generator = getattr(self.sampler, "generator", None)
-            if isinstance(generator, torch.Generator):
-                return generator
-        return None
+        if self.kind not in (RANDOM, REPLAY):
+            return None
+        generator = getattr(self.sampler, "generator", None)
+        if generator is not self._seen:
+            self._seen = generator
+            self._seen_generator = generator if isinstance(generator, torch.Generator) else None
+        return self._seen_generator
 
     def capture(self) -> Any:
         """The stateful sampler's own state, as it gives it."""
@@ -166,7 +173,7 @@ class EpochIndices(Iterator[Any]):
         self,
         plan: IndexPlan,
         seed: int | None,
-        generator_state: str | None,
+        generator_state: dict[str, Any] | str | None,
         start: int,
         record: Any = None,
         exhausted: bool = False,
@@ -250,7 +257,7 @@ class EpochIndices(Iterator[Any]):
         private = generator is None
         if generator is None:
             if self.seed is None:  # as torch's RandomSampler.__iter__ does, at its first draw
-                self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+                self.seed = draw_seed()
             generator = torch.Generator()
             generator.manual_seed(self.seed)
         else:
@@ -258,7 +265,7 @@ class EpochIndices(Iterator[Any]):
         n = len(sampler.data_source)
         return RandomOrder(n, sampler.num_samples, sampler.replacement, generator, private)
 
-    def record_generator_state(self, text: str) -> None:
+    def record_generator_state(self, text: dict[str, Any]) -> None:
         self.generator_state = text
         if self._record is not None:
             self._record.generator_state = text
@@ -266,9 +273,9 @@ class EpochIndices(Iterator[Any]):
     def _sync(self, generator: torch.Generator) -> None:
         """Record the generator's state at the epoch's first draw, or set the recorded one."""
         if self.generator_state is None:
-            self.record_generator_state(encode_generator_state(generator))
+            self.record_generator_state(encode_torch_generator(generator))
         else:
-            generator.set_state(decode_generator_state(self.generator_state))
+            restore_torch_generator(generator, self.generator_state, "StatefulDataLoader")
 
     def _skip(self, tasks: int) -> None:
         if tasks <= 0:

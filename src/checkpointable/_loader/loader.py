@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
 from typing_extensions import TypeVar
 
 from .._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
+from .._rng import draw_seed
 from .epochs import (
     Reader,
     dataset_length,
@@ -193,6 +194,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         else:
             kind = "map"
         self._kind = kind
+        self._datapipe = isinstance(dataset, IterDataPipe)  # once: a metaclass check, ~1 us
         self._plan = IndexPlan(self._index_sampler, self._auto_collation) if kind == "map" else None
         self._dataset_stateful = kind != "sharded" and has_state(dataset)
         workers = max(num_workers, 1)
@@ -367,20 +369,17 @@ class StatefulDataLoader(DataLoader[T_co]):
             if not (reused or kept):
                 base_seed = seeds.get("base_seed")
                 if base_seed is None:
-                    generator = self.generator
-                    base_seed = int(
-                        torch.empty((), dtype=torch.int64).random_(generator=generator).item()
-                    )
+                    base_seed = draw_seed(self.generator)
                 state.base_seed = base_seed
         elif state.base_seed is None:
-            state.base_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            state.base_seed = draw_seed()
         if cut and indices is not None and plan is not None and plan.kind == RANDOM:
             indices.open()  # the skipped epoch's order is drawn now, as its first batch would
         new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
         if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
             # torch's new worker iterator draws a second shared seed (its first _reset) that
             # its workers never use: drawn too, so that the RNG moves as with torch
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+            draw_seed(self.generator)
         if workers == 0:
             epoch: Iterator[Any] = main_epoch(self, indices, continuing)
         else:
@@ -477,7 +476,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
         ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
         state, plan = self._state, self._plan
-        if isinstance(self.dataset, IterDataPipe):
+        if self._datapipe:
             return None  # its shared seed is drawn before the base seed, at iter()
         if state.in_epoch:
             if plan is None:

@@ -20,9 +20,9 @@ import torch
 import torch.utils.data as tud
 
 from .._errors import IncompatibleStateError
+from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
 from .index_orders import RandomOrder
 from .indices import has_state
-from .rng import decode_generator_state, encode_generator_state
 
 __all__ = ["BatchSampler", "RandomSampler", "StatefulDistributedSampler"]
 
@@ -67,7 +67,7 @@ class RandomSampler(tud.RandomSampler):
 
     _KEYS: ClassVar[dict[str, tuple[type, ...]]] = {
         "seed": (int, type(None)),
-        "generator_state": (str, type(None)),
+        "generator_state": (dict, str, type(None)),
         "yielded": (int,),
     }
 
@@ -80,7 +80,7 @@ class RandomSampler(tud.RandomSampler):
     ) -> None:
         super().__init__(data_source, replacement, num_samples, generator)
         self._seed: int | None = None
-        self._generator_state: str | None = None
+        self._generator_state: dict[str, Any] | str | None = None
         self._yielded = 0
         self._pending: dict[str, Any] | None = None
 
@@ -93,15 +93,15 @@ class RandomSampler(tud.RandomSampler):
         # As torch's, the order is drawn at the first index (a generator function).
         if self.generator is None:
             if seed is None:
-                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+                seed = draw_seed()
             generator = torch.Generator()
             generator.manual_seed(seed)
         else:
             generator = self.generator
             if generator_state is None:
-                generator_state = encode_generator_state(generator)
+                generator_state = encode_torch_generator(generator)
             else:
-                generator.set_state(decode_generator_state(generator_state))
+                restore_torch_generator(generator, generator_state, "RandomSampler")
         self._seed, self._generator_state, self._yielded = seed, generator_state, start
         stream = RandomOrder(n, total, self.replacement, generator, self.generator is None)
         if start > stream.skip(start) or start > total:
@@ -114,7 +114,7 @@ class RandomSampler(tud.RandomSampler):
             if not taken:  # the pass is over: the state is now the next pass's start
                 self._seed, self._yielded = None, 0
                 self._generator_state = (
-                    None if self.generator is None else encode_generator_state(self.generator)
+                    None if self.generator is None else encode_torch_generator(self.generator)
                 )
                 return
             self._yielded += 1

@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._checks import require_int
+from .._rng import draw_seed, encode_torch_generator
 from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
-from .rng import encode_generator_state
 from .state import LoaderState
 
 __all__ = ["check_skippable", "cut_epoch", "cut_positions", "cut_shards"]
@@ -141,11 +141,9 @@ def record_order(state: LoaderState, plan: IndexPlan) -> None:
     generator = plan.generator
     if generator is not None:
         if state.generator_state is None:
-            state.generator_state = encode_generator_state(generator)
+            state.generator_state = encode_torch_generator(generator)
     elif state.seed is None:
-        import torch
-
-        state.seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        state.seed = draw_seed()
 
 
 def cut_shards(

@@ -10,52 +10,28 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from .._errors import IncompatibleStateError
-from .._state import check_config, check_state, state_int
-from .rng import decode_generator_state
+from .._rng import decode_torch_state
+from .._state import check_state
+from .state_layout import CONFIG, GROUPS, POSITION, Field, fingerprint
+from .state_v3 import OLD_VERSIONS, upgrade
 
 __all__ = ["LOADER_STATE_VERSION", "STATE_TYPE", "LoaderState"]
 
 STATE_TYPE = "StatefulDataLoader"
-#: The loader's own format version: 3 added "skips" (`StatefulDataLoader.skip`). A version-2
-#: state (before skips) is read as one without skips.
-LOADER_STATE_VERSION = 3
+#: The loader's own format version: 4 is the compact layout of `state_layout` (3 added
+#: "skips", `StatefulDataLoader.skip`); versions 2 and 3 are read by `state_v3`.
+LOADER_STATE_VERSION = 4
 #: Skips kept in the state's log (the oldest are dropped; "total" counts them all).
 SKIP_LOG_LENGTH = 32
 _OWNER = "StatefulDataLoader.load_state_dict"
-_CONFIG_KEYS = (
-    "dataset_kind",
-    "dataset_length",
-    "batch_size",
-    "drop_last",
-    "sampler",
-    "num_workers",
-    "num_shards",
+#: Per group of the position: its key and what reads its entries from a `LoaderState`.
+_READERS = tuple(
+    (key, attrgetter(*(field.source for field in fields))) for key, fields in POSITION.items()
 )
-_POSITION_KEYS = (
-    "epoch",
-    "in_epoch",
-    "batches",
-    "delivered_beyond",
-    "sampler_position",
-    "base_seed",
-    "shared_seed",
-    "next_seeds",
-    "loader_generator_state",
-    "dataset_states",
-    "streams",
-    "next_stream",
-    "skips",
-)
-#: The configuration a state must match, per dataset kind (the rest is what a resume may change).
-_CHECKED_CONFIG = {
-    "map": ("dataset_length", "batch_size", "drop_last", "sampler"),
-    "iterable": ("batch_size", "drop_last"),
-    "sharded": ("num_shards", "batch_size", "drop_last"),
-}
-_SAMPLER_KEYS = ("seed", "generator_state", "sampler_state", "exhausted")
 _WORKER_KEYS = ("state", "fresh")
 _STREAM_KEYS = ("state", "iterator_state", "fresh", "replay", "ended")
 
@@ -74,7 +50,8 @@ class LoaderState:
     """Where a loader is: epoch, batches delivered, sampler position, seeds, per-source states.
 
     Args:
-        config: the configuration stored in the state and compared on load (`_CONFIG_KEYS`).
+        config: the loader's configuration, by name (``dataset_kind`` and `state_layout.CONFIG`);
+            the state stores and checks the entries of its kind.
         num_entries: per-worker dataset entries (map style with a stateful dataset), or 0.
         num_streams: streams of an iterable-style dataset (workers or shards), or 0.
         stream_stateful: whether the streams' sources have their own state.
@@ -91,12 +68,21 @@ class LoaderState:
         fresh_state: Callable[[int], Any],
     ) -> None:
         self.config = config
+        kind = config["dataset_kind"]
+        #: The "config" group as written: the kind, then `CONFIG` [kind] (long ones fingerprinted).
+        self._config: list[Any] = [
+            kind,
+            *(
+                fingerprint(config[field.name]) if field.fingerprinted else config[field.name]
+                for field in CONFIG[kind]
+            ),
+        ]
         self.epoch = 0
         self.in_epoch = False
         self.batches = 0  # delivered in the epoch; with out-of-order delivery, the low watermark
         self.beyond: set[int] = set()  # positions delivered above the watermark
         self.seed: int | None = None
-        self.generator_state: str | None = None
+        self.generator_state: dict[str, Any] | str | None = None
         self.sampler_state: Any = None
         # The epoch's index lists ran out while the tasks up to the watermark were drawn.
         self.sampler_exhausted = False
@@ -105,7 +91,7 @@ class LoaderState:
         #: The next epoch's seeds, drawn from the global RNG when a state was written at an
         #: epoch boundary: {"base_seed", "sampler_seed"} (each None when not drawn), or None.
         self.next_seeds: dict[str, int | None] | None = None
-        self.loader_generator_state: str | None = None
+        self.loader_generator_state: dict[str, Any] | str | None = None
         self._num_entries = num_entries
         self._stream_stateful = stream_stateful
         self.dataset_states: list[dict[str, Any]] | None = (
@@ -183,40 +169,43 @@ class LoaderState:
             self.beyond.add(position)
 
     def to_dict(self) -> dict[str, Any]:
-        """The state as plain data (the user's own states as they gave them)."""
+        """The state as plain data (the user's own states as they gave them): format 4, one
+        list per group of `state_layout` (built here, never between two calls)."""
         if self.refresh is not None:
             self.refresh()
-        states = self.dataset_states
-        return {
+        state: dict[str, Any] = {
             "version": LOADER_STATE_VERSION,
             "type": STATE_TYPE,
-            **self.config,
-            "epoch": self.epoch,
-            "in_epoch": self.in_epoch,
-            "batches": self.batches,
-            "delivered_beyond": sorted(self.beyond),
-            "sampler_position": {
-                "seed": self.seed,
-                "generator_state": self.generator_state,
-                "sampler_state": self.sampler_state,
-                "exhausted": self.sampler_exhausted,
-            },
-            "base_seed": self.base_seed,
-            "shared_seed": self.shared_seed,
-            # always both keys (None: not drawn), so that the layout never changes
-            "next_seeds": dict(self.next_seeds or {"base_seed": None, "sampler_seed": None}),
-            "loader_generator_state": self.loader_generator_state,
-            "dataset_states": None
-            if states is None
-            else [self._entry(i, e) for i, e in enumerate(states)],
-            "streams": [self._entry(i, e) for i, e in enumerate(self.streams)],
-            "next_stream": self.next_stream,
-            "skips": {
-                "pending": self.skip_pending,
-                "total": self.skip_total,
-                "log": [list(entry) for entry in self.skip_log],
-            },
+            "config": self._config.copy(),
         }
+        for key, read in _READERS:
+            state[key] = list(read(self))
+        return state
+
+    @property
+    def delivered_beyond(self) -> list[int]:
+        return sorted(self.beyond) if self.beyond else []
+
+    @property
+    def next_base_seed(self) -> int | None:
+        return None if self.next_seeds is None else self.next_seeds.get("base_seed")
+
+    @property
+    def next_sampler_seed(self) -> int | None:
+        return None if self.next_seeds is None else self.next_seeds.get("sampler_seed")
+
+    @property
+    def dataset_entries(self) -> list[dict[str, Any]] | None:
+        states = self.dataset_states
+        return None if states is None else [self._entry(i, e) for i, e in enumerate(states)]
+
+    @property
+    def stream_entries(self) -> list[dict[str, Any]]:
+        return [self._entry(i, e) for i, e in enumerate(self.streams)] if self.streams else []
+
+    @property
+    def skip_log_copy(self) -> list[list[int]]:
+        return [list(entry) for entry in self.skip_log]
 
     def record_skip(self, epoch: int, batch: int, count: int) -> None:
         """Log a skip of `count` batches from batch `batch` of epoch `epoch`."""
@@ -236,85 +225,84 @@ class LoaderState:
                 version, or for another dataset kind, length, batch size, sampler, number of
                 shards, or (plain iterable-style datasets) number of workers.
         """
-        state = _current_format(state)
-        state = check_state(state, STATE_TYPE, (*_CONFIG_KEYS, *_POSITION_KEYS), _OWNER)
-        config = self.config
-        check_config(_OWNER, state, dataset_kind=config["dataset_kind"])
-        kind = config["dataset_kind"]
-        check_config(_OWNER, state, **{key: config[key] for key in _CHECKED_CONFIG[kind]})
-        if kind == "iterable" and state["num_workers"] != config["num_workers"]:
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state was saved with num_workers={state['num_workers']!r}, but "
-                f"this loader has num_workers={config['num_workers']}; the state of a plain "
-                "IterableDataset is one state per worker copy and cannot be split or merged: "
-                "load it with the same num_workers, or make the dataset a "
-                "ShardedIterableDataset, whose states load with any num_workers"
-            )
-        epoch = state_int(_OWNER, state, "epoch")
-        batches = state_int(_OWNER, state, "batches")
-        in_epoch = _bool(state, "in_epoch")
-        beyond = state["delivered_beyond"]
-        if not isinstance(beyond, list) or not all(type(p) is int and p > batches for p in beyond):
+        state = check_state(_current_format(state), STATE_TYPE, GROUPS, _OWNER)
+        self._check_config(state["config"])
+        values: dict[str, Any] = {}
+        for key, fields in POSITION.items():
+            values.update(_group(state, key, fields))
+        batches, beyond = values["batches"], values["delivered_beyond"]
+        if not all(p > batches for p in beyond):
             raise IncompatibleStateError(
                 f"{_OWNER}: the state's 'delivered_beyond' must be a list of ints > batches "
                 f"({batches}), got {beyond!r:.80}"
             )
-        position = check_state(
-            {"type": "sampler_position", **_dict(state, "sampler_position")},
-            "sampler_position",
-            _SAMPLER_KEYS,
-            _OWNER,
-        )
-        seed, generator_state = position["seed"], position["generator_state"]
-        base_seed = state["base_seed"]
-        loader_generator_state = state["loader_generator_state"]
-        for name, value, kinds in (
-            ("seed", seed, (int,)),
-            ("generator_state", generator_state, (str,)),
-            ("base_seed", base_seed, (int,)),
-            ("shared_seed", state["shared_seed"], (int,)),
-            ("loader_generator_state", loader_generator_state, (str,)),
-        ):
-            if value is not None and type(value) not in kinds:
-                raise IncompatibleStateError(
-                    f"{_OWNER}: the state's {name!r} must be {kinds[0].__name__} or None, "
-                    f"got {value!r:.60}"
-                )
-            if value is not None and kinds == (str,):
-                decode_generator_state(value, _OWNER)  # refused now, not at the next epoch
-        next_seeds = state["next_seeds"]
-        if (
-            not isinstance(next_seeds, dict)
-            or set(next_seeds) != {"base_seed", "sampler_seed"}
-            or any(v is not None and type(v) is not int for v in next_seeds.values())
-        ):
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state's 'next_seeds' must be a dict of 'base_seed' and "
-                f"'sampler_seed' (ints or None), got {next_seeds!r:.80}"
-            )
-        dataset_states = self._load_workers(state)
-        streams = self._load_streams(state)
-        skips = _load_skips(state)
-        next_stream = state_int(_OWNER, state, "next_stream")
+        for name in ("generator_state", "loader_generator_state"):
+            if values[name] is not None:  # refused now, not at the next epoch
+                decode_torch_state(values[name], _OWNER, name)
+        dataset_states = self._load_workers(values["dataset_states"])
+        streams = self._load_streams(values["streams"])
+        next_stream = values["next_stream"]
         if next_stream >= max(len(streams), 1):
             raise IncompatibleStateError(
                 f"{_OWNER}: the state's next_stream {next_stream} is not one of its "
                 f"{len(streams)} streams"
             )
-        self.epoch, self.in_epoch, self.batches, self.beyond = epoch, in_epoch, batches, set(beyond)
-        self.seed, self.generator_state = seed, generator_state
-        self.sampler_state = position["sampler_state"]
-        self.sampler_exhausted = _bool(position, "exhausted")
-        self.base_seed = base_seed
-        self.shared_seed = state["shared_seed"]
-        drawn = any(value is not None for value in next_seeds.values())
-        self.next_seeds = dict(next_seeds) if drawn else None
-        self.loader_generator_state = loader_generator_state
+        self.epoch, self.in_epoch, self.batches = values["epoch"], values["in_epoch"], batches
+        self.beyond = set(beyond)
+        self.seed, self.generator_state = values["seed"], values["generator_state"]
+        self.sampler_state = values["sampler_state"]
+        self.sampler_exhausted = values["sampler_exhausted"]
+        self.base_seed, self.shared_seed = values["base_seed"], values["shared_seed"]
+        base, sampler = values["next_base_seed"], values["next_sampler_seed"]
+        drawn = base is not None or sampler is not None
+        self.next_seeds = {"base_seed": base, "sampler_seed": sampler} if drawn else None
+        self.loader_generator_state = values["loader_generator_state"]
         self.dataset_states, self.streams, self.next_stream = dataset_states, streams, next_stream
-        self.skip_pending, self.skip_total, self.skip_log = skips
+        self.skip_pending, self.skip_total = values["skip_pending"], values["skip_total"]
+        self.skip_log = [list(entry) for entry in values["skip_log"]]
 
-    def _load_workers(self, state: dict[str, Any]) -> list[dict[str, Any]] | None:
-        saved = state["dataset_states"]
+    def _check_config(self, saved: Any) -> None:
+        """Raise naming the first configuration entry of `saved` that differs from ours."""
+        kind = self.config["dataset_kind"]
+        if not isinstance(saved, list) or not saved or saved[0] not in CONFIG:
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state's 'config' must be [dataset kind, ...] as state_dict() "
+                f"writes it, got {saved!r:.80}"
+            )
+        if saved[0] != kind:
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state was saved with dataset_kind={saved[0]!r}, but this object "
+                f"has dataset_kind={kind!r}"
+            )
+        if len(saved) != len(self._config):
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state's 'config' must have {len(self._config)} entries for a "
+                f"{kind!r} dataset, got {saved!r:.80}"
+            )
+        for field, found, expected in zip(CONFIG[kind], saved[1:], self._config[1:], strict=True):
+            if found == expected:
+                continue
+            ours = self.config[field.name]
+            if field.name == "num_workers":
+                raise IncompatibleStateError(
+                    f"{_OWNER}: the state was saved with num_workers={found!r}, but this loader "
+                    f"has num_workers={ours}; the state of a plain IterableDataset is one state "
+                    "per worker copy and cannot be split or merged: load it with the same "
+                    "num_workers, or make the dataset a ShardedIterableDataset, whose states "
+                    "load with any num_workers"
+                )
+            if field.fingerprinted:
+                raise IncompatibleStateError(
+                    f"{_OWNER}: the state was saved with another {field.name} (fingerprint "
+                    f"{found!r}) than this loader's {field.name}={ours!r} (fingerprint "
+                    f"{expected!r})"
+                )
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state was saved with {field.name}={found!r}, but this object "
+                f"has {field.name}={ours!r}"
+            )
+
+    def _load_workers(self, saved: list[Any] | None) -> list[dict[str, Any]] | None:
         if not self._num_entries:
             return None
         if saved is None:
@@ -325,13 +313,11 @@ class LoaderState:
                 stacklevel=3,
             )
             return self.fresh_workers()
-        entries = [
-            _entry(item, _WORKER_KEYS, "dataset_states") for item in _list(saved, "dataset_states")
-        ]
+        entries = [_entry(item, _WORKER_KEYS, "dataset_states") for item in saved]
         if len(entries) != self._num_entries:
             warnings.warn(
                 f"StatefulDataLoader.load_state_dict: the state was saved with "
-                f"num_workers={state['num_workers']} and this loader has "
+                f"num_workers={len(entries)} and this loader has "
                 f"num_workers={self.config['num_workers']}: the sample order continues exactly, "
                 "but the dataset's per-worker states (e.g. augmentation RNGs) are not restored; "
                 "the new workers start from the dataset as it is, seeded afresh",
@@ -340,10 +326,8 @@ class LoaderState:
             return self.fresh_workers()
         return entries
 
-    def _load_streams(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        entries = [
-            _entry(item, _STREAM_KEYS, "streams") for item in _list(state["streams"], "streams")
-        ]
+    def _load_streams(self, saved: list[Any]) -> list[dict[str, Any]]:
+        entries = [_entry(item, _STREAM_KEYS, "streams") for item in saved]
         if len(entries) != len(self.streams):
             raise IncompatibleStateError(
                 f"{_OWNER}: the state has {len(entries)} streams, this loader reads "
@@ -358,43 +342,43 @@ class LoaderState:
 
 
 def _current_format(state: Any) -> Any:
-    """`state` without its version, read as the current format: a version-2 state (before
-    skips) gets no skips; any other version than 2 or 3 is refused, naming both."""
+    """`state` as format 4 without its version: an older one read by `state_v3`; any other
+    version refused, naming it."""
     if not isinstance(state, dict) or state.get("type") != STATE_TYPE:
         return state  # check_state names what is wrong
     version = state.get("version", LOADER_STATE_VERSION)
-    if version == 2 and "skips" not in state:  # 2: the loader's version before skips
-        return {**state, "version": 2, "skips": _NO_SKIPS}
+    if version in OLD_VERSIONS:
+        return upgrade(state, _OWNER)
     if version != LOADER_STATE_VERSION:
         raise IncompatibleStateError(
             f"{_OWNER}: the state has format version {version!r}, this release of "
-            f"checkpointable reads StatefulDataLoader states of versions 2 and "
-            f"{LOADER_STATE_VERSION}"
+            f"checkpointable reads StatefulDataLoader states of versions "
+            f"{', '.join(map(str, OLD_VERSIONS))} and {LOADER_STATE_VERSION}"
         )
     return {key: value for key, value in state.items() if key != "version"}
 
 
-_NO_SKIPS: dict[str, Any] = {"pending": 0, "total": 0, "log": []}
-
-
-def _load_skips(state: dict[str, Any]) -> tuple[int, int, list[list[int]]]:
-    skips = check_state(
-        {"type": "skips", **_dict(state, "skips")}, "skips", ("pending", "total", "log"), _OWNER
-    )
-    pending = state_int(_OWNER, skips, "pending")
-    total = state_int(_OWNER, skips, "total")
-    log = skips["log"]
-    if not isinstance(log, list) or not all(
-        isinstance(entry, list)
-        and len(entry) == 3
-        and all(type(value) is int and value >= 0 for value in entry)
-        for entry in log
-    ):
+def _group(state: dict[str, Any], key: str, fields: tuple[Field, ...]) -> dict[str, Any]:
+    """The entries of group `key`, by name, after checking each against its field."""
+    values = state[key]
+    if not isinstance(values, list) or len(values) != len(fields):
+        names = [field.name for field in fields]
         raise IncompatibleStateError(
-            f"{_OWNER}: the state's skips 'log' must be a list of [epoch, batch, count] "
-            f"lists of ints >= 0, got {log!r:.80}"
+            f"{_OWNER}: the state's {key!r} must be a list of {names}, got {values!r:.80}"
         )
-    return pending, total, [list(entry) for entry in log]
+    out = {}
+    for field, value in zip(fields, values, strict=True):
+        if field.types != (object,) and (
+            type(value) not in field.types or (field.check is not None and not field.check(value))
+        ):
+            kinds = " or ".join(t.__name__ for t in field.types).replace("NoneType", "None")
+            raise IncompatibleStateError(
+                f"{_OWNER}: the state's {field.name!r} ({key}[{fields.index(field)}]) must be "
+                f"{kinds}{'' if field.check is None else ' ' + str(field.check.__doc__)}, got "
+                f"{value!r:.60}"
+            )
+        out[field.name] = value
+    return out
 
 
 def _entry(item: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -409,27 +393,3 @@ def _entry(item: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
                 f"{_OWNER}: {where}[...][{key!r}] must be a bool, got {item[key]!r}"
             )
     return dict(item)
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise IncompatibleStateError(
-            f"{_OWNER}: the state's {where!r} must be a list, got {value!r:.60}"
-        )
-    return value
-
-
-def _dict(state: dict[str, Any], key: str) -> dict[str, Any]:
-    value = state[key]
-    if not isinstance(value, dict):
-        raise IncompatibleStateError(
-            f"{_OWNER}: the state's {key!r} must be a dict, got {value!r:.60}"
-        )
-    return value
-
-
-def _bool(state: dict[str, Any], key: str) -> bool:
-    value = state[key]
-    if type(value) is not bool:
-        raise IncompatibleStateError(f"{_OWNER}: the state's {key!r} must be a bool, got {value!r}")
-    return value
