@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 
-def load_main_process_states(parts: LoaderParts, num_workers: int) -> None:
+def load_main_process_states(parts: LoaderParts, reader: Reader, num_workers: int) -> None:
     """Give the generators (and, without workers, the dataset) their states; a stateful sampler
     got its state in `Lifecycle.load` already."""
-    state, plan, reader, kind = parts.state, parts.plan, parts.reader, parts.kind
+    state, plan, kind = parts.state, parts.plan, parts.kind
     generator = reader.loader_generator
     if generator is not None and state.loader_generator_state is not None:
         generator.set_state(decode_generator_state(state.loader_generator_state))
@@ -63,23 +63,26 @@ def load_main_process_states(parts: LoaderParts, num_workers: int) -> None:
             reader.loaded = state.snapshot(0)
 
 
-def restart_main_process_iterable(parts: LoaderParts) -> None:
+def restart_main_process_iterable(parts: LoaderParts, reader: Reader) -> None:
     """Without workers, a new pass over a dataset that keeps a loaded state for every later
     ``iter()`` (a Hugging Face ``IterableDataset``, within one of its epochs) starts from the
     dataset's state as the loader got it, as a worker's fresh copy does; without this, the pass
     after a resume would start again where the loaded state pointed.
     """
-    reader = parts.reader
     if reader.dataset_loaded:
         parts.dataset.load_state_dict(reader.initial_dataset_state)
         reader.dataset_loaded = False
 
 
 def main_epoch(
-    parts: LoaderParts, options: EpochOptions, indices: EpochIndices | None, continuing: bool
+    parts: LoaderParts,
+    reader: Reader,
+    options: EpochOptions,
+    indices: EpochIndices | None,
+    continuing: bool,
 ) -> MainMapEpoch | MainSourceEpoch:
     """The iterator of an epoch read in the main process."""
-    state, plan, reader, dataset = parts.state, parts.plan, parts.reader, parts.dataset
+    state, plan, dataset = parts.state, parts.plan, parts.dataset
     pin = pin_function(options)
     finish = partial(finish_epoch, state, plan, None)
     if indices is not None:
@@ -215,22 +218,12 @@ class Reader:
     soon as the user drops it.
     """
 
-    def __init__(
-        self,
-        state: LoaderState,
-        plan: IndexPlan | None,
-        dataset: Any,
-        kind: DatasetKind,
-        stateful: bool,
-    ) -> None:
-        self.state, self.plan, self.dataset, self.kind, self.stateful = (
-            state,
-            plan,
-            dataset,
-            kind,
-            stateful,
-        )
-        self.pending = False  # a loaded state waits for the next iter(): report it as loaded
+    def __init__(self, parts: LoaderParts) -> None:
+        self.state, self.plan, self.dataset = parts.state, parts.plan, parts.dataset
+        self.kind, self.stateful = parts.kind, parts.dataset_stateful
+        #: A loaded state waits for the next iter() (`Phase.LOADED`, `Phase.LOADED_IN_EPOCH`):
+        #: report it as loaded.
+        self.pending = False
         self.streams: list[Batcher] | None = None
         #: Without workers: the loaded snapshot the next epoch's stream starts from.
         self.loaded: dict[str, Any] | None = None
@@ -266,9 +259,8 @@ class Reader:
                 state.dataset_states[0] = {"state": self.dataset.state_dict(), "fresh": False}
             return
         started = [s for s in self.streams or () if s.source is not None]
-        if (
-            self.kind is DatasetKind.ITERABLE and not started and self.stateful
-        ):  # before the first iter()
+        if self.kind is DatasetKind.ITERABLE and not started and self.stateful:
+            # before the first iter()
             state.take_snapshot(0, {"state": self.dataset.state_dict(), "iterator_state": None})
         for index, stream in enumerate(self.streams or ()):
             snapshot = stream.capture() if stream.source is not None else None

@@ -18,6 +18,7 @@ from torch.utils.data import IterDataPipe
 
 from .._errors import IncompatibleStateError
 from .epochs import (
+    Reader,
     load_main_process_states,
     main_epoch,
     restart_main_process_iterable,
@@ -48,33 +49,32 @@ class Lifecycle:
     """The loader's epoch iterator, persistent workers and loaded state, and the transitions
     between its phases: `iterate` (``iter(loader)``), `load`, `skip`, `close`."""
 
-    def __init__(self, parts: LoaderParts) -> None:
-        self.parts = parts
+    def __init__(self, parts: LoaderParts, reader: Reader) -> None:
+        self.parts, self.reader = parts, reader
         self.pool: WorkerPool | None = None  # persistent workers
-        self._loaded = False  # a loaded state waits for the next iter()
         self._epoch: weakref.ref[Epoch] | None = None
 
     @property
     def phase(self) -> Phase:
         in_epoch = self.parts.state.in_epoch
-        if self._loaded:
+        if self.reader.pending:  # a loaded state waits for the next iter()
             return Phase.LOADED_IN_EPOCH if in_epoch else Phase.LOADED
         return Phase.IN_EPOCH if in_epoch else Phase.BETWEEN_EPOCHS
 
     def iterate(self, options: EpochOptions) -> Iterator[Any]:
         """``iter(loader)``: continue a loaded epoch, or start the next one."""
         self._stop_epoch()
-        phase, self._loaded = self.phase, False
-        self.parts.reader.pending = False
+        phase, self.reader.pending = self.phase, False
         if phase in (Phase.LOADED, Phase.LOADED_IN_EPOCH):
-            load_main_process_states(self.parts, options.num_workers)
+            load_main_process_states(self.parts, self.reader, options.num_workers)
         pool = self.pool if self.pool is not None and self.pool.alive else None
         pool = pool if options.persistent_workers else None  # persistent workers kept alive
-        if phase is Phase.LOADED_IN_EPOCH:
+        continuing = phase is Phase.LOADED_IN_EPOCH
+        if continuing:
             indices = self._continue_loaded_epoch()
         else:
-            indices = self._start_epoch(options, phase, pool is not None)
-        return self._open_epoch(options, indices, phase is Phase.LOADED_IN_EPOCH, pool)
+            indices = self._start_epoch(options, phase, reuse_pool=pool is not None)
+        return self._open_epoch(options, indices, continuing, pool)
 
     def _continue_loaded_epoch(self) -> EpochIndices | None:
         """A state loaded inside an epoch: its position, its seeds (a base seed drawn now if the
@@ -87,19 +87,36 @@ class Lifecycle:
     def _start_epoch(
         self, options: EpochOptions, phase: Phase, reuse_pool: bool
     ) -> EpochIndices | None:
-        """End an abandoned epoch, begin the next, cut a skip carried over and draw its seeds as
-        torch does (or take the ones the last boundary's state fixed)."""
-        state, plan, generator = self.parts.state, self.parts.plan, options.generator
+        """Begin the next epoch (ending an abandoned one), cut a skip carried over, take its
+        index lists, and draw its seeds."""
+        seeds = self._begin_epoch(options, phase)
+        cut = self.cut(record=False) if self.parts.state.skip_pending else 0
+        indices = self._indices(continuing=False)
+        self._draw_seeds(options, seeds, phase, reuse_pool)
+        if cut and indices is not None and indices.plan.kind == RANDOM:
+            indices.open()  # the skipped epoch's order is drawn now, as its first batch would
+        return indices
+
+    def _begin_epoch(self, options: EpochOptions, phase: Phase) -> dict[str, int | None]:
+        """End an abandoned epoch, begin the next; the seeds the last boundary's state fixed."""
+        state = self.parts.state
         if options.num_workers == 0:
-            restart_main_process_iterable(self.parts)
+            restart_main_process_iterable(self.parts, self.reader)
         if phase is Phase.IN_EPOCH:  # the previous epoch was abandoned
             state.end_epoch()
         state.start_epoch(carry=options.persistent_workers and options.num_workers > 0)
         seeds, state.next_seeds = state.next_seeds or {}, None
         state.seed = seeds.get("sampler_seed")
-        cut = self.cut(record=False) if state.skip_pending else 0  # a skip carried over
-        indices = self._indices(continuing=False)
-        pipe = isinstance(self.parts.dataset, IterDataPipe)
+        return seeds
+
+    def _draw_seeds(
+        self, options: EpochOptions, seeds: dict[str, int | None], phase: Phase, reuse_pool: bool
+    ) -> None:
+        """Draw a new epoch's seeds as torch does, after its index sampler's iter(): an
+        ``IterDataPipe``'s shared seed, then the workers' base seed (unless `seeds` fixed it or
+        persistent workers keep theirs)."""
+        state, generator = self.parts.state, options.generator
+        pipe = isinstance(self.parts.dataset, IterDataPipe)  # no index lists: nothing between
         if pipe:  # torch's shared seed for the pipe's shuffles: drawn first, at every iter()
             state.shared_seed = _draw_seed(generator)
         reused = options.persistent_workers and reuse_pool
@@ -107,13 +124,10 @@ class Lifecycle:
         if not (reused or kept):
             base_seed = seeds.get("base_seed")
             state.base_seed = _draw_seed(generator) if base_seed is None else base_seed
-        if cut and indices is not None and plan is not None and plan.kind == RANDOM:
-            indices.open()  # the skipped epoch's order is drawn now, as its first batch would
         if pipe and options.num_workers > 0 and not reused:
             # torch's new worker iterator draws a second shared seed (its first _reset) that
             # its workers never use: drawn too, so that the RNG moves as with torch
             _draw_seed(generator)
-        return indices
 
     def _indices(self, continuing: bool) -> EpochIndices | None:
         """A map-style epoch's index lists from the state's position (before the base seed:
@@ -143,7 +157,7 @@ class Lifecycle:
         """The epoch's iterator: in the main process, or over (persistent or new) workers."""
         epoch: Epoch
         if options.num_workers == 0:
-            epoch = main_epoch(self.parts, options, indices, continuing)
+            epoch = main_epoch(self.parts, self.reader, options, indices, continuing)
         else:
             if pool is None:
                 self._stop_pool()
@@ -168,8 +182,7 @@ class Lifecycle:
             # now, so that a set_epoch() the script calls before iter(loader) applies after it
             plan.restore(state.sampler_state, state.sampler_exhausted)
         self._stop_pool()  # persistent workers hold the old position: start afresh
-        self._loaded = True
-        self.parts.reader.pending = True
+        self.reader.pending = True  # Phase.LOADED or LOADED_IN_EPOCH
 
     def _check_loaded(self) -> None:
         """Refuse now what the next ``iter()`` would refuse: a shard state that its shard does

@@ -171,55 +171,36 @@ class StatefulDataLoader(DataLoader[T_co]):
         self.snapshot_every_n_steps = snapshot_every_n_steps
         dataset = self.dataset
         kind = DatasetKind.of(dataset)
-        plan = (
-            IndexPlan(self._index_sampler, self._auto_collation)
-            if kind is DatasetKind.MAP
-            else None
-        )
-        dataset_stateful = kind is not DatasetKind.SHARDED and has_state(dataset)
+        mapped, sharded = kind is DatasetKind.MAP, kind is DatasetKind.SHARDED
+        plan = IndexPlan(self._index_sampler, self._auto_collation) if mapped else None
+        stateful = not sharded and has_state(dataset)
         workers = max(num_workers, 1)
         config = {
             "dataset_kind": kind.value,
-            "dataset_length": dataset_length(dataset) if kind is DatasetKind.MAP else None,
+            "dataset_length": dataset_length(dataset) if mapped else None,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "sampler": plan.describe() if plan is not None else None,
             "num_workers": num_workers,
-            "num_shards": dataset.num_shards if kind is DatasetKind.SHARDED else None,
+            "num_shards": dataset.num_shards if sharded else None,
         }
-        streams = (
-            0
-            if kind is DatasetKind.MAP
-            else workers
-            if kind is DatasetKind.ITERABLE
-            else dataset.num_shards
-        )
         state = LoaderState(
             config,
-            num_entries=workers if kind is DatasetKind.MAP and dataset_stateful else 0,
-            num_streams=streams,
-            stream_stateful=kind is DatasetKind.SHARDED or dataset_stateful,
+            num_entries=workers if mapped and stateful else 0,
+            num_streams=0 if mapped else dataset.num_shards if sharded else workers,
+            stream_stateful=sharded or stateful,
             fresh_state=partial(fresh_state, dataset, kind, {}),
         )
-        reader = Reader(state, plan, dataset, kind, dataset_stateful)
+        if plan is not None and plan.kind == STATEFUL:
+            state.sampler_state = plan.capture()
+        batching = self._index_sampler, self.batch_size, self.drop_last
+        self._parts = parts = LoaderParts(dataset, kind, plan, state, stateful, *batching)
+        reader = Reader(parts)
         reader.main_process = num_workers == 0
         reader.loader_generator = generator
         state.refresh = reader
         reader.boundary_draws = weakref.WeakMethod(self._boundary_draws)
-        if plan is not None and plan.kind == STATEFUL:
-            state.sampler_state = plan.capture()
-        self._parts = LoaderParts(
-            dataset,
-            kind,
-            plan,
-            state,
-            reader,
-            dataset_stateful,
-            self._index_sampler,
-            self.batch_size,
-            self.drop_last,
-        )
-        self._lifecycle = Lifecycle(self._parts)
+        self._lifecycle = Lifecycle(parts, reader)
         # What the dataset's own state leaves out, said once at the first state_dict().
         self._caveat = state_caveat(dataset) if kind is DatasetKind.ITERABLE else None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset
@@ -15,9 +15,6 @@ from torch.utils.data import IterableDataset
 from .indices import IndexPlan
 from .sharded import ShardedIterableDataset
 from .state import LoaderState
-
-if TYPE_CHECKING:
-    from .epochs import Reader
 
 __all__ = ["DatasetKind", "EpochOptions", "LoaderParts"]
 
@@ -41,13 +38,12 @@ class DatasetKind(str, Enum):
 
 @dataclass(frozen=True)
 class LoaderParts:
-    """What a loader builds once: its dataset, kind, index plan, position and state reader."""
+    """What a loader builds once: its dataset, kind, index plan and position."""
 
     dataset: Any
     kind: DatasetKind
     plan: IndexPlan | None  # map-style only
     state: LoaderState
-    reader: Reader
     dataset_stateful: bool  # the dataset has state_dict / load_state_dict (not for sharded)
     index_sampler: Any  # torch's ``_index_sampler`` (fixed once the loader is built)
     batch_size: int | None
