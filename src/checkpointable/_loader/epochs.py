@@ -83,7 +83,8 @@ def main_epoch(
 ) -> MainMapEpoch | MainSourceEpoch:
     """The iterator of an epoch read in the main process."""
     state, plan, dataset = parts.state, parts.plan, parts.dataset
-    pin = pin_function(options)
+    device = pin_device(options)
+    pin = _identity if device is None else partial(pin_memory, device=device)
     finish = partial(finish_epoch, state, plan, None)
     if indices is not None:
         fetch = partial(fetch_pinned, dataset, options.auto_collation, options.collate_fn, pin)
@@ -332,29 +333,26 @@ def _identity(batch: Any) -> Any:
 
 
 def pin_device(options: EpochOptions) -> str | None:
-    """The accelerator to pin batches for, or None; warns as torch does when pinning is off."""
+    """The accelerator to pin batches for, or None; warns as torch does when pinning is off, at
+    the script's ``iter(loader)`` (`main_epoch` or `worker_epoch`, `Lifecycle._open_epoch`,
+    `Lifecycle.iterate`, ``StatefulDataLoader.__iter__``, then the script: stacklevel 6)."""
     if not options.pin_memory:
         return None
     if options.pin_memory_device:
         warnings.warn(
             "pin_memory_device is deprecated, the current accelerator will be used as the "
             f"device, ignore pin_memory_device='{options.pin_memory_device}'.",
-            stacklevel=4,
+            stacklevel=6,
         )
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is None or not accelerator.is_available():
         warnings.warn(
             "'pin_memory' argument is set as true but no accelerator is found, then device "
             "pinned memory won't be used.",
-            stacklevel=4,
+            stacklevel=6,
         )
         return None
     current = accelerator.current_accelerator()
     if current is None or current.type == "mps":
         return None
     return str(current.type)
-
-
-def pin_function(options: EpochOptions) -> Callable[[Any], Any]:
-    device = pin_device(options)
-    return _identity if device is None else partial(pin_memory, device=device)
