@@ -90,7 +90,7 @@ class Lifecycle:
         """Begin the next epoch (ending an abandoned one), cut a skip carried over, take its
         index lists, and draw its seeds."""
         seeds = self._begin_epoch(options, phase)
-        cut = self.cut(record=False) if self.parts.state.skip_pending else 0
+        cut = self._cut(record=False) if self.parts.state.skip_pending else 0
         indices = self._indices(continuing=False)
         self._draw_seeds(options, seeds, phase, reuse_pool)
         if cut and indices is not None and indices.plan.kind == RANDOM:
@@ -237,9 +237,9 @@ class Lifecycle:
             state.record_skip(state.epoch + int(state.in_epoch), 0, count)
         state.skip_pending += count
         if continuing:
-            self.cut(record=True)
+            self._cut(record=True)
 
-    def cut(self, record: bool) -> int:
+    def _cut(self, record: bool) -> int:
         """Cut the pending skip from the rest of the current epoch; return the batches cut."""
         parts, state = self.parts, self.parts.state
         if parts.plan is not None:
