@@ -1,9 +1,10 @@
 """How an epoch starts: the states loaded in the main process, the workers' starts, the iterators.
 
-`StatefulDataLoader.__iter__` decides whether the epoch continues a loaded state or starts
-afresh and draws the seeds; the functions here build what reads the epoch: a `MainMapEpoch` or
-`MainSourceEpoch` without workers, a `WorkerEpoch` over a `WorkerPool` with them. `Reader`
-completes the state with what lives in main-process objects when the state is written.
+`Lifecycle.iterate` decides whether the epoch continues a loaded state or starts afresh and
+draws the seeds; the functions here, given the loader's `LoaderParts` and `EpochOptions`, build
+what reads the epoch: a `MainMapEpoch` or `MainSourceEpoch` without workers, a `WorkerEpoch` over
+a `WorkerPool` with them. `Reader` completes the state with what lives in main-process objects
+when the state is written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from torch.utils.data._utils.pin_memory import pin_memory
 
 from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
@@ -22,6 +22,7 @@ from .batcher import Batcher, fetch_map
 from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
 from .main_epochs import MainMapEpoch, MainSourceEpoch
+from .parts import DatasetKind, EpochOptions, LoaderParts
 from .pool import WorkerPool
 from .state import LoaderState
 from .worker import SourceStart, WorkerSpec
@@ -37,120 +38,120 @@ __all__ = [
 ]
 
 
-def load_main_process_states(loader: Any) -> None:
+def load_main_process_states(parts: LoaderParts, reader: Reader, num_workers: int) -> None:
     """Give the generators (and, without workers, the dataset) their states; a stateful sampler
-    got its state in `StatefulDataLoader.load_state_dict` already."""
-    state, plan = loader._state, loader._plan
-    generator = loader._reader.loader_generator
+    got its state in `Lifecycle.load` already."""
+    state, plan, kind = parts.state, parts.plan, parts.kind
+    generator = reader.loader_generator
     if generator is not None and state.loader_generator_state is not None:
         restore_torch_generator(generator, state.loader_generator_state, "StatefulDataLoader")
     sampler_generator = plan.generator if plan is not None else None
     if sampler_generator is not None and not state.in_epoch and state.generator_state:
         # between epochs: the next epoch draws from the generator as it was
         restore_torch_generator(sampler_generator, state.generator_state, "StatefulDataLoader")
-    if loader.num_workers == 0 and loader._dataset_stateful:
-        entries = (state.dataset_states if loader._kind == "map" else state.streams) or []
+    if num_workers == 0 and parts.dataset_stateful:
+        entries = (state.dataset_states if kind is DatasetKind.MAP else state.streams) or []
         if entries and not entries[0]["fresh"]:
-            reader = loader._reader
-            sticky = loader._kind == "iterable" and keeps_loaded_state(loader.dataset)
+            sticky = kind is DatasetKind.ITERABLE and keeps_loaded_state(parts.dataset)
             if sticky and reader.initial_dataset_state is None:
-                reader.initial_dataset_state = loader.dataset.state_dict()  # before any load
-            loader.dataset.load_state_dict(entries[0]["state"])
+                reader.initial_dataset_state = parts.dataset.state_dict()  # before any load
+            parts.dataset.load_state_dict(entries[0]["state"])
             reader.dataset_loaded = sticky
-    if loader.num_workers == 0 and loader._kind == "iterable" and state.in_epoch:
+    if num_workers == 0 and kind is DatasetKind.ITERABLE and state.in_epoch:
         entry = state.streams[0]
         if not entry["fresh"]:  # the stream loads it again around iter(dataset), see Batcher
-            loader._reader.loaded = state.snapshot(0)
+            reader.loaded = state.snapshot(0)
 
 
-def restart_main_process_iterable(loader: Any) -> None:
+def restart_main_process_iterable(parts: LoaderParts, reader: Reader) -> None:
     """Without workers, a new pass over a dataset that keeps a loaded state for every later
     ``iter()`` (a Hugging Face ``IterableDataset``, within one of its epochs) starts from the
     dataset's state as the loader got it, as a worker's fresh copy does; without this, the pass
     after a resume would start again where the loaded state pointed.
     """
-    reader = loader._reader
     if reader.dataset_loaded:
-        loader.dataset.load_state_dict(reader.initial_dataset_state)
+        parts.dataset.load_state_dict(reader.initial_dataset_state)
         reader.dataset_loaded = False
 
 
 def main_epoch(
-    loader: Any, indices: EpochIndices | None, continuing: bool
+    parts: LoaderParts,
+    reader: Reader,
+    options: EpochOptions,
+    indices: EpochIndices | None,
+    continuing: bool,
 ) -> MainMapEpoch | MainSourceEpoch:
     """The iterator of an epoch read in the main process."""
-    state = loader._state
-    pin = pin_function(loader)
-    finish = partial(finish_epoch, state, loader._plan, None)
+    state, plan, dataset = parts.state, parts.plan, parts.dataset
+    device = pin_device(options)
+    pin = _identity if device is None else partial(pin_memory, device=device)
+    finish = partial(finish_epoch, state, plan, None)
     if indices is not None:
-        fetch = partial(
-            fetch_pinned, loader.dataset, loader._auto_collation, loader.collate_fn, pin
-        )
-        plan = loader._plan
+        fetch = partial(fetch_pinned, dataset, options.auto_collation, options.collate_fn, pin)
         capture = plan.capture if plan is not None and plan.kind == STATEFUL else None
         return MainMapEpoch(state, indices, fetch, finish, capture)
     streams = []
-    dataset: Any = loader.dataset
-    loaded, loader._reader.loaded = loader._reader.loaded, None
+    loaded, reader.loaded = reader.loaded, None
     for index, entry in enumerate(state.streams):
         stream = Batcher(
-            loader.batch_size, loader.drop_last, loader.collate_fn, loader.snapshot_every_n_steps
+            parts.batch_size, parts.drop_last, options.collate_fn, options.snapshot_every
         )
         streams.append(stream)
         replay = entry["replay"] if continuing else 0
         if entry["ended"]:
             continue
-        if loader._kind == "sharded":
+        if parts.kind is DatasetKind.SHARDED:
             load = not entry["fresh"]  # a new epoch's shards are fresh, unless a skip moved them
             stream.start(dataset.open_shard(index), True, state.snapshot(index), load, replay)
         else:  # continuing a loaded epoch: the snapshot kept by load_main_process_states
             start = {**(loaded or {}), "shared_seed": state.shared_seed}
-            stream.start(dataset, loader._dataset_stateful, start, loaded is not None, replay)
-    loader._reader.streams = streams
-    return MainSourceEpoch(state, streams, pin, finish, length_check(loader))
+            stream.start(dataset, parts.dataset_stateful, start, loaded is not None, replay)
+    reader.streams = streams
+    return MainSourceEpoch(state, streams, pin, finish, length_check(parts, options))
 
 
 def worker_epoch(
-    loader: Any, indices: EpochIndices | None, continuing: bool, pool_alive: bool
+    parts: LoaderParts,
+    options: EpochOptions,
+    indices: EpochIndices | None,
+    continuing: bool,
+    pool: WorkerPool | None,
 ) -> tuple[WorkerEpoch, WorkerPool]:
-    """The iterator of an epoch read by workers, and its pool (reused if persistent and alive)."""
-    state, plan, workers = loader._state, loader._plan, loader.num_workers
-    persistent = loader.persistent_workers
-    pool = loader._pool if persistent and pool_alive else None
+    """The iterator of an epoch read by workers, and its pool: `pool` (persistent workers that
+    are alive) or a new one."""
+    state, plan, workers = parts.state, parts.plan, options.num_workers
+    persistent = options.persistent_workers
     new_pool = pool is None
     if pool is None:
-        if loader._pool is not None:
-            loader._pool.shutdown()
+        spec = worker_spec(parts, options)
         pool = WorkerPool(
-            worker_spec(loader),
-            workers,
-            loader.multiprocessing_context,
-            loader.timeout,
-            pin_device(loader),
+            spec, workers, options.multiprocessing_context, options.timeout, pin_device(options)
         )
-    pool.begin_epoch(worker_starts(loader, new_pool, continuing))
+    pool.begin_epoch(worker_starts(parts, workers, new_pool, continuing))
     tasks: MapTasks | SourceTasks
     if indices is not None:
         capture = indices.plan.kind == STATEFUL
-        tasks = MapTasks(state, indices, indices.plan, workers, loader.in_order, capture)
+        tasks = MapTasks(state, indices, indices.plan, workers, options.in_order, capture)
     else:
         count = len(state.streams)
-        owners = [s % workers for s in range(count)] if loader._kind == "sharded" else None
-        cap = None if loader.in_order else loader.prefetch_factor
-        tasks = SourceTasks(state, owners or list(range(workers)), length_check(loader), cap)
+        sharded = parts.kind is DatasetKind.SHARDED
+        owners = [s % workers for s in range(count)] if sharded else None
+        cap = None if options.in_order else options.prefetch_factor
+        check = length_check(parts, options)
+        tasks = SourceTasks(state, owners or list(range(workers)), check, cap)
     finish = partial(finish_epoch, state, plan, None if persistent else pool)
-    window = loader.prefetch_factor * workers
-    epoch = WorkerEpoch(pool, tasks, loader.in_order, window, finish, owns_pool=not persistent)
+    window = (options.prefetch_factor or 0) * workers
+    epoch = WorkerEpoch(pool, tasks, options.in_order, window, finish, owns_pool=not persistent)
     return epoch, pool
 
 
-def length_check(loader: Any) -> Callable[[int], None] | None:
+def length_check(parts: LoaderParts, options: EpochOptions) -> Callable[[int], None] | None:
     """torch's check that an iterable-style dataset yields no more batches than ``len(loader)``
     said, when it was asked (None otherwise): called with the batches delivered so far."""
-    reported = loader._IterableDataset_len_called
-    if loader._kind == "map" or reported is None:
+    reported = options.length_reported
+    if parts.kind is DatasetKind.MAP or reported is None:
         return None
-    return partial(_warn_if_longer, loader.dataset, reported, loader.num_workers)
+    return partial(_warn_if_longer, parts.dataset, reported, options.num_workers)
 
 
 def _warn_if_longer(dataset: Any, reported: int, num_workers: int, fetched: int) -> None:
@@ -170,32 +171,32 @@ def _warn_if_longer(dataset: Any, reported: int, num_workers: int, fetched: int)
     warnings.warn(message, stacklevel=4)
 
 
-def worker_spec(loader: Any) -> WorkerSpec:
-    """What each worker of `loader` needs."""
-    base_seed = loader._state.base_seed
-    if base_seed is None:  # drawn in __iter__ before the workers start
+def worker_spec(parts: LoaderParts, options: EpochOptions) -> WorkerSpec:
+    """What each worker needs."""
+    base_seed = parts.state.base_seed
+    if base_seed is None:  # drawn by Lifecycle.iterate before the workers start
         raise RuntimeError(
             "StatefulDataLoader: no base seed drawn for the workers (internal error)"
         )
     return WorkerSpec(
-        kind=loader._kind,
-        dataset=loader.dataset,
-        auto_collation=loader._auto_collation,
-        batch_size=loader.batch_size,
-        drop_last=loader.drop_last,
-        collate_fn=loader.collate_fn,
-        worker_init_fn=loader.worker_init_fn,
+        kind=parts.kind,
+        dataset=parts.dataset,
+        auto_collation=options.auto_collation,
+        batch_size=parts.batch_size,
+        drop_last=parts.drop_last,
+        collate_fn=options.collate_fn,
+        worker_init_fn=options.worker_init_fn,
         base_seed=base_seed,
-        num_workers=loader.num_workers,
-        snapshot_every=loader.snapshot_every_n_steps or 0,
-        dataset_stateful=loader._dataset_stateful,
+        num_workers=options.num_workers,
+        snapshot_every=options.snapshot_every or 0,
+        dataset_stateful=parts.dataset_stateful,
     )
 
 
-def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
+def worker_starts(parts: LoaderParts, workers: int, new_pool: bool, continuing: bool) -> list[Any]:
     """What each worker loads and skips when the epoch begins."""
-    state, workers = loader._state, loader.num_workers
-    if loader._kind == "map":
+    state = parts.state
+    if parts.kind is DatasetKind.MAP:
         entries = state.dataset_states
         if entries is None or not new_pool:
             return [None] * workers
@@ -203,7 +204,7 @@ def worker_starts(loader: Any, new_pool: bool, continuing: bool) -> list[Any]:
     starts: list[dict[int, SourceStart]] = [{} for _ in range(workers)]
     for index, entry in enumerate(state.streams):
         # A plain dataset copy lives on in a reused persistent worker; a shard is new each epoch.
-        load = not entry["fresh"] and (new_pool or loader._kind == "sharded")
+        load = not entry["fresh"] and (new_pool or parts.kind is DatasetKind.SHARDED)
         replay = entry["replay"] if continuing else 0
         how = SourceStart(state.snapshot(index), load, replay, entry["ended"])
         starts[index % workers][index] = how
@@ -218,17 +219,12 @@ class Reader:
     soon as the user drops it.
     """
 
-    def __init__(
-        self, state: LoaderState, plan: IndexPlan | None, dataset: Any, kind: str, stateful: bool
-    ) -> None:
-        self.state, self.plan, self.dataset, self.kind, self.stateful = (
-            state,
-            plan,
-            dataset,
-            kind,
-            stateful,
-        )
-        self.pending = False  # a loaded state waits for the next iter(): report it as loaded
+    def __init__(self, parts: LoaderParts) -> None:
+        self.state, self.plan, self.dataset = parts.state, parts.plan, parts.dataset
+        self.kind, self.stateful = parts.kind, parts.dataset_stateful
+        #: A loaded state waits for the next iter() (`Phase.LOADED`, `Phase.LOADED_IN_EPOCH`):
+        #: report it as loaded.
+        self.pending = False
         self.streams: list[Batcher] | None = None
         #: Without workers: the loaded snapshot the next epoch's stream starts from.
         self.loaded: dict[str, Any] | None = None
@@ -259,12 +255,13 @@ class Reader:
             state.generator_state = encode_torch_generator(sampler_generator)
         if not self.main_process:
             return
-        if self.kind == "map":
+        if self.kind is DatasetKind.MAP:
             if self.stateful and state.dataset_states:
                 state.dataset_states[0] = {"state": self.dataset.state_dict(), "fresh": False}
             return
         started = [s for s in self.streams or () if s.source is not None]
-        if self.kind == "iterable" and not started and self.stateful:  # before the first iter()
+        if self.kind is DatasetKind.ITERABLE and not started and self.stateful:
+            # before the first iter()
             state.take_snapshot(0, {"state": self.dataset.state_dict(), "iterator_state": None})
         for index, stream in enumerate(self.streams or ()):
             snapshot = stream.capture() if stream.source is not None else None
@@ -309,11 +306,11 @@ def fetch_pinned(
     return pin(fetch_map(dataset, task, auto, collate_fn))
 
 
-def fresh_state(dataset: Any, kind: str, cache: dict[int, Any], index: int) -> Any:
+def fresh_state(dataset: Any, kind: DatasetKind, cache: dict[int, Any], index: int) -> Any:
     """The state a fresh source starts from: the loader's dataset copy, or a freshly made shard."""
-    key = index if kind == "sharded" else 0
+    key = index if kind is DatasetKind.SHARDED else 0
     if key not in cache:
-        if kind == "sharded":
+        if kind is DatasetKind.SHARDED:
             shard = dataset.open_shard(index)
             cache[key] = shard.state_dict()
             close = getattr(shard, "close", None)
@@ -335,30 +332,27 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def pin_device(loader: DataLoader[Any]) -> str | None:
-    """The accelerator to pin batches for, or None; warns as torch does when pinning is off."""
-    if not loader.pin_memory:
+def pin_device(options: EpochOptions) -> str | None:
+    """The accelerator to pin batches for, or None; warns as torch does when pinning is off, at
+    the script's ``iter(loader)`` (`main_epoch` or `worker_epoch`, `Lifecycle._open_epoch`,
+    `Lifecycle.iterate`, ``StatefulDataLoader.__iter__``, then the script: stacklevel 6)."""
+    if not options.pin_memory:
         return None
-    if loader.pin_memory_device:
+    if options.pin_memory_device:
         warnings.warn(
             "pin_memory_device is deprecated, the current accelerator will be used as the "
-            f"device, ignore pin_memory_device='{loader.pin_memory_device}'.",
-            stacklevel=4,
+            f"device, ignore pin_memory_device='{options.pin_memory_device}'.",
+            stacklevel=6,
         )
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is None or not accelerator.is_available():
         warnings.warn(
             "'pin_memory' argument is set as true but no accelerator is found, then device "
             "pinned memory won't be used.",
-            stacklevel=4,
+            stacklevel=6,
         )
         return None
     current = accelerator.current_accelerator()
     if current is None or current.type == "mps":
         return None
     return str(current.type)
-
-
-def pin_function(loader: DataLoader[Any]) -> Callable[[Any], Any]:
-    device = pin_device(loader)
-    return _identity if device is None else partial(pin_memory, device=device)

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import Enum
 from itertools import islice
 from typing import Any, cast
 
@@ -53,13 +54,21 @@ __all__ = [
     "STATEFUL",
     "EpochIndices",
     "IndexPlan",
+    "SamplerKind",
     "has_state",
 ]
 
-SEQUENTIAL = "sequential"
-RANDOM = "random"
-STATEFUL = "stateful"
-REPLAY = "replay"
+
+class SamplerKind(str, Enum):
+    """How `IndexPlan` finds a sampler's position again (see the module docstring)."""
+
+    SEQUENTIAL = "sequential"  # torch's SequentialSampler: regenerated
+    RANDOM = "random"  # torch's RandomSampler: regenerated from its seed or generator state
+    STATEFUL = "stateful"  # the sampler's own state
+    REPLAY = "replay"  # replayed from the epoch's start
+
+
+SEQUENTIAL, RANDOM, STATEFUL, REPLAY = SamplerKind
 _UNSEEN = object()  # no generator attribute seen yet
 
 
@@ -88,6 +97,7 @@ class IndexPlan:
         self.drop_last: bool = bool(index_sampler.drop_last) if exact_batcher else False
         self.user_batches = auto_collation and not exact_batcher
         kind = type(self.sampler)
+        self.kind: SamplerKind
         if not self.user_batches and kind is SequentialSampler:
             self.kind = SEQUENTIAL
         elif not self.user_batches and kind is RandomSampler:

@@ -10,25 +10,16 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, IterDataPipe
+from torch.utils.data import DataLoader, IterDataPipe
 from typing_extensions import TypeVar
 
-from .._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
-from .._rng import draw_seed
-from .epochs import (
-    Reader,
-    dataset_length,
-    fresh_state,
-    load_main_process_states,
-    main_epoch,
-    restart_main_process_iterable,
-    worker_epoch,
-)
+from .._errors import ArgumentTypeError, ArgumentValueError
+from .epochs import Reader, dataset_length, fresh_state
 from .foreign import state_caveat
-from .indices import RANDOM, STATEFUL, EpochIndices, IndexPlan, has_state
-from .pool import WorkerPool
-from .sharded import ShardedIterableDataset
-from .skipping import check_skippable, cut_epoch, cut_shards
+from .indices import RANDOM, STATEFUL, IndexPlan, has_state
+from .lifecycle import Lifecycle
+from .parts import DatasetKind, EpochOptions, LoaderParts
+from .skipping import check_skippable
 from .state import LoaderState
 
 __all__ = ["StatefulDataLoader"]
@@ -187,46 +178,40 @@ class StatefulDataLoader(DataLoader[T_co]):
         self.in_order = in_order
         self.snapshot_every_n_steps = snapshot_every_n_steps
         dataset = self.dataset
-        if isinstance(dataset, ShardedIterableDataset):
-            kind = "sharded"
-        elif isinstance(dataset, IterableDataset):
-            kind = "iterable"
-        else:
-            kind = "map"
-        self._kind = kind
+        kind = DatasetKind.of(dataset)
+        mapped, sharded = kind is DatasetKind.MAP, kind is DatasetKind.SHARDED
+        plan = IndexPlan(self._index_sampler, self._auto_collation) if mapped else None
+        stateful = not sharded and has_state(dataset)
         self._datapipe = isinstance(dataset, IterDataPipe)  # once: a metaclass check, ~1 us
-        self._plan = IndexPlan(self._index_sampler, self._auto_collation) if kind == "map" else None
-        self._dataset_stateful = kind != "sharded" and has_state(dataset)
         workers = max(num_workers, 1)
         config = {
-            "dataset_kind": kind,
-            "dataset_length": dataset_length(dataset) if kind == "map" else None,
+            "dataset_kind": kind.value,
+            "dataset_length": dataset_length(dataset) if mapped else None,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
-            "sampler": self._plan.describe() if self._plan is not None else None,
+            "sampler": plan.describe() if plan is not None else None,
             "num_workers": num_workers,
-            "num_shards": dataset.num_shards if kind == "sharded" else None,
+            "num_shards": dataset.num_shards if sharded else None,
         }
-        streams = 0 if kind == "map" else workers if kind == "iterable" else dataset.num_shards
-        self._state = LoaderState(
+        state = LoaderState(
             config,
-            num_entries=workers if kind == "map" and self._dataset_stateful else 0,
-            num_streams=streams,
-            stream_stateful=kind == "sharded" or self._dataset_stateful,
+            num_entries=workers if mapped and stateful else 0,
+            num_streams=0 if mapped else dataset.num_shards if sharded else workers,
+            stream_stateful=sharded or stateful,
             fresh_state=partial(fresh_state, dataset, kind, {}),
         )
-        self._reader = Reader(self._state, self._plan, dataset, kind, self._dataset_stateful)
-        self._reader.main_process = num_workers == 0
-        self._reader.loader_generator = generator
-        self._state.refresh = self._reader
-        self._reader.boundary_draws = weakref.WeakMethod(self._boundary_draws)
-        if self._plan is not None and self._plan.kind == STATEFUL:
-            self._state.sampler_state = self._plan.capture()
+        if plan is not None and plan.kind == STATEFUL:
+            state.sampler_state = plan.capture()
+        batching = self._index_sampler, self.batch_size, self.drop_last
+        self._parts = parts = LoaderParts(dataset, kind, plan, state, stateful, *batching)
+        reader = Reader(parts)
+        reader.main_process = num_workers == 0
+        reader.loader_generator = generator
+        state.refresh = reader
+        reader.boundary_draws = weakref.WeakMethod(self._boundary_draws)
+        self._lifecycle = Lifecycle(parts, reader)
         # What the dataset's own state leaves out, said once at the first state_dict().
-        self._caveat = state_caveat(dataset) if kind == "iterable" else None
-        self._pool: WorkerPool | None = None  # persistent workers
-        self._epoch: weakref.ref[Any] | None = None
-        self._resume = False
+        self._caveat = state_caveat(dataset) if kind is DatasetKind.ITERABLE else None
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's position as a dict (see the class docstring and docs/state_format.md).
@@ -238,7 +223,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         if self._caveat is not None:
             caveat, self._caveat = self._caveat, None
             warnings.warn(caveat, UserWarning, stacklevel=2)
-        return self._state.to_dict()
+        return self._parts.state.to_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from `state_dict` at the next ``iter(loader)``.
@@ -248,65 +233,11 @@ class StatefulDataLoader(DataLoader[T_co]):
                 version, or was saved for another dataset kind, dataset length, batch size,
                 sampler, number of shards, or (plain IterableDataset) number of workers.
         """
-        previous = self._state.to_dict()
-        self._state.load(state_dict)
-        try:
-            self._check_loaded()
-        except BaseException:
-            self._state.load(previous)  # a refused state leaves the loader as it was
-            raise
-        self._stop_epoch()
-        if self._plan is not None and self._plan.kind == STATEFUL:
-            # now, so that a set_epoch() the script calls before iter(loader) applies after it
-            self._plan.restore(self._state.sampler_state, self._state.sampler_exhausted)
-        if self._pool is not None:  # persistent workers hold the old position: start afresh
-            self._pool.shutdown()
-            self._pool = None
-        self._resume = True
-        self._reader.pending = True
-
-    def _check_loaded(self) -> None:
-        """Refuse now what the next ``iter()`` would refuse: a shard state that its shard does
-        not take, a batch position beyond an epoch whose batches the position counts."""
-        state = self._state
-        if isinstance(self.dataset, ShardedIterableDataset):
-            for index, entry in enumerate(state.streams):
-                if not entry["fresh"]:
-                    self.dataset.check_shard_state(index, entry["state"])
-        for index, entry in enumerate(state.streams):
-            if entry["replay"] > state.batches:  # batches delivered since the stream's snapshot
-                raise IncompatibleStateError(
-                    f"StatefulDataLoader: the state's stream {index} re-reads {entry['replay']} "
-                    f"batches, more than the {state.batches} delivered in the epoch"
-                )
-        plan = self._plan
-        if plan is not None and plan.kind == RANDOM:  # what the epoch's order is drawn from
-            if plan.generator is not None and state.generator_state is None:
-                raise IncompatibleStateError(
-                    "StatefulDataLoader: the state has no 'generator_state', but this loader's "
-                    "sampler draws from a generator"
-                )
-            if plan.generator is None and state.in_epoch and state.batches and state.seed is None:
-                raise IncompatibleStateError(
-                    "StatefulDataLoader: the state is in an epoch but has no sampler 'seed'"
-                )
-        if plan is not None and plan.kind != STATEFUL:
-            try:
-                total = len(self)
-            except TypeError:  # a sampler without a length
-                return
-            if state.batches > total:
-                raise IncompatibleStateError(
-                    f"StatefulDataLoader: the state is at batch {state.batches} of its epoch, but "
-                    f"an epoch of this loader has {total} batches"
-                )
+        self._lifecycle.load(state_dict)
 
     def close(self) -> None:
         """Stop the worker processes now (they are also stopped when the loader is collected)."""
-        self._stop_epoch()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._lifecycle.close()
 
     def __enter__(self) -> StatefulDataLoader[T_co]:
         return self
@@ -326,67 +257,24 @@ class StatefulDataLoader(DataLoader[T_co]):
                 f"StatefulDataLoader: prefetch_factor must be >= 1 with num_workers > 0, got "
                 f"prefetch_factor={self.prefetch_factor}"
             )
-        self._stop_epoch()
-        state, plan = self._state, self._plan
-        resume, self._resume = self._resume, False
-        self._reader.pending = False
-        if resume:
-            load_main_process_states(self)
-        continuing = resume and state.in_epoch
-        pool_alive = self._pool is not None and self._pool.alive
-        seeds: dict[str, int | None] = {}
-        if not continuing:
-            if workers == 0:
-                restart_main_process_iterable(self)
-            if state.in_epoch:  # the previous epoch was abandoned
-                state.end_epoch()
-            state.start_epoch(carry=self.persistent_workers and workers > 0)
-            seeds, state.next_seeds = state.next_seeds or {}, None
-            state.seed = seeds.get("sampler_seed")
-        cut = 0
-        if not continuing and state.skip_pending:  # a skip carried over
-            cut = self._cut(record=False)
-        indices = None
-        if plan is not None:  # before the base seed: torch calls iter(index sampler) first
-            # A stateful sampler's state is the one from after the last delivered task's draw.
-            stateful = plan.kind == STATEFUL
-            start = 0 if stateful else state.batches
-            exhausted = stateful and state.sampler_exhausted
-            drawn = state.batches if stateful else 0
-            indices = EpochIndices(
-                plan, state.seed, state.generator_state, start, state, exhausted, drawn
+        return self._lifecycle.iterate(
+            EpochOptions(
+                num_workers=workers,
+                persistent_workers=self.persistent_workers,
+                collate_fn=self.collate_fn,
+                auto_collation=self._auto_collation,
+                in_order=self.in_order,
+                prefetch_factor=self.prefetch_factor,
+                timeout=self.timeout,
+                multiprocessing_context=self.multiprocessing_context,
+                worker_init_fn=self.worker_init_fn,
+                snapshot_every=self.snapshot_every_n_steps,
+                generator=self.generator,
+                pin_memory=self.pin_memory,
+                pin_memory_device=self.pin_memory_device,
+                length_reported=self._IterableDataset_len_called,
             )
-            if stateful and not continuing:  # the new pass's state, its iterator taken
-                state.sampler_state = plan.capture()
-        if isinstance(self.dataset, IterDataPipe) and not continuing:
-            # torch's shared seed for the pipe's shuffles: drawn first, at every iter()
-            state.shared_seed = int(
-                torch.empty((), dtype=torch.int64).random_(generator=self.generator).item()
-            )
-        if not continuing:
-            reused = self.persistent_workers and pool_alive
-            kept = self.persistent_workers and resume and state.base_seed is not None
-            if not (reused or kept):
-                base_seed = seeds.get("base_seed")
-                if base_seed is None:
-                    base_seed = draw_seed(self.generator)
-                state.base_seed = base_seed
-        elif state.base_seed is None:
-            state.base_seed = draw_seed()
-        if cut and indices is not None and plan is not None and plan.kind == RANDOM:
-            indices.open()  # the skipped epoch's order is drawn now, as its first batch would
-        new_pool = workers > 0 and not (self.persistent_workers and pool_alive)
-        if isinstance(self.dataset, IterDataPipe) and not continuing and new_pool:
-            # torch's new worker iterator draws a second shared seed (its first _reset) that
-            # its workers never use: drawn too, so that the RNG moves as with torch
-            draw_seed(self.generator)
-        if workers == 0:
-            epoch: Iterator[Any] = main_epoch(self, indices, continuing)
-        else:
-            epoch, pool = worker_epoch(self, indices, continuing, pool_alive)
-            self._pool = pool if self.persistent_workers else None
-        self._epoch = weakref.ref(epoch)
-        return epoch
+        )
 
     def skip(self, num_batches: int) -> None:
         """Leave out the next `num_batches` batches without reading them (the loss-spike recipe).
@@ -430,40 +318,10 @@ class StatefulDataLoader(DataLoader[T_co]):
         >>> loader.state_dict()["skips"]
         {'pending': 0, 'total': 3, 'log': [[0, 0, 3]]}
         """
-        plan, state = self._plan, self._state
-        count = check_skippable(num_batches, self._kind, plan, self._epoch_length(), self.dataset)
-        epoch = self._epoch() if self._epoch is not None else None
-        if epoch is not None and not epoch.done:
-            raise RuntimeError(
-                f"StatefulDataLoader.skip: an iterator of this loader is inside epoch "
-                f"{state.epoch} (batch {state.batches}); skip applies to the batches the next "
-                "iter(loader) delivers: finish or drop that iterator first (e.g. break out of "
-                "the loop, or save and load the state), then skip and iterate again"
-            )
-        if count == 0:
-            return
-        continuing = self._resume and state.in_epoch
-        if continuing:
-            state.record_skip(state.epoch, state.batches, count)
-        else:  # an abandoned epoch ends at the next iter(): the skip begins the one after
-            state.record_skip(state.epoch + int(state.in_epoch), 0, count)
-        state.skip_pending += count
-        if continuing:
-            self._cut(record=True)
-
-    def _cut(self, record: bool) -> int:
-        """Cut the pending skip from the rest of the current epoch; return the batches cut."""
-        state = self._state
-        if self._plan is not None:
-            cut = cut_epoch(state, self._plan, self._epoch_length(), state.skip_pending, record)
-        elif self._kind == "sharded":
-            cut = cut_shards(
-                state, self.dataset, self.batch_size, self.drop_last, state.skip_pending
-            )
-        else:
-            cut = 0
-        state.skip_pending -= cut
-        return cut
+        count = check_skippable(
+            num_batches, self._parts.kind, self._parts.plan, self._epoch_length(), self.dataset
+        )
+        self._lifecycle.skip(count)
 
     def _epoch_length(self) -> int | None:
         """Batches per epoch as torch counts them (None: a sampler without ``len()``)."""
@@ -475,28 +333,18 @@ class StatefulDataLoader(DataLoader[T_co]):
     def _boundary_draws(self) -> tuple[bool, bool] | None:
         """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
         ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
-        state, plan = self._state, self._plan
+        state, plan = self._parts.state, self._parts.plan
         if self._datapipe:
             return None  # its shared seed is drawn before the base seed, at iter()
         if state.in_epoch:
-            if plan is None:
-                return None
-            try:
-                batches = len(self)  # the epoch's batches, as torch counts them
-            except TypeError:  # a sampler without len(): its end is known only when reached
-                return None
-            if state.batches + len(state.beyond) < batches:
+            # the epoch's batches; None: a sampler without len(), its end known only when reached
+            batches = self._parts.epoch_length() if plan is not None else None
+            if batches is None or state.batches + len(state.beyond) < batches:
                 return None
         kept = self.persistent_workers and self.num_workers > 0 and state.base_seed is not None
         base = self.generator is None and not kept
         sampler = plan is not None and plan.kind == RANDOM and plan.sampler.generator is None
         return base, sampler
-
-    def _stop_epoch(self) -> None:
-        epoch = self._epoch() if self._epoch is not None else None
-        if epoch is not None:
-            epoch.close()
-        self._epoch = None
 
     def __repr__(self) -> str:
         return (

@@ -27,6 +27,7 @@ from typing import Any
 from .._checks import require_int
 from .._rng import draw_seed, encode_torch_generator
 from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
+from .parts import DatasetKind
 from .state import LoaderState
 
 __all__ = ["check_skippable", "cut_epoch", "cut_positions", "cut_shards"]
@@ -35,7 +36,7 @@ _OWNER = "StatefulDataLoader.skip"
 
 
 def check_skippable(
-    num_batches: Any, kind: str, plan: IndexPlan | None, length: int | None, dataset: Any
+    num_batches: Any, kind: DatasetKind, plan: IndexPlan | None, length: int | None, dataset: Any
 ) -> int:
     """Check the argument and that this loader's position can be moved by arithmetic.
 
@@ -45,7 +46,7 @@ def check_skippable(
         ValueError: `num_batches` < 0.
     """
     count = require_int(num_batches, _OWNER, "num_batches", minimum=0)
-    if kind == "sharded":
+    if kind is DatasetKind.SHARDED:
         shard = dataset.open_shard(0)
         try:
             if not callable(getattr(shard, "skip", None)):
