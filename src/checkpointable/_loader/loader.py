@@ -315,8 +315,8 @@ class StatefulDataLoader(DataLoader[T_co]):
         >>> loader.skip(3)
         >>> list(loader)
         [tensor([6, 7]), tensor([8, 9])]
-        >>> loader.state_dict()["skips"]
-        {'pending': 0, 'total': 3, 'log': [[0, 0, 3]]}
+        >>> loader.state_dict()["skips"]  # [pending, total, log of [epoch, batch, count]]
+        [0, 3, [[0, 0, 3]]]
         """
         count = check_skippable(
             num_batches, self._parts.kind, self._parts.plan, self._epoch_length(), self.dataset
