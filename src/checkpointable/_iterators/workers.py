@@ -21,7 +21,7 @@ import queue
 import time
 from typing import Any
 
-from .._runtime.channels import POLL_SECONDS, acquire, put
+from .._runtime.channels import POLL_SECONDS, Receiver, acquire, put
 from .._runtime.messages import Encoder, Kind, Reply, WorkerFailure, dumps
 from .._runtime.watch import ParentWatch, WorkerStop
 from .base import skip_items
@@ -196,10 +196,11 @@ def map_worker(
             transform = pickle.loads(transform)
     except BaseException as error:
         load_failure = WorkerFailure(error, where)
+    receive = Receiver(tasks)
     try:
         while True:
             try:
-                task = tasks.get(timeout=POLL_SECONDS)
+                task = receive(POLL_SECONDS)
             except queue.Empty:
                 if _gone(watch):
                     return

@@ -33,7 +33,7 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data._utils import HAS_NUMPY
 from torch.utils.data._utils import worker as torch_worker
 
-from .._runtime.channels import POLL_SECONDS, Sender
+from .._runtime.channels import POLL_SECONDS, Receiver, Sender
 from .._runtime.messages import Encoder, Kind, Reply, Task
 from .._runtime.slabs import HandOffEncoder, Slab
 from .._runtime.watch import ParentWatch, WorkerStop
@@ -124,9 +124,10 @@ class _Worker:
 
     def serve(self, tasks: Any, generation: Any, watch: ParentWatch) -> None:
         current = 0
+        receive = Receiver(tasks)
         while True:
             try:
-                task: Task | None = tasks.get(timeout=POLL_SECONDS)
+                task: Task | None = receive(POLL_SECONDS)
             except queue.Empty:
                 if watch.gone():
                     return  # the main process is gone

@@ -10,12 +10,13 @@ import pickle
 import queue
 import select
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from .messages import Encoder, Relayed
 from .watch import ParentWatch
 
-__all__ = ["POLL_SECONDS", "Sender", "acquire", "put", "relay"]
+__all__ = ["POLL_SECONDS", "Receiver", "Sender", "acquire", "put", "relay"]
 
 #: How often a blocked consumer or worker wakes up to check for stop, death or orphaning.
 POLL_SECONDS = 0.1
@@ -81,6 +82,44 @@ class Sender:
         self.channel.put(message)
 
 
+class Receiver:
+    """Takes the messages of `channel` in one process: ``receive(timeout)`` is
+    ``channel.get(timeout=timeout)`` (raising `queue.Empty` when nothing came), cheaper on a
+    multiprocessing queue.
+
+    A multiprocessing queue's ``get`` with a timeout builds a selector for every message; here
+    the pipe is polled by a poll object made once, under the queue's read lock (several
+    workers may share a task queue). Any other queue (a thread's) is read by its own ``get``.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        reader: Any = getattr(channel, "_reader", None)
+        self._fast = reader is not None and hasattr(channel, "_rlock") and hasattr(select, "poll")
+        if self._fast:
+            self._reader = reader
+            self._lock = channel._rlock
+            self._release = channel._sem.release
+            self._ready = select.poll()
+            self._ready.register(reader.fileno(), select.POLLIN)
+
+    def __call__(self, timeout: float) -> Any:
+        if not self._fast:
+            return self.channel.get(timeout=timeout)
+        if self.channel._closed:  # its descriptor's number may belong to another file now
+            raise ValueError("the queue is closed")
+        if not self._lock.acquire(True, timeout):
+            raise queue.Empty
+        try:
+            if not self._ready.poll(max(int(timeout * 1000 + 0.999), 0)):
+                raise queue.Empty
+            raw = self._reader.recv_bytes()
+            self._release()  # as `get` does: the bound of a queue with a maxsize
+        finally:
+            self._lock.release()
+        return ForkingPickler.loads(raw)
+
+
 #: A message written at once takes at most this many bytes (with its frames: < PIPE_BUF).
 _DIRECT_BYTES = 4000
 #: A queue's maxsize at least this large is unbounded in practice (multiprocessing's default).
@@ -109,9 +148,10 @@ def relay(
     turns into the consumer's error (or a `WorkerDied` when the connection to a dead worker
     broke).
     """
+    receive = Receiver(source)
     while not stop.is_set():
         try:
-            raw = source.get(timeout=POLL_SECONDS)
+            raw = receive(POLL_SECONDS)
         except queue.Empty:
             continue
         except (OSError, EOFError, ValueError):  # closed: the group is shutting down

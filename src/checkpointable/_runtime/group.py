@@ -35,7 +35,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
-from .channels import POLL_SECONDS
+from .channels import POLL_SECONDS, Receiver
 from .context import ForWorker
 from .messages import Relayed
 from .slabs import Slab, SlabReader, make_slab
@@ -151,6 +151,7 @@ class WorkerGroup:
         self._finalizer: Any = None  # see attach
         self._finished = False
         self._reader = SlabReader()  # the slabs of `slab`, and the decoding of their messages
+        self._receivers: dict[int, Receiver] = {}  # id(channel) -> its reader in this process
 
     @property
     def finished(self) -> bool:
@@ -247,17 +248,20 @@ class WorkerGroup:
                 open files (the group is then shut down).
         """
         deadline = time.monotonic() + timeout if timeout > 0 else None
+        get = self._receivers.get(id(channel))
+        if get is None or get.channel is not channel:
+            get = self._receivers[id(channel)] = Receiver(channel)
         while True:
             wait = POLL_SECONDS
             if deadline is not None:
                 wait = max(min(wait, deadline - time.monotonic()), 0.0)
             try:
-                message = channel.get(timeout=wait)
+                message = get(wait)
             except queue.Empty:
                 dead = self._dead_worker()
                 if dead is not None:
                     try:  # a message sent just before the worker ended
-                        message = channel.get(timeout=POLL_SECONDS)
+                        message = get(POLL_SECONDS)
                     except queue.Empty:
                         self._died(dead)
                 elif deadline is not None and time.monotonic() >= deadline:

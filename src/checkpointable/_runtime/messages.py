@@ -53,6 +53,9 @@ class Task:
     payload: Any
     begin: bool = False
 
+    def __reduce__(self) -> tuple[Any, ...]:  # a third of the default's cost, either way
+        return Task, (self.task, self.generation, self.payload, self.begin)
+
 
 @dataclass(slots=True)
 class Reply:
@@ -78,6 +81,17 @@ class Reply:
     state: Any = None
     exhausted: bool = False
     failure: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a third of the default's cost, either way
+        fields = (self.task, self.worker, self.generation, self.data, self.state)
+        return _reply, (self.kind.value, *fields, self.exhausted, self.failure)
+
+
+def _reply(kind: int, *fields: Any) -> Reply:
+    return Reply(_KINDS[kind], *fields)
+
+
+_KINDS = {kind.value: kind for kind in Kind}
 
 
 class RemoteTraceback(Exception):
