@@ -68,7 +68,10 @@ class Sender:
 
     def __call__(self, message: Any) -> None:
         """Put `message` (often bytes: a message its sender pickled)."""
-        framed = self._encode(message) if self._direct else b""
+        framed = b""
+        if self._direct:  # a message its sender pickled is bytes: pickle needs no reducer
+            pickled = type(message) is bytes
+            framed = pickle.dumps(message, _PROTOCOL) if pickled else self._encode(message)
         # a lock held long (its holder was killed in the middle of a write) sends to the feeder
         if len(framed) <= _DIRECT_BYTES and self._direct and self._lock.acquire(True, 0.05):
             try:
@@ -144,6 +147,7 @@ def _read(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: A message written at once takes at most this many bytes (with its frames: < PIPE_BUF).
 _DIRECT_BYTES = 4000
 #: A queue's maxsize at least this large is unbounded in practice (multiprocessing's default).
