@@ -8,6 +8,8 @@ and stores the file list's fingerprint so that a state never resumes over other 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -15,8 +17,10 @@ import torch
 import torch.distributed as dist
 
 from .._checks import require_bool, require_int, require_seed
+from .._errors import ArgumentTypeError
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
+from .storage import FileRef
 
 __all__ = [
     "BlockLayout",
@@ -24,6 +28,8 @@ __all__ = [
     "ShardedSampler",
     "check_order",
     "describe_names",
+    "digest",
+    "file_names",
     "placement",
 ]
 
@@ -71,15 +77,41 @@ class BlockLayout(Protocol):
     def sizes_digest(self) -> str: ...
 
 
-class BlockSource(Protocol):
-    """A map-style source cut into blocks: `ShardedDataset`, `TokenArrayDataset`."""
+def digest(parts: list[str]) -> str:
+    """A short fingerprint of `parts` (file names, sizes) for a state."""
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
-    @property
-    def layout(self) -> BlockLayout: ...
 
-    def __len__(self) -> int: ...
+def file_names(refs: list[FileRef]) -> list[str]:
+    """The files' paths relative to their common folder (base names for one file or URLs)."""
+    paths = [ref.path for ref in refs]
+    common = os.path.commonpath(paths) if len(paths) > 1 and not refs[0].remote else ""
+    return [os.path.relpath(p, common) if common else os.path.basename(p) for p in paths]
 
-    def describe_files(self) -> str: ...
+
+class BlockSource:
+    """A map-style source cut into blocks (`ShardedDataset`, `TokenArrayDataset`): its length,
+    its files' description and the index check; ``layout`` feeds `ShardedSampler`."""
+
+    NAME = ""
+    UNIT = "rows"  # what an index counts, for the range error
+    layout: BlockLayout
+    _length: int
+
+    def __len__(self) -> int:
+        return self._length
+
+    def describe_files(self) -> str:
+        """The first file names (relative to their common folder) and the number of files."""
+        return describe_names(self.layout.names)
+
+    def _check_index(self, index: Any) -> None:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ArgumentTypeError(f"{self.NAME}: an index must be an int, got {index!r}")
+        if not 0 <= index < self._length:
+            raise IndexError(
+                f"{self.NAME}: index {index} is out of range for {self._length} {self.UNIT}"
+            )
 
 
 class ShardedSampler(ResumableDistributedSampler):
