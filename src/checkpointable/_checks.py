@@ -9,7 +9,7 @@ pipelines and their spawn workers run without it).
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any
 
 from ._errors import ArgumentTypeError
 
@@ -19,6 +19,7 @@ __all__ = [
     "require_bool",
     "require_callable",
     "require_int",
+    "require_optional_int",
     "require_positive",
     "require_seed",
 ]
@@ -27,50 +28,31 @@ __all__ = [
 SEED_RANGE = range(-(2**63), 2**64)
 
 
-@overload
+def _wrong_type(owner: str, name: str, kind: str, value: Any) -> ArgumentTypeError:
+    return ArgumentTypeError(
+        f"{owner}: {name} must be {kind}, got {value!r} ({type(value).__name__})"
+    )
+
+
 def require_int(
-    value: Any,
-    owner: str,
-    name: str,
-    minimum: int | None = None,
-    maximum: int | None = None,
-    *,
-    optional: Literal[False] = False,
-) -> int: ...
-@overload
-def require_int(
-    value: Any,
-    owner: str,
-    name: str,
-    minimum: int | None = None,
-    maximum: int | None = None,
-    *,
-    optional: bool,
-) -> int | None: ...
-def require_int(
-    value: Any,
-    owner: str,
-    name: str,
-    minimum: int | None = None,
-    maximum: int | None = None,
-    *,
-    optional: bool = False,
-) -> int | None:
-    """Return `value` if it is an int (not a bool) in ``[minimum, maximum]`` (or None when
-    `optional`), else raise."""
-    if value is None and optional:
-        return None
+    value: Any, owner: str, name: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return `value` if it is an int (not a bool) in ``[minimum, maximum]``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        kind = "an int or None" if optional else "an int"
-        raise ArgumentTypeError(
-            f"{owner}: {name} must be {kind}, got {value!r} ({type(value).__name__})"
-        )
+        raise _wrong_type(owner, name, "an int", value)
     if minimum is not None and value < minimum:
         rule = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ValueError(f"{owner}: {name} must be {rule}, got {name}={value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{owner}: {name} must be an int <= {maximum}, got {name}={value}")
     return int(value)
+
+
+def require_optional_int(value: Any, owner: str, name: str) -> int | None:
+    """Return `value` if it is None or an int (not a bool), else raise."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _wrong_type(owner, name, "an int or None", value)
 
 
 def require_positive(value: Any, owner: str, name: str) -> int:
@@ -81,9 +63,7 @@ def require_positive(value: Any, owner: str, name: str) -> int:
 def require_bool(value: Any, owner: str, name: str) -> bool:
     """Return `value` if it is a bool, else raise `ArgumentTypeError`."""
     if not isinstance(value, bool):
-        raise ArgumentTypeError(
-            f"{owner}: {name} must be a bool, got {value!r} ({type(value).__name__})"
-        )
+        raise _wrong_type(owner, name, "a bool", value)
     return value
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from random import Random
 from typing import Any
 
-from .._checks import check_sharding, require_int
+from .._checks import check_sharding, require_int, require_optional_int
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._rng import decode_python_state
 from .._state import state_int
@@ -67,7 +67,7 @@ class InfinitePermutationSourceIterator(Node):
         name = type(self).__name__
         check_sharding(name, num_instances, instance_rank)
         require_items(name, source_items)
-        require_int(seed, name, "seed", optional=True)
+        require_optional_int(seed, name, "seed")
         self._items = list(source_items)
         self._seed = seed
         self._shuffle = bool(shuffle)

@@ -177,15 +177,7 @@ class ShardedDataset(BlockSource, torch.utils.data.Dataset[Any]):
             )
         if errors not in ("raise", "skip"):
             raise ValueError(f"{NAME}: errors must be 'raise' or 'skip', got {errors!r}")
-        world_size, rank = check_order(
-            NAME,
-            shuffle=shuffle,
-            seed=seed,
-            window=window,
-            lanes=lanes,
-            world_size=world_size,
-            rank=rank,
-        )
+        world_size, rank = check_order(NAME, shuffle, seed, window, lanes, world_size, rank)
         require_int(block_rows, NAME, "block_rows", minimum=1)
         self.columns = list(columns) if columns is not None else None
         self.errors = errors

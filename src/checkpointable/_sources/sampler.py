@@ -188,7 +188,7 @@ class ShardedSampler(ResumableDistributedSampler):
 
 
 def check_order(
-    owner: str, *, shuffle: Any, seed: Any, window: Any, lanes: Any, world_size: Any, rank: Any
+    owner: str, shuffle: Any, seed: Any, window: Any, lanes: Any, world_size: Any, rank: Any
 ) -> tuple[int | None, int | None]:
     """Check the order arguments that the block sources share (`ShardedDataset`,
     `TokenArrayDataset`), in `owner`'s name, before any file is read; returns the placement."""

@@ -159,15 +159,7 @@ class TokenArrayDataset(BlockSource, torch.utils.data.Dataset[torch.Tensor]):
         if kind.kind not in "iu":
             raise ValueError(f"{NAME}: dtype must be an integer type, got dtype={kind}")
         self.dtype = kind
-        world_size, rank = check_order(
-            NAME,
-            shuffle=shuffle,
-            seed=seed,
-            window=window,
-            lanes=lanes,
-            world_size=world_size,
-            rank=rank,
-        )
+        world_size, rank = check_order(NAME, shuffle, seed, window, lanes, world_size, rank)
         self.block_rows = require_int(block_rows, NAME, "block_rows", minimum=1)
         self.layout = _build_layout(expand_files(files), kind, self.seq_len, self.block_rows)
         self._length = self.layout.first[-1]
