@@ -62,22 +62,16 @@ def format_state(state: Any, indent: str = "  ") -> list[str]:
 
 
 def _format(value: Any, indent: str, prefix: str, lines: list[str]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}{key}{_header(item)}:")
-                _format(item, indent, prefix + indent, lines)
-            else:
-                lines.append(f"{prefix}{key}: {_scalar(item)}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}[{index}]{_header(item)}:")
-                _format(item, indent, prefix + indent, lines)
-            else:
-                lines.append(f"{prefix}[{index}]: {_scalar(item)}")
-    else:
+    if not isinstance(value, dict | list):
         lines.append(f"{prefix}{_scalar(value)}")
+        return
+    for index, item in value.items() if isinstance(value, dict) else enumerate(value):
+        key = index if isinstance(value, dict) else f"[{index}]"
+        if isinstance(item, dict | list) and item and not _is_scalar_list(item):
+            lines.append(f"{prefix}{key}{_header(item)}:")
+            _format(item, indent, prefix + indent, lines)
+        else:
+            lines.append(f"{prefix}{key}: {_scalar(item)}")
 
 
 def describe(state: dict[str, Any]) -> list[str]:
@@ -326,7 +320,7 @@ def main(
         states = [(key, data)]  # a plain dict asked for with --key: show it anyway
     report = _report(path, checkpoint, states)
     if as_json:
-        print(json.dumps(report, indent=2, default=_json_default), file=out)
+        print(json.dumps(report, indent=2, default=_scalar), file=out)
     elif not states:
         print(
             f"{path}: no data-loading state. It holds {_contents(data)}, but no state of "
@@ -421,7 +415,3 @@ def _json_bytes(state: Any) -> int | None:
         return len(json.dumps(state))
     except (TypeError, ValueError):
         return None
-
-
-def _json_default(value: Any) -> str:
-    return _scalar(value)
