@@ -22,6 +22,7 @@ __all__ = [
     "require_optional_int",
     "require_positive",
     "require_seed",
+    "short_repr",
 ]
 
 #: The seeds that ``torch.Generator.manual_seed`` accepts.
@@ -94,3 +95,9 @@ def check_sharding(owner: str, num_instances: Any, instance_rank: Any) -> None:
             f"{owner}: instance_rank must be in range(num_instances), "
             f"got instance_rank={instance_rank} with num_instances={num_instances}"
         )
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ._checks import short_repr
 from ._errors import IncompatibleStateError
 from ._inspect_files import Checkpoint, CheckpointError, load_checkpoint
 from ._loader.state_layout import fingerprint, long_form
@@ -287,18 +288,13 @@ def _scalar(value: Any) -> str:
     if isinstance(value, list):
         if len(value) > 8:
             kinds = sorted({type(x).__name__ for x in value})
-            return f"[{len(value)} x {'/'.join(kinds)}: {_short(value[:3])[:-1]}, ...]"
-        return _short(value)
+            return f"[{len(value)} x {'/'.join(kinds)}: {short_repr(value[:3], 100)[:-1]}, ...]"
+        return short_repr(value, 100)
     if isinstance(value, dict):
         return "{}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"<tensor {tuple(value.shape)} {value.dtype}> (not plain data)"
-    return _short(value)
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, 100)
 
 
 def main(

@@ -6,13 +6,13 @@ from collections.abc import Iterator, Sequence
 from random import Random
 from typing import Any
 
-from .._checks import check_sharding, require_int, require_optional_int
+from .._checks import check_sharding, require_int, require_optional_int, short_repr
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._rng import decode_python_state
 from .._state import state_int
 from ._bijection import KeyedPermutation, mix64
 from .base import CheckpointableIterator, Node, RandomState, require_items
-from .sources import ChunkedSourceIterator, short_repr
+from .sources import ChunkedSourceIterator
 
 _END = object()
 
