@@ -291,19 +291,20 @@ def create_source_iterator(
     Raises:
         ValueError: ``train=False`` with ``shuffle=True``: evaluation data is not shuffled.
     """
-    if not train and shuffle:
-        raise ValueError(
-            "create_source_iterator: shuffling is not supported when train=False; "
-            "pass shuffle=False for evaluation data"
-        )
+    check_evaluation("create_source_iterator", train, shuffle)
     if train:
         return InfinitePermutationSourceIterator(
-            source_items,
-            seed=seed,
-            shuffle=shuffle,
-            num_instances=num_instances,
-            instance_rank=instance_rank,
+            source_items, seed, shuffle, num_instances, instance_rank
         )
     return ChunkedSourceIterator(
         source_items, num_instances=num_instances, instance_rank=instance_rank
     )
+
+
+def check_evaluation(owner: str, train: bool, shuffle: bool) -> None:
+    """Refuse ``train=False`` with ``shuffle=True``: evaluation data is read in order."""
+    if not train and shuffle:
+        raise ValueError(
+            f"{owner}: shuffling is not supported when train=False; "
+            "pass shuffle=False for evaluation data"
+        )
