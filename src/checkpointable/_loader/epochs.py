@@ -281,13 +281,9 @@ class Reader:
             return
         base, sampler = draws
         state.next_seeds = {
-            "base_seed": _global_seed() if base else None,
-            "sampler_seed": _global_seed() if sampler else None,
+            "base_seed": draw_seed() if base else None,
+            "sampler_seed": draw_seed() if sampler else None,
         }
-
-
-def _global_seed() -> int:
-    return draw_seed()
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
