@@ -3,8 +3,9 @@
 Every public constructor and method checks its arguments here, so the same mistake gets the
 same error everywhere: a wrong type raises `ArgumentTypeError` (a `TypeError`, and the
 `ValueError` that infinibatch raised), a wrong value raises `ValueError`; each message names
-the owner, the argument, the rule and the value. This module imports no torch (the iterator
-pipelines and their spawn workers run without it).
+the owner, the argument, the rule and the value; `short_repr` and `close` are the small helpers
+that messages and callers share. This module imports no torch (the iterator pipelines and their
+spawn workers run without it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ._errors import ArgumentTypeError
 __all__ = [
     "SEED_RANGE",
     "check_sharding",
+    "close",
     "require_bool",
     "require_callable",
     "require_int",
@@ -101,3 +103,10 @@ def short_repr(value: Any, limit: int = 40) -> str:
     """``repr(value)``, cut to `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def close(obj: Any) -> None:
+    """Call ``obj.close()`` when `obj` has one (a user's dataset, shard or loader may not)."""
+    method = getattr(obj, "close", None)
+    if callable(method):
+        method()

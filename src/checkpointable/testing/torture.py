@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .._checks import close
 from . import _torture_cases
 from ._processes import (
     become_subreaper,
@@ -216,9 +217,7 @@ def _child(case: Any, size: int, path: Path, names: Path) -> None:
         ids.extend(step)
         _save(path, {"state": component.state_dict(), "ids": ids, "ends": ends, "done": False})
     _save(path, {"state": component.state_dict(), "ids": ids, "ends": ends, "done": True})
-    close = getattr(component, "close", None)
-    if callable(close):
-        close()
+    close(component)
 
 
 def _compare(case: Any, reference: dict[str, Any], saved: dict[str, Any], result: Result) -> None:
