@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
@@ -136,6 +135,8 @@ class ShardedSampler(ResumableDistributedSampler):
         self._lanes = lanes
         super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
 
+    _PASS_ENDS_EPOCH = True
+
     def _permutation(self, epoch: int) -> Any:
         if not self.shuffle:
             return None
@@ -143,12 +144,6 @@ class ShardedSampler(ResumableDistributedSampler):
         return WindowOrder(
             layout.block_rows, layout.block_first, self.seed, epoch, self._window, self._lanes
         )
-
-    def __iter__(self) -> Iterator[int]:
-        if self._finished:  # a pass ran out: the next pass is the next epoch
-            self._epoch += 1
-            self._restart()
-        return super().__iter__()
 
     def _config(self) -> dict[str, Any]:
         layout = self._sharded.layout
