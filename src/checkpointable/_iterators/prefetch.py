@@ -11,7 +11,7 @@ from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
 from .base import CheckpointableIterator, WorkerStage
-from .workers import prefetch_worker
+from .workers import prefetch_worker, same
 
 logger = logging.getLogger("checkpointable")
 
@@ -201,7 +201,7 @@ class PrefetchIterator(WorkerStage):
             self._decode = context is not None
             if in_main:
                 local = group.queue(drain=True, local=True)  # bounded by the slots
-                group.start_thread(relay, (channel, local, group.stop, _same), f"{name}-fetcher")
+                group.start_thread(relay, (channel, local, group.stop, same), f"{name}-fetcher")
                 channel, self._decode = local, False
         except BaseException:
             group.shutdown()
@@ -239,7 +239,3 @@ class PrefetchIterator(WorkerStage):
             "multiprocessing_context": self._multiprocessing_context,
             "use_threads": self._use_threads,
         }
-
-
-def _same(message: Any) -> Any:
-    return message
