@@ -122,13 +122,10 @@ def emit(record: dict[str, Any]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="the training child of checkpointable demo")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--workers", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--checkpoint-every", type=int, required=True)
-    p.add_argument("--epoch-size", type=int, required=True)
+    for name in ("--run-dir", "--data-dir"):
+        p.add_argument(name, required=True)
+    for name in ("--steps", "--workers", "--seed", "--checkpoint-every", "--epoch-size"):
+        p.add_argument(name, type=int, required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--label", default="training")
