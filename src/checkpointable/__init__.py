@@ -6,75 +6,34 @@ Every public name is available here; the seed-shaped modules are ``checkpointabl
 (shard files) and ``checkpointable.testing``.
 """
 
+# ruff: noqa: F401, F403 (the names are re-exported through the computed __all__)
 import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ArgumentTypeError, ArgumentValueError, IncompatibleStateError
 from ._state import STATE_VERSION, Stateful
 from .datasets import chunked_dataset_iterator, read_text_chunk
-from .iterators import (
-    BlockwiseShuffleIterator,
-    BucketedReadaheadBatchIterator,
-    BufferedShuffleIterator,
-    CheckpointableIterator,
-    ChunkedSourceIterator,
-    FilterIterator,
-    FixedBatchIterator,
-    InfinitePermutationSourceIterator,
-    MapIterator,
-    MultiplexIterator,
-    NativeCheckpointableIterator,
-    ParallelMapIterator,
-    PrefetchIterator,
-    RandomAccessSourceIterator,
-    RandomIterator,
-    RecurrentIterator,
-    SamplingRandomMapIterator,
-    SelectManyIterator,
-    WeightedMixIterator,
-    WindowedIterator,
-    ZipIterator,
-    create_source_iterator,
-)
+from .iterators import *
+from .iterators import __all__ as _ITERATORS
 
 if TYPE_CHECKING:  # imported on first use (below), so that the torch-free parts load fast
     from .dataloader import ShardedIterableDataset, StatefulDataLoader
-    from .samplers import (
-        SAMPLER_REGISTRY,
-        Registry,
-        ResumableDistributedSampler,
-        ResumableRandomSampler,
-        ResumableSampler,
-        ResumableSamplerType,
-        ResumableSequentialSampler,
-        create_sampler,
-    )
-    from .sources import Mixture, PackedSequences, ShardedDataset, TokenArrayDataset
+    from .samplers import *
+    from .sources import *
     from .stream import Stream
 
 # Names whose modules import torch or tqdm: loaded on first access, so that
 # `import checkpointable.iterators` (and every spawn worker of a pipeline) does not import torch.
 _LAZY = {
-    **dict.fromkeys(
-        [
-            "SAMPLER_REGISTRY",
-            "Registry",
-            "ResumableDistributedSampler",
-            "ResumableRandomSampler",
-            "ResumableSampler",
-            "ResumableSamplerType",
-            "ResumableSequentialSampler",
-            "create_sampler",
-        ],
-        "samplers",
-    ),
-    "Mixture": "sources",
-    "PackedSequences": "sources",
-    "ShardedDataset": "sources",
-    "TokenArrayDataset": "sources",
-    "ShardedIterableDataset": "dataloader",
-    "StatefulDataLoader": "dataloader",
-    "Stream": "stream",
+    name: module
+    for module, names in {
+        "samplers": "SAMPLER_REGISTRY Registry ResumableDistributedSampler ResumableRandomSampler "
+        "ResumableSampler ResumableSamplerType ResumableSequentialSampler create_sampler",
+        "sources": "Mixture PackedSequences ShardedDataset TokenArrayDataset",
+        "dataloader": "ShardedIterableDataset StatefulDataLoader",
+        "stream": "Stream",
+    }.items()
+    for name in names.split()
 }
 
 
@@ -93,49 +52,18 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SAMPLER_REGISTRY",
-    "STATE_VERSION",
-    "ArgumentTypeError",
-    "ArgumentValueError",
-    "BlockwiseShuffleIterator",
-    "BucketedReadaheadBatchIterator",
-    "BufferedShuffleIterator",
-    "CheckpointableIterator",
-    "ChunkedSourceIterator",
-    "FilterIterator",
-    "FixedBatchIterator",
-    "IncompatibleStateError",
-    "InfinitePermutationSourceIterator",
-    "MapIterator",
-    "Mixture",
-    "MultiplexIterator",
-    "NativeCheckpointableIterator",
-    "PackedSequences",
-    "ParallelMapIterator",
-    "PrefetchIterator",
-    "RandomAccessSourceIterator",
-    "RandomIterator",
-    "RecurrentIterator",
-    "Registry",
-    "ResumableDistributedSampler",
-    "ResumableRandomSampler",
-    "ResumableSampler",
-    "ResumableSamplerType",
-    "ResumableSequentialSampler",
-    "SamplingRandomMapIterator",
-    "SelectManyIterator",
-    "ShardedDataset",
-    "ShardedIterableDataset",
-    "Stateful",
-    "StatefulDataLoader",
-    "Stream",
-    "TokenArrayDataset",
-    "WeightedMixIterator",
-    "WindowedIterator",
-    "ZipIterator",
-    "chunked_dataset_iterator",
-    "create_sampler",
-    "create_source_iterator",
-    "read_text_chunk",
-]
+# ruff's RUF022 order: CONSTANTS, then Classes, then functions, each alphabetical
+__all__ = sorted(
+    [
+        *_ITERATORS,
+        *_LAZY,
+        "STATE_VERSION",
+        "ArgumentTypeError",
+        "ArgumentValueError",
+        "IncompatibleStateError",
+        "Stateful",
+        "chunked_dataset_iterator",
+        "read_text_chunk",
+    ],
+    key=lambda name: (not name.isupper(), not name[0].isupper(), name),
+)

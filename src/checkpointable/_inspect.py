@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ._checks import short_repr
 from ._errors import IncompatibleStateError
 from ._inspect_files import Checkpoint, CheckpointError, load_checkpoint
 from ._loader.state_layout import fingerprint, long_form
@@ -62,22 +63,16 @@ def format_state(state: Any, indent: str = "  ") -> list[str]:
 
 
 def _format(value: Any, indent: str, prefix: str, lines: list[str]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}{key}{_header(item)}:")
-                _format(item, indent, prefix + indent, lines)
-            else:
-                lines.append(f"{prefix}{key}: {_scalar(item)}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list) and item and not _is_scalar_list(item):
-                lines.append(f"{prefix}[{index}]{_header(item)}:")
-                _format(item, indent, prefix + indent, lines)
-            else:
-                lines.append(f"{prefix}[{index}]: {_scalar(item)}")
-    else:
+    if not isinstance(value, dict | list):
         lines.append(f"{prefix}{_scalar(value)}")
+        return
+    for index, item in value.items() if isinstance(value, dict) else enumerate(value):
+        key = index if isinstance(value, dict) else f"[{index}]"
+        if isinstance(item, dict | list) and item and not _is_scalar_list(item):
+            lines.append(f"{prefix}{key}{_header(item)}:")
+            _format(item, indent, prefix + indent, lines)
+        else:
+            lines.append(f"{prefix}{key}: {_scalar(item)}")
 
 
 def describe(state: dict[str, Any]) -> list[str]:
@@ -293,18 +288,13 @@ def _scalar(value: Any) -> str:
     if isinstance(value, list):
         if len(value) > 8:
             kinds = sorted({type(x).__name__ for x in value})
-            return f"[{len(value)} x {'/'.join(kinds)}: {_short(value[:3])[:-1]}, ...]"
-        return _short(value)
+            return f"[{len(value)} x {'/'.join(kinds)}: {short_repr(value[:3], 100)[:-1]}, ...]"
+        return short_repr(value, 100)
     if isinstance(value, dict):
         return "{}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"<tensor {tuple(value.shape)} {value.dtype}> (not plain data)"
-    return _short(value)
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return short_repr(value, 100)
 
 
 def main(
@@ -326,7 +316,7 @@ def main(
         states = [(key, data)]  # a plain dict asked for with --key: show it anyway
     report = _report(path, checkpoint, states)
     if as_json:
-        print(json.dumps(report, indent=2, default=_json_default), file=out)
+        print(json.dumps(report, indent=2, default=_scalar), file=out)
     elif not states:
         print(
             f"{path}: no data-loading state. It holds {_contents(data)}, but no state of "
@@ -421,7 +411,3 @@ def _json_bytes(state: Any) -> int | None:
         return len(json.dumps(state))
     except (TypeError, ValueError):
         return None
-
-
-def _json_default(value: Any) -> str:
-    return _scalar(value)

@@ -28,9 +28,12 @@ import binascii
 import random
 import struct
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import IncompatibleStateError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it: `random` states do not
     import torch
@@ -89,21 +92,21 @@ def _count(generator: torch.Generator) -> _Count:
     return count
 
 
-def _drew(generator: torch.Generator, count: _Count, draws: int) -> None:
-    """Record `draws` more outputs drawn by this package, if the count still holds."""
+def _counted(generator: torch.Generator, draws: int, draw: Callable[[], T]) -> T:
+    """``draw()``, a draw of `draws` 32-bit outputs from `generator` by this package: counted
+    while the count holds (-1: a draw that cannot be counted)."""
     import torch
 
-    if count.snapshot is None:
-        return
-    if not torch.equal(generator.get_state(), count.snapshot) or draws < 0:
-        count.snapshot = None  # drawn by someone else before this draw: stored in full now
-        return
-    count.draws += draws
-
-
-def _after(generator: torch.Generator, count: _Count) -> None:
+    count = _count(generator)
+    if count.snapshot is not None:
+        if not torch.equal(generator.get_state(), count.snapshot) or draws < 0:
+            count.snapshot = None  # drawn by someone else before this draw: stored in full now
+        else:
+            count.draws += draws
+    result = draw()
     if count.snapshot is not None:
         count.snapshot = generator.get_state()
+    return result
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:
@@ -111,24 +114,18 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
     draws its workers' base seed and a ``RandomSampler`` its seed; a draw of 2 outputs."""
     import torch
 
-    if generator is None:
-        return int(torch.empty((), dtype=torch.int64).random_().item())
-    count = _count(generator)
-    _drew(generator, count, 2)
-    seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
-    _after(generator, count)
-    return seed
+    def draw() -> int:
+        return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+    return draw() if generator is None else _counted(generator, 2, draw)
 
 
 def permutation(n: int, generator: torch.Generator) -> torch.Tensor:
     """``torch.randperm(n, generator=generator)``, counted (n - 1 outputs below 2**32 / 20)."""
     import torch
 
-    count = _count(generator)
-    _drew(generator, count, n - 1 if 0 < n < _PERM_32BIT_LIMIT else -1)
-    result = torch.randperm(n, generator=generator)
-    _after(generator, count)
-    return result
+    draws = n - 1 if 0 < n < _PERM_32BIT_LIMIT else -1
+    return _counted(generator, draws, lambda: torch.randperm(n, generator=generator))
 
 
 def randint(high: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -136,11 +133,11 @@ def randint(high: int, size: int, generator: torch.Generator) -> torch.Tensor:
     2**28, two up to 2**31, as torch 2.x draws them; larger bounds are not counted)."""
     import torch
 
-    count = _count(generator)
-    _drew(generator, count, size * _words_per_int(high))
-    result = torch.randint(high=high, size=(size,), dtype=torch.int64, generator=generator)
-    _after(generator, count)
-    return result
+    return _counted(
+        generator,
+        size * _words_per_int(high),
+        lambda: torch.randint(high=high, size=(size,), dtype=torch.int64, generator=generator),
+    )
 
 
 def _words_per_int(high: int) -> int:
@@ -206,13 +203,10 @@ def restore_torch_generator(
     generator: torch.Generator, value: Any, owner: str, name: str = "generator_state"
 ) -> None:
     """Give `generator` the state `value` stands for; a short state keeps being counted."""
-    import torch
 
     if isinstance(value, dict) and value.get("kind") == "torch" and set(value) != {"kind", "data"}:
         seed, draws = _short_torch(value, owner, name)
-        generator.manual_seed(seed)
-        if draws:
-            torch.randperm(draws + 1, generator=generator)
+        _replayed(seed, draws, generator)
         _COUNTS[generator] = _Count(seed, draws, generator.get_state())
         return
     generator.set_state(decode_torch_state(value, owner, name))
@@ -236,10 +230,10 @@ def _short_torch(value: dict[str, Any], owner: str, name: str) -> tuple[int, int
     return seed, draws
 
 
-def _replayed(seed: int, draws: int) -> torch.Generator:
+def _replayed(seed: int, draws: int, generator: torch.Generator | None = None) -> torch.Generator:
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = (torch.Generator() if generator is None else generator).manual_seed(seed)
     if draws:  # randperm(k + 1) draws exactly k outputs
         torch.randperm(draws + 1, generator=generator)
     return generator

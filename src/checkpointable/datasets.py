@@ -15,7 +15,7 @@ from typing import Any
 
 from ._checks import require_callable, require_positive
 from ._iterators.base import CheckpointableIterator
-from ._iterators.permutations import create_source_iterator
+from ._iterators.permutations import check_evaluation, create_source_iterator
 from ._iterators.shuffle import BlockwiseShuffleIterator, BufferedShuffleIterator
 from ._iterators.transforms import MapIterator, SelectManyIterator
 
@@ -75,19 +75,8 @@ def chunked_dataset_iterator(
     """
     require_positive(buffer_size, "chunked_dataset_iterator", "buffer_size")
     require_callable(read_chunk_fn, "chunked_dataset_iterator", "read_chunk_fn")
-    if not train and shuffle:
-        raise ValueError(
-            "chunked_dataset_iterator: shuffling is not supported when train=False; "
-            "pass shuffle=False for evaluation data"
-        )
-    chunks = create_source_iterator(
-        chunk_refs,
-        train=train,
-        seed=seed,
-        shuffle=shuffle,
-        num_instances=num_instances,
-        instance_rank=instance_rank,
-    )
+    check_evaluation("chunked_dataset_iterator", train, shuffle)
+    chunks = create_source_iterator(chunk_refs, train, seed, shuffle, num_instances, instance_rank)
     samples: CheckpointableIterator = SelectManyIterator(chunks, collection_selector=read_chunk_fn)
     if prefetch:
         from .iterators import PrefetchIterator

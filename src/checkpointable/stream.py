@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._checks import short_repr
 from ._state import StateBase, Stateful
 from ._stream.checks import check_count, check_loader, loader_len, try_len
 from ._stream.items import DataItems, EpochItems
@@ -466,7 +467,5 @@ class Stream:
         self._epoch_id += 1  # epochs of an earlier loop stop
 
     def __repr__(self) -> str:
-        loader = repr(self._loader)
-        if len(loader) > 60:
-            loader = loader[:57] + "..."
+        loader = short_repr(self._loader, 60)
         return f"Stream({loader}, epoch={self._epoch}, iteration={self._iteration})"

@@ -69,15 +69,11 @@ def train(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = build(args)
-    model, optimizer, stream, text = (
-        parts["model"], parts["optimizer"], parts["stream"], parts["text"]
-    )  # fmt: skip
+    model, optimizer, stream, text = parts.values()
     if args.resume:
         checkpoint = torch.load(run_dir / CHECKPOINT, weights_only=True)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        stream.load_state_dict(checkpoint["stream"])
-        text.load_state_dict(checkpoint["text"])
+        for name, part in parts.items():
+            part.load_state_dict(checkpoint[name])
         emit({"resumed_from": checkpoint["step"]})
     text_batches = iter(text)
     if args.break_resume and args.resume:
@@ -104,16 +100,8 @@ def train(args: argparse.Namespace) -> None:
                 }
             )
             if step % args.checkpoint_every == 0:
-                save_atomically(
-                    run_dir / CHECKPOINT,
-                    {
-                        "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "stream": stream.state_dict(),
-                        "text": text.state_dict(),
-                    },
-                )
+                states = {name: part.state_dict() for name, part in parts.items()}
+                save_atomically(run_dir / CHECKPOINT, {"step": step, **states})
                 emit({"checkpoint": step})
             if step == args.pause_at:  # wait for the parent's SIGKILL (EOF: it is gone)
                 emit({"paused": step})
@@ -134,13 +122,10 @@ def emit(record: dict[str, Any]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="the training child of checkpointable demo")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--workers", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--checkpoint-every", type=int, required=True)
-    p.add_argument("--epoch-size", type=int, required=True)
+    for name in ("--run-dir", "--data-dir"):
+        p.add_argument(name, required=True)
+    for name in ("--steps", "--workers", "--seed", "--checkpoint-every", "--epoch-size"):
+        p.add_argument(name, type=int, required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--label", default="training")

@@ -220,6 +220,73 @@ class Transform(Node):
         return f"{type(self).__name__}({self._source_iterator!r}{args})"
 
 
+class WorkerStage(Transform):
+    """A `Transform` fed by workers (`ParallelMapIterator`, `PrefetchIterator`).
+
+    Its position is the source's state at a saved point (`_source_state`) plus the items
+    delivered since (`_offset`, the state's `_OFFSET_KEY`). Restoring puts the source there at
+    once: the saved state, then the bounded replay of the items since (so that a state the
+    source cannot reach is refused at load). After ``close()``, ``next()`` and ``setstate()``
+    raise `RuntimeError`, as in infinibatch. A subclass defines `_forget` (drop what was read
+    ahead, before a restore) and `_shut` (stop the workers, at close).
+    """
+
+    _OFFSET_KEY: ClassVar[str]
+    _closed = False
+    _source_state: dict[str, Any]  # position: the source's state at the saved point
+    _offset: int  # position: items delivered since
+    _positioned: bool  # whether the source is at _source_state (plus _skipped items)
+    _skipped = 0  # when positioned: the items the source is past _source_state
+
+    def _forget(self) -> None:
+        raise NotImplementedError
+
+    def _shut(self) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"{type(self).__name__} has been closed; build a new pipeline and load a state "
+                "into it to continue"
+            )
+
+    def _place_source(self) -> int:
+        """Put the source at `_source_state` unless it is there; returns how many items past it
+        the source is. From here on the workers move it (or read a copy)."""
+        skipped = self._skipped
+        if not self._positioned:
+            self._source_iterator.setstate(self._source_state)
+            skipped = 0
+        self._positioned = False
+        return skipped
+
+    def _position(self) -> dict[str, Any]:
+        return {"source": self._source_state, self._OFFSET_KEY: self._offset}
+
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        self._check_open()
+        self._forget()
+        source = self._source_iterator
+        if state is None:
+            source.setstate(None)
+            self._source_state, self._offset = source.getstate(), 0
+        else:
+            offset = state_int(type(self).__name__, state, self._OFFSET_KEY)
+            source.setstate(state["source"])
+            skip_items(source, offset, offset, type(self).__name__)
+            self._source_state, self._offset = state["source"], offset
+        self._skipped = self._offset
+        self._positioned = True
+
+    def close(self) -> None:
+        """Stop the workers (if any) and close the source pipeline; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._shut()
+            super().close()
+
+
 #: A `Node`'s state, cheap to take: the pair (its shared ``"type"`` + configuration dict, its
 #: position dict). `plain_state` merges them into the state's flat dict when ``getstate()`` is
 #: called. A plain tuple: creating it costs no Python call (snapshots are taken per block).
@@ -324,22 +391,6 @@ def require_iterator(
     return value
 
 
-def seek_source(
-    source: CheckpointableIterator, state: dict[str, Any] | None, key: str, owner: str
-) -> tuple[Any, int]:
-    """Put `source` where a worker-fed stage's `state` says: its saved source state, then the
-    `state[key]` items delivered since (the bounded replay, done now, so that a state the source
-    cannot reach is refused at load). Returns the source state and the offset (None: the start).
-    """
-    if state is None:
-        source.setstate(None)
-        return source.getstate(), 0
-    offset = state_int(owner, state, key)
-    source.setstate(state["source"])
-    skip_items(source, offset, offset, owner)
-    return state["source"], offset
-
-
 def skip_items(source: Any, count: int, offset: int, owner: str) -> None:
     """Skip `count` items of `source`, the last `count` of the `offset` items a state says were
     delivered since the source's saved position; a source that ends first was saved over other
@@ -352,13 +403,6 @@ def skip_items(source: Any, count: int, offset: int, owner: str) -> None:
                 f"{owner}: the state is {offset} items past its source's saved position, but the "
                 f"source ends after {offset - count + done}; it was saved over other data"
             ) from None
-
-
-def closed_error(owner: str) -> RuntimeError:
-    """The error of ``next()`` and ``setstate()`` after ``close()``, as in infinibatch."""
-    return RuntimeError(
-        f"{owner} has been closed; build a new pipeline and load a state into it to continue"
-    )
 
 
 def require_items(owner: str, items: Any) -> int:

@@ -12,7 +12,7 @@ from .._errors import IncompatibleStateError
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import WorkerGroup
 from .._runtime.messages import Task, WorkerFailure, dumps
-from .base import CheckpointableIterator, Transform, closed_error, seek_source
+from .base import CheckpointableIterator, WorkerStage
 from .prefetch import EPILOGUE
 from .workers import map_worker
 
@@ -40,7 +40,7 @@ class _Name:
         return self._text
 
 
-class ParallelMapIterator(Transform):
+class ParallelMapIterator(WorkerStage):
     """Applies `transform` to each item in a pool of worker processes: `MapIterator`, parallel.
 
     The output is that of ``MapIterator(source_iterator, transform)``, in order. The source is
@@ -96,6 +96,7 @@ class ParallelMapIterator(Transform):
     """
 
     _POSITION_KEYS = ("source", "offset")
+    _OFFSET_KEY = "offset"
     _transient = (
         "_group",
         "_tasks",
@@ -113,11 +114,9 @@ class ParallelMapIterator(Transform):
     _group: WorkerGroup | None = None
     _tasks: Any = None
     _results: Any = None
-    _closed = False
 
-    # The reading state (see _abandon).
-    _chunk_state: dict[str, Any]  # position: the source's state at the current chunk's start
-    _offset: int  # position: items of the current chunk yielded
+    # The reading state (see _forget); the position: _source_state, the source's state at the
+    # current chunk's start, and _offset, the items of the chunk yielded.
     _chunk_length: int  # items in the current chunk; -1 if unknown or ending in an error
     _chunk_error: BaseException | None  # the error ending the current chunk
     _ahead: _Chunk | None  # the next chunk, read and submitted
@@ -128,8 +127,6 @@ class ParallelMapIterator(Transform):
     _received: dict[int, tuple[list[Any], Any]]  # results that arrived before their turn
     _first_valid_task: int  # results of older tasks (before a restore) are dropped
     _started: bool  # whether the current chunk was read since the last restore or error
-    _positioned: bool  # whether the source is at _chunk_state (plus _skipped items)
-    _skipped = 0  # when positioned: the items the source is past _chunk_state
 
     def __init__(
         self,
@@ -172,7 +169,7 @@ class ParallelMapIterator(Transform):
         while True:
             failure = self._failure or (None if self._pending else self._chunk_error)
             if failure is not None:  # every item before it was yielded
-                self._abandon()
+                self._forget()
                 if isinstance(failure, WorkerFailure):
                     failure.reraise()
                 raise failure
@@ -190,11 +187,7 @@ class ParallelMapIterator(Transform):
         """Read the current chunk from the source, submitting only its items from `offset` on."""
         self._check_open()
         self._start_pool()
-        skipped = self._skipped  # items the source is past the chunk's start
-        if not self._positioned:
-            self._source_iterator.setstate(self._chunk_state)
-            skipped = 0
-        self._positioned = False
+        skipped = self._place_source()  # items the source is past the chunk's start
         skip = self._offset
         chunk = self._read(max(self._chunk_size, skip), skip, skipped)
         if chunk.error is None and chunk.length < skip:
@@ -220,7 +213,7 @@ class ParallelMapIterator(Transform):
         ahead = self._ahead
         if ahead is None:  # a chunk without error always has one read ahead
             raise RuntimeError("ParallelMapIterator: no chunk was read ahead (an internal error)")
-        self._chunk_state, self._offset = ahead.state, 0
+        self._source_state, self._offset = ahead.state, 0
         self._set_current(ahead)
 
     def _read(self, count: int, skip: int, skipped: int = 0) -> _Chunk:
@@ -231,7 +224,7 @@ class ParallelMapIterator(Transform):
         the consumer reaches that position, as `MapIterator` would.
         """
         source = self._source_iterator
-        chunk = _Chunk(self._chunk_state if skipped else source.getstate())
+        chunk = _Chunk(self._source_state if skipped else source.getstate())
         items: list[Any] = []
         try:
             items.extend(islice(source, count - skipped))
@@ -273,8 +266,7 @@ class ParallelMapIterator(Transform):
                 if reply.task >= self._first_valid_task:  # results of tasks dropped by a restore
                     received[reply.task] = (reply.data, reply.failure)
         except BaseException:  # a dead worker, or interrupted mid-message: restart
-            self._stop_pool()
-            self._abandon()
+            self._shut()
             raise
         return received.pop(task_id)
 
@@ -305,7 +297,7 @@ class ParallelMapIterator(Transform):
         if group is not None:
             group.close()
 
-    def _abandon(self) -> None:
+    def _forget(self) -> None:
         """Forget what was read and submitted; the next item is read again from the position."""
         self._started = False
         self._positioned = False
@@ -319,34 +311,14 @@ class ParallelMapIterator(Transform):
         self._received = {}
         self._first_valid_task = self._next_task
 
+    def _shut(self) -> None:
+        self._stop_pool()
+        self._forget()
+
     def _forget_workers(self) -> None:
         """In a forked child: the pool belongs to the parent; restart from the position."""
         self._group = self._tasks = self._results = None
-        self._abandon()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise closed_error(type(self).__name__)
-
-    def _position(self) -> dict[str, Any]:
-        return {"source": self._chunk_state, "offset": self._offset}
-
-    def _restore(self, state: dict[str, Any] | None) -> None:
-        self._check_open()
-        self._abandon()
-        self._chunk_state, self._offset = seek_source(
-            self._source_iterator, state, "offset", type(self).__name__
-        )
-        self._skipped = self._offset
-        self._positioned = True
-
-    def close(self) -> None:
-        """Stop the pool (if any) and close the source pipeline; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._stop_pool()
-            self._abandon()
-            super().close()
+        self._forget()
 
     def _repr_args(self) -> dict[str, Any]:
         return {

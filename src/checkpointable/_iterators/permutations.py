@@ -6,13 +6,13 @@ from collections.abc import Iterator, Sequence
 from random import Random
 from typing import Any
 
-from .._checks import check_sharding, require_int
+from .._checks import check_sharding, require_int, require_optional_int, short_repr
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._rng import decode_python_state
 from .._state import state_int
 from ._bijection import KeyedPermutation, mix64
 from .base import CheckpointableIterator, Node, RandomState, require_items
-from .sources import ChunkedSourceIterator, short_repr
+from .sources import ChunkedSourceIterator
 
 _END = object()
 
@@ -23,7 +23,26 @@ __all__ = [
 ]
 
 
-class InfinitePermutationSourceIterator(Node):
+class _Passes(Node):
+    """What the endless sources share: their configuration (the items, the order, the shard)."""
+
+    def _configure(
+        self, items: Sequence[Any], seed: Any, shuffle: bool, num_instances: int, rank: int
+    ) -> None:
+        self._num_items, self._seed, self._shuffle = len(items), seed, bool(shuffle)
+        self._num_instances, self._instance_rank = num_instances, rank
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_items": self._num_items,
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+            "num_instances": self._num_instances,
+            "instance_rank": self._instance_rank,
+        }
+
+
+class InfinitePermutationSourceIterator(_Passes):
     """Endless passes over `source_items`, each pass a fresh random permutation.
 
     The order is infinibatch's: one ``random.Random(seed)`` is carried across passes and shuffles a
@@ -67,12 +86,9 @@ class InfinitePermutationSourceIterator(Node):
         name = type(self).__name__
         check_sharding(name, num_instances, instance_rank)
         require_items(name, source_items)
-        require_int(seed, name, "seed", optional=True)
+        require_optional_int(seed, name, "seed")
         self._items = list(source_items)
-        self._seed = seed
-        self._shuffle = bool(shuffle)
-        self._num_instances = num_instances
-        self._instance_rank = instance_rank
+        self._configure(self._items, seed, shuffle, num_instances, instance_rank)
         self._random = Random(seed)
         self._initial_random_state = self._random.getstate()
         self._permutation: list[Any] | None = None
@@ -138,15 +154,6 @@ class InfinitePermutationSourceIterator(Node):
                 self._random.shuffle(permutation)
                 self._permutation = permutation
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            "num_items": len(self._items),
-            "seed": self._seed,
-            "shuffle": self._shuffle,
-            "num_instances": self._num_instances,
-            "instance_rank": self._instance_rank,
-        }
-
     def _position(self) -> dict[str, Any]:
         if self._permutation is not None:  # serving: read the index from the pass's iterator
             left = self._pass.__length_hint__()
@@ -192,7 +199,7 @@ class InfinitePermutationSourceIterator(Node):
             self._open_pass()
 
 
-class RandomAccessSourceIterator(Node):
+class RandomAccessSourceIterator(_Passes):
     """Endless passes over a sequence, each pass a permutation computed index by index.
 
     For large random-access datasets: the permutation of pass ``p`` is a keyed bijection of
@@ -236,10 +243,7 @@ class RandomAccessSourceIterator(Node):
         require_items(name, data)
         require_int(seed, name, "seed")
         self._data = data
-        self._seed = seed
-        self._shuffle = bool(shuffle)
-        self._num_instances = num_instances
-        self._instance_rank = instance_rank
+        self._configure(data, seed, shuffle, num_instances, instance_rank)
         self._pass = -1
         self._permutation: KeyedPermutation | None = None
         self._restore(None)
@@ -256,15 +260,6 @@ class RandomAccessSourceIterator(Node):
         item = self._data[index]
         self._num_items_yielded += 1
         return item
-
-    def _config(self) -> dict[str, Any]:
-        return {
-            "num_items": len(self._data),
-            "seed": self._seed,
-            "shuffle": self._shuffle,
-            "num_instances": self._num_instances,
-            "instance_rank": self._instance_rank,
-        }
 
     def _position(self) -> dict[str, Any]:
         return {"num_items_yielded": self._num_items_yielded}
@@ -296,19 +291,20 @@ def create_source_iterator(
     Raises:
         ValueError: ``train=False`` with ``shuffle=True``: evaluation data is not shuffled.
     """
-    if not train and shuffle:
-        raise ValueError(
-            "create_source_iterator: shuffling is not supported when train=False; "
-            "pass shuffle=False for evaluation data"
-        )
+    check_evaluation("create_source_iterator", train, shuffle)
     if train:
         return InfinitePermutationSourceIterator(
-            source_items,
-            seed=seed,
-            shuffle=shuffle,
-            num_instances=num_instances,
-            instance_rank=instance_rank,
+            source_items, seed, shuffle, num_instances, instance_rank
         )
     return ChunkedSourceIterator(
         source_items, num_instances=num_instances, instance_rank=instance_rank
     )
+
+
+def check_evaluation(owner: str, train: bool, shuffle: bool) -> None:
+    """Refuse ``train=False`` with ``shuffle=True``: evaluation data is read in order."""
+    if not train and shuffle:
+        raise ValueError(
+            f"{owner}: shuffling is not supported when train=False; "
+            "pass shuffle=False for evaluation data"
+        )

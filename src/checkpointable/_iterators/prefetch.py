@@ -10,8 +10,8 @@ from .._runtime.channels import relay
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import JOIN_SECONDS, WorkerGroup
 from .._runtime.messages import Kind
-from .base import CheckpointableIterator, Transform, closed_error, seek_source
-from .workers import prefetch_worker
+from .base import CheckpointableIterator, WorkerStage
+from .workers import prefetch_worker, same
 
 logger = logging.getLogger("checkpointable")
 
@@ -21,7 +21,7 @@ __all__ = ["PrefetchIterator"]
 EPILOGUE = " The iterator keeps its last position, from which the next call restarts the workers."
 
 
-class PrefetchIterator(Transform):
+class PrefetchIterator(WorkerStage):
     """Runs `source_iterator` in a worker process that keeps `buffer_size` items ready.
 
     The worker starts on the first ``next()``. Under ``fork`` it runs a copy of the source
@@ -88,6 +88,7 @@ class PrefetchIterator(Transform):
     """
 
     _POSITION_KEYS = ("source", "item_offset")
+    _OFFSET_KEY = "item_offset"
     _transient = (
         "_group",
         "_channel",
@@ -107,12 +108,7 @@ class PrefetchIterator(Transform):
     _index = 0  # the next item of _batch
     _mark = 0  # the next entry of _marks
     _mark_at = -1  # the index in _batch of that entry, or -1
-    _closed = False
     _exhausted = False
-
-    _source_state: dict[str, Any]  # position: the source's state at the current window's start
-    _item_offset: int  # position: items delivered since
-    _skipped = 0  # when positioned: the items the source is past _source_state
 
     def __init__(
         self,
@@ -145,12 +141,12 @@ class PrefetchIterator(Transform):
         if index < len(batch):
             self._index = index + 1
             if index == self._mark_at:  # the last item of a window
-                self._source_state, self._item_offset = self._marks[self._mark][1], 0
+                self._source_state, self._offset = self._marks[self._mark][1], 0
                 self._mark += 1
                 marks = self._marks
                 self._mark_at = marks[self._mark][0] if self._mark < len(marks) else -1
             else:
-                self._item_offset += 1
+                self._offset += 1
             return batch[index]
         return self._next_batch()
 
@@ -191,26 +187,21 @@ class PrefetchIterator(Transform):
         context = resolve_context(
             name, self._multiprocessing_context, self._use_threads, stacklevel=3
         )
-        source = self._source_iterator
-        skipped = self._skipped  # items the source is past the window's start
-        if not self._positioned:
-            source.setstate(self._source_state)
-            skipped = 0
-        self._positioned = False  # a thread moves it; a process reads a copy from here on
-        payload = ForWorker(name, "source_iterator", source)
+        skipped = self._place_source()  # items the source is past the window's start
+        payload = ForWorker(name, "source_iterator", self._source_iterator)
         group = WorkerGroup(name, context, epilogue=EPILOGUE)
         try:
             in_main = context is not None and self._buffer_in_main_process
             # Two messages in flight at most: the worker gathers items into a batch meanwhile.
             channel = group.queue(2, drain=True)
             slots = group.semaphore(self._buffer_size)
-            skip = self._item_offset - skipped
-            args = (payload, skip, self._item_offset, self._buffer_size, channel, slots, group.stop)
+            skip = self._offset - skipped
+            args = (payload, skip, self._offset, self._buffer_size, channel, slots, group.stop)
             group.start(prefetch_worker, args)
             self._decode = context is not None
             if in_main:
                 local = group.queue(drain=True, local=True)  # bounded by the slots
-                group.start_thread(relay, (channel, local, group.stop, _same), f"{name}-fetcher")
+                group.start_thread(relay, (channel, local, group.stop, same), f"{name}-fetcher")
                 channel, self._decode = local, False
         except BaseException:
             group.shutdown()
@@ -226,36 +217,19 @@ class PrefetchIterator(Transform):
         if group is not None:
             group.close(thread_timeout)
 
+    def _forget(self) -> None:
+        self._stop(thread_timeout=None)  # a thread must be done with the source before setstate
+        self._exhausted = False
+
+    def _shut(self) -> None:
+        self._stop()
+
     def _forget_workers(self) -> None:
         """Drop the workers and the batch (after a fork: they belong to the parent's workers);
         the next ``next()`` restarts from the position."""
         self._group = self._channel = self._slots = None
         self._batch, self._marks, self._index, self._mark, self._mark_at = [], [], 0, 0, -1
         self._positioned = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise closed_error(type(self).__name__)
-
-    def _position(self) -> dict[str, Any]:
-        return {"source": self._source_state, "item_offset": self._item_offset}
-
-    def _restore(self, state: dict[str, Any] | None) -> None:
-        self._check_open()
-        self._stop(thread_timeout=None)  # a thread must be done with the source before setstate
-        self._source_state, self._item_offset = seek_source(
-            self._source_iterator, state, "item_offset", type(self).__name__
-        )
-        self._skipped = self._item_offset
-        self._positioned = True
-        self._exhausted = False
-
-    def close(self) -> None:
-        """Stop the worker (if any) and close the source pipeline; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._stop()
-            super().close()
 
     def _repr_args(self) -> dict[str, Any]:
         return {
@@ -265,7 +239,3 @@ class PrefetchIterator(Transform):
             "multiprocessing_context": self._multiprocessing_context,
             "use_threads": self._use_threads,
         }
-
-
-def _same(message: Any) -> Any:
-    return message

@@ -10,13 +10,13 @@ from operator import itemgetter
 from random import Random
 from typing import Any
 
-from .._checks import check_sharding
+from .._checks import check_sharding, short_repr
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .._rng import decode_python_state
 from .._state import state_int
 from .base import Node, RandomState, require_items, restores
 
-__all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator", "short_repr"]
+__all__ = ["ChunkedSourceIterator", "NativeCheckpointableIterator", "RandomIterator"]
 
 
 class _Probe:  # a minimal sequence, to learn the type of CPython's sequence iterator
@@ -244,8 +244,3 @@ class _Slice:
         if not 0 <= index < self._stop - self._start:
             raise IndexError(index)
         return self._data[self._start + index]
-
-
-def short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

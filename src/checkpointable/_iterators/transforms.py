@@ -176,12 +176,11 @@ class SelectManyIterator(Transform):
         return item
 
     def _next_collection(self) -> Any:
-        source, selector = self._source_iterator, self._selector
+        source = self._source_iterator
         take_snapshot = source._snapshot if isinstance(source, Node) else source.getstate
         while True:
             state = take_snapshot()
-            source_item = next(source)
-            collection = iter(source_item if selector is None else selector(source_item))
+            collection = self._open(next(source))
             item = next(collection, _END)
             if item is not _END:
                 self._collection, self._collection_state, self._offset = collection, state, 1

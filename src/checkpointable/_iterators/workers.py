@@ -26,7 +26,7 @@ from .._runtime.messages import Encoder, Kind, Reply, WorkerFailure, dumps
 from .._runtime.watch import ParentWatch, WorkerStop
 from .base import skip_items
 
-__all__ = ["map_worker", "prefetch_worker"]
+__all__ = ["map_worker", "prefetch_worker", "same"]
 
 #: How often a prefetch worker that is not blocked checks whether it was told to stop.
 STOP_CHECK_SECONDS = 0.002
@@ -115,7 +115,7 @@ def prefetch_worker(
     in_process = watch is not None
     if watch is not None:
         watch.attach(interrupt=False)
-    encode = Encoder() if in_process else _same
+    encode = Encoder() if in_process else same
     batcher = _Batcher(channel, stop, watch, encode)
     pipeline = None
     try:
@@ -171,7 +171,8 @@ def _finish_process(pipeline: Any, channel: Any, stop: Any, watch: ParentWatch |
         channel.cancel_join_thread()
 
 
-def _same(message: Any) -> Any:
+def same(message: Any) -> Any:
+    """The identity: a relay that passes messages on unchanged."""
     return message
 
 

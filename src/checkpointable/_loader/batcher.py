@@ -192,8 +192,3 @@ class Batcher:
             "state": self.source.state_dict() if self._source_stateful else None,
             "iterator_state": iterator.state_dict() if self._iterator_stateful else None,
         }
-
-    @property
-    def unsnapshotted(self) -> int:
-        """Batches produced since the last snapshot (all of them without state)."""
-        return self._count

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from .._checks import close
 from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
 from .batcher import Batcher, fetch_map
 from .foreign import keeps_loaded_state
@@ -281,13 +282,9 @@ class Reader:
             return
         base, sampler = draws
         state.next_seeds = {
-            "base_seed": _global_seed() if base else None,
-            "sampler_seed": _global_seed() if sampler else None,
+            "base_seed": draw_seed() if base else None,
+            "sampler_seed": draw_seed() if sampler else None,
         }
-
-
-def _global_seed() -> int:
-    return draw_seed()
 
 
 def finish_epoch(state: LoaderState, plan: IndexPlan | None, pool: Any) -> None:
@@ -313,9 +310,7 @@ def fresh_state(dataset: Any, kind: DatasetKind, cache: dict[int, Any], index: i
         if kind is DatasetKind.SHARDED:
             shard = dataset.open_shard(index)
             cache[key] = shard.state_dict()
-            close = getattr(shard, "close", None)
-            if callable(close):
-                close()
+            close(shard)
         else:
             cache[key] = dataset.state_dict()
     return cache[key]

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, IterDataPipe
 from typing_extensions import TypeVar
 
-from .._errors import ArgumentTypeError, ArgumentValueError
+from .._checks import require_optional_int
+from .._errors import ArgumentValueError
 from .epochs import Reader, dataset_length, fresh_state
 from .foreign import state_caveat
 from .indices import RANDOM, STATEFUL, IndexPlan, has_state
@@ -144,12 +145,9 @@ class StatefulDataLoader(DataLoader[T_co]):
         in_order: bool = True,
         snapshot_every_n_steps: int | None = 1,
     ) -> None:
-        every = snapshot_every_n_steps
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)):
-            raise ArgumentTypeError(
-                f"StatefulDataLoader: snapshot_every_n_steps must be an int or None, got "
-                f"{every!r} ({type(every).__name__})"
-            )
+        every = require_optional_int(
+            snapshot_every_n_steps, "StatefulDataLoader", "snapshot_every_n_steps"
+        )
         if every is not None and every < 0:
             raise ValueError(
                 f"StatefulDataLoader: snapshot_every_n_steps must be >= 0 or None, got "

@@ -161,17 +161,15 @@ class BatchSampler(tud.BatchSampler):
         stateful = has_state(sampler)
         skip = 0
         self._done = False
-        if pending is not None and pending["sampler_done"]:  # only StopIteration was left
-            if stateful and pending["sampler_state"] is not None:
-                sampler.load_state_dict(pending["sampler_state"])
-            self._samples = 0
-            return
+        self._samples = 0
         if pending is not None:
             if stateful and pending["sampler_state"] is not None:
                 sampler.load_state_dict(pending["sampler_state"])
             else:
                 skip = pending["samples_yielded"]
-        self._samples = pending["samples_yielded"] if pending is not None else 0
+            if pending["sampler_done"]:  # only StopIteration was left
+                return
+            self._samples = pending["samples_yielded"]
         indices = iter(self.sampler)
         for _ in islice(indices, skip):
             pass

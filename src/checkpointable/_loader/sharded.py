@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .._checks import require_positive
+from .._checks import close, require_positive
 from .._errors import ArgumentTypeError, IncompatibleStateError
 from .indices import has_state
 
@@ -94,9 +94,7 @@ class ShardedIterableDataset(IterableDataset[Any]):
                 f"ShardedIterableDataset: the state of shard {shard_index} does not load: {error}"
             ) from error
         finally:
-            close = getattr(shard, "close", None)
-            if callable(close):
-                close()
+            close(shard)
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._checks import require_int
+from .._checks import close, require_int
 from .._rng import draw_seed, encode_torch_generator
 from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
 from .parts import DatasetKind
@@ -56,7 +56,7 @@ def check_skippable(
                     "positions cannot be moved without reading"
                 )
         finally:
-            _close(shard)
+            close(shard)
         return count
     if plan is None:
         raise TypeError(
@@ -188,12 +188,6 @@ def cut_shards(
             entry["fresh"], entry["replay"] = False, 0
     finally:
         for shard in shards.values():
-            _close(shard)
+            close(shard)
     state.batches += cut
     return cut
-
-
-def _close(shard: Any) -> None:
-    close = getattr(shard, "close", None)
-    if callable(close):
-        close()

@@ -54,6 +54,8 @@ class ResumableMixin(StateBase):
     """
 
     _POSITION_KEYS: ClassVar[tuple[str, ...]] = ("epoch", "position")
+    #: A pass that ran out ends the epoch: the next pass is the next epoch (else the same again).
+    _PASS_ENDS_EPOCH: ClassVar[bool] = False
 
     _batch_size: int
     _epoch: int
@@ -186,6 +188,7 @@ class ResumableMixin(StateBase):
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[int]:
         if self._finished:  # iterated again after a whole epoch: the epoch again, as in torch
+            self._epoch += self._PASS_ENDS_EPOCH  # or the next epoch
             self._restart()
         start = self._offset()  # an abandoned iterator's position is the epoch's position
         self._skip = start

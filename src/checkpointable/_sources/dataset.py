@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from bisect import bisect_right
@@ -19,7 +18,7 @@ from .._checks import require_int
 from .._errors import ArgumentTypeError
 from .formats import FORMATS, CorruptShardError, FileIndex, detect_format, index_file
 from .formats import read_block as read_file_block
-from .sampler import ShardedSampler, check_order, describe_names
+from .sampler import BlockSource, ShardedSampler, check_order, digest, file_names
 from .storage import FileRef, expand_files
 
 __all__ = ["ShardedDataset"]
@@ -52,9 +51,7 @@ class Layout:
             rows += index.rows
         block_rows = torch.tensor(rows, dtype=torch.int64)
         block_first = torch.cumsum(block_rows, 0) - block_rows
-        paths = [ref.path for ref in files]
-        common = os.path.commonpath(paths) if len(paths) > 1 and not files[0].remote else ""
-        names = [os.path.relpath(p, common) if common else os.path.basename(p) for p in paths]
+        names = file_names(files)
         sizes = [f"{ref.size}:{sum(index.rows)}" for ref, index in zip(files, indexes, strict=True)]
         return cls(
             files,
@@ -65,17 +62,13 @@ class Layout:
             block_rows,
             block_first,
             names,
-            _digest(names),
-            _digest(sizes),
+            digest(names),
+            digest(sizes),
             sum(index.skipped for index in indexes),
         )
 
 
-def _digest(parts: list[str]) -> str:
-    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
-
-
-class ShardedDataset(torch.utils.data.Dataset[Any]):
+class ShardedDataset(BlockSource, torch.utils.data.Dataset[Any]):
     """Shard files (Parquet, JSONL, WebDataset tar; local or ``fsspec`` URLs) as one dataset.
 
     Pass it with its sampler to a `StatefulDataLoader`::
@@ -152,6 +145,9 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
     [1, 3, 5]
     """
 
+    NAME = NAME
+    layout: Layout
+
     def __init__(
         self,
         files: Any,
@@ -181,15 +177,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
             )
         if errors not in ("raise", "skip"):
             raise ValueError(f"{NAME}: errors must be 'raise' or 'skip', got {errors!r}")
-        world_size, rank = check_order(
-            NAME,
-            shuffle=shuffle,
-            seed=seed,
-            window=window,
-            lanes=lanes,
-            world_size=world_size,
-            rank=rank,
-        )
+        world_size, rank = check_order(NAME, shuffle, seed, window, lanes, world_size, rank)
         require_int(block_rows, NAME, "block_rows", minimum=1)
         self.columns = list(columns) if columns is not None else None
         self.errors = errors
@@ -226,13 +214,6 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         )
         # a reader holds a window of each lane it reads (its rank's share of the lanes)
         self._capacity = window * -(-lanes // self.sampler.num_replicas) + 1
-
-    def __len__(self) -> int:
-        return self._length
-
-    def describe_files(self) -> str:
-        """The first file names (relative to their common folder) and the number of files."""
-        return describe_names(self.layout.names)
 
     # ------------------------------------------------------------------ reading
     def _read(self, block: int) -> Sequence[Any]:
@@ -307,10 +288,7 @@ class ShardedDataset(torch.utils.data.Dataset[Any]):
         return out
 
     def __getitem__(self, index: int) -> Any:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise ArgumentTypeError(f"{NAME}: an index must be an int, got {index!r}")
-        if not 0 <= index < self._length:
-            raise IndexError(f"{NAME}: index {index} is out of range for {self._length} rows")
+        self._check_index(index)
         block = bisect_right(self._starts, index) - 1
         return self._blocks([block])[block][index - self._starts[block]]
 

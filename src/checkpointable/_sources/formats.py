@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .storage import FileRef, open_binary, read_range
+from .storage import FileRef, open_binary, optional_module, read_range
 
 __all__ = ["FORMATS", "FileIndex", "JsonBlock", "detect_format", "index_file", "read_block"]
 
@@ -90,13 +90,8 @@ def read_block(
 
 # ---------------------------------------------------------------------------------- Parquet
 def _parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
-    except ImportError as error:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            f"{OWNER}: Parquet files need pyarrow: pip install 'checkpointable[parquet]'"
-        ) from error
-    return pq
+    needs = "Parquet files need pyarrow: pip install 'checkpointable[parquet]'"
+    return optional_module("pyarrow.parquet", needs)
 
 
 def _index_parquet(ref: FileRef, skip: bool) -> FileIndex:
@@ -145,14 +140,8 @@ def _decompressed(ref: FileRef, handle: IO[bytes]) -> IO[bytes]:
     if kind == "gz":
         return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
     if kind == "zst":
-        try:
-            import zstandard
-        except ImportError as error:
-            raise ImportError(
-                f"{OWNER}: {ref.path} is zstd-compressed; reading it needs zstandard: "
-                "pip install zstandard"
-            ) from error
-        reader = zstandard.ZstdDecompressor().stream_reader(handle)
+        needs = f"{ref.path} is zstd-compressed; reading it needs zstandard: pip install zstandard"
+        reader = optional_module("zstandard", needs).ZstdDecompressor().stream_reader(handle)
         return io.BufferedReader(reader)
     return handle
 

@@ -14,7 +14,7 @@ from the entries before it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -240,15 +240,11 @@ class MixtureSampler(ResumableDistributedSampler):
         super().__init__(mixture, num_replicas, rank, False, mixture.seed, drop_last)
         self._resize()
 
+    _PASS_ENDS_EPOCH = True  # the mixture is a stream
+
     def _permutation(self, epoch: int) -> Any:
         mixture = self._mixture
         return _Draws(epoch * (len(mixture) if mixture.exhausted == "restart" else STRIDE))
-
-    def __iter__(self) -> Iterator[int]:
-        if self._finished:  # the mixture is a stream: the next pass is the next epoch
-            self._epoch += 1
-            self._restart()
-        return super().__iter__()
 
     def _draw(self, progress: int) -> int:
         """The schedule's draw number of the epoch's position `progress`."""

@@ -36,12 +36,13 @@ import torch
 
 from .._samplers.base import generator
 
-__all__ = ["WindowOrder"]
+__all__ = ["WindowOrder", "hashed_seed"]
 
 
-def window_seed(seed: int, epoch: int, lane: int, window: int) -> int:
-    """A 63-bit seed for window `window` of lane `lane` in `epoch` (blake2b of the four)."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{lane}:{window}".encode(), digest_size=8).digest()
+def hashed_seed(*parts: object) -> int:
+    """A 63-bit seed named by `parts` (blake2b of their text joined by ":"), e.g. a window's
+    ``(seed, epoch, lane, window)``."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
@@ -131,7 +132,7 @@ class WindowOrder:
             in_order = torch.cat(
                 [torch.arange(f, f + n) for f, n in zip(starts, lengths.tolist(), strict=True)]
             )
-            seeded = torch.Generator().manual_seed(window_seed(self._seed, self._epoch, lane, w))
+            seeded = torch.Generator().manual_seed(hashed_seed(self._seed, self._epoch, lane, w))
             rows = in_order.index_select(0, torch.randperm(size, generator=seeded))
             if len(self._rows_cache) >= 4:
                 self._rows_cache.pop(next(iter(self._rows_cache)))

@@ -96,21 +96,28 @@ class PackedShard(StateBase):
         return self
 
     def __next__(self) -> torch.Tensor:
-        seq_len = self._packed.seq_len
         pieces: list[np.ndarray[Any, Any]] = []
-        need = seq_len
+        if not self._move(pieces):
+            raise StopIteration
+        return torch.from_numpy(np.concatenate(pieces))
+
+    def _move(self, pieces: list[np.ndarray[Any, Any]] | None) -> bool:
+        """Move over the next sequence's tokens, adding them to `pieces` (unless None); False
+        at the end (a leftover shorter than seq_len is left out)."""
+        need = self._packed.seq_len
         while need:
             if self._over():
-                raise StopIteration  # a leftover shorter than seq_len is left out
+                return False
             if self._tokens is None:
                 self._tokens = self._read()
             take = self._tokens[self._offset : self._offset + need]
-            pieces.append(take)
+            if pieces is not None:
+                pieces.append(take)
             need -= len(take)
             self._offset += len(take)
             if self._offset >= len(self._tokens):
                 self._next_document()
-        return torch.from_numpy(np.concatenate(pieces))
+        return True
 
     def skip(self, num_items: int) -> int:
         """Skip the next `num_items` sequences exactly as `__next__` would deliver them.
@@ -128,19 +135,9 @@ class PackedShard(StateBase):
             TypeError, ValueError: `num_items` is not an int >= 0.
         """
         require_int(num_items, NAME, "num_items", minimum=0)
-        seq_len = self._packed.seq_len
         for skipped in range(num_items):
-            need = seq_len
-            while need:
-                if self._over():
-                    return skipped  # as __next__: a leftover shorter than seq_len is left out
-                if self._tokens is None:
-                    self._tokens = self._read()
-                take = min(need, len(self._tokens) - self._offset)
-                need -= take
-                self._offset += take
-                if self._offset >= len(self._tokens):
-                    self._next_document()
+            if not self._move(None):
+                return skipped
         return num_items
 
     def skip_documents(self, num_documents: int) -> int:

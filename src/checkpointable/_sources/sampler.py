@@ -8,15 +8,18 @@ and stores the file list's fingerprint so that a state never resumes over other 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import os
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
 from .._checks import require_bool, require_int, require_seed
+from .._errors import ArgumentTypeError
 from .._samplers.distributed import ResumableDistributedSampler
 from .order import WindowOrder
+from .storage import FileRef
 
 __all__ = [
     "BlockLayout",
@@ -24,6 +27,8 @@ __all__ = [
     "ShardedSampler",
     "check_order",
     "describe_names",
+    "digest",
+    "file_names",
     "placement",
 ]
 
@@ -71,15 +76,41 @@ class BlockLayout(Protocol):
     def sizes_digest(self) -> str: ...
 
 
-class BlockSource(Protocol):
-    """A map-style source cut into blocks: `ShardedDataset`, `TokenArrayDataset`."""
+def digest(parts: list[str]) -> str:
+    """A short fingerprint of `parts` (file names, sizes) for a state."""
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
-    @property
-    def layout(self) -> BlockLayout: ...
 
-    def __len__(self) -> int: ...
+def file_names(refs: list[FileRef]) -> list[str]:
+    """The files' paths relative to their common folder (base names for one file or URLs)."""
+    paths = [ref.path for ref in refs]
+    common = os.path.commonpath(paths) if len(paths) > 1 and not refs[0].remote else ""
+    return [os.path.relpath(p, common) if common else os.path.basename(p) for p in paths]
 
-    def describe_files(self) -> str: ...
+
+class BlockSource:
+    """A map-style source cut into blocks (`ShardedDataset`, `TokenArrayDataset`): its length,
+    its files' description and the index check; ``layout`` feeds `ShardedSampler`."""
+
+    NAME = ""
+    UNIT = "rows"  # what an index counts, for the range error
+    layout: BlockLayout
+    _length: int
+
+    def __len__(self) -> int:
+        return self._length
+
+    def describe_files(self) -> str:
+        """The first file names (relative to their common folder) and the number of files."""
+        return describe_names(self.layout.names)
+
+    def _check_index(self, index: Any) -> None:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ArgumentTypeError(f"{self.NAME}: an index must be an int, got {index!r}")
+        if not 0 <= index < self._length:
+            raise IndexError(
+                f"{self.NAME}: index {index} is out of range for {self._length} {self.UNIT}"
+            )
 
 
 class ShardedSampler(ResumableDistributedSampler):
@@ -104,6 +135,8 @@ class ShardedSampler(ResumableDistributedSampler):
         self._lanes = lanes
         super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last)
 
+    _PASS_ENDS_EPOCH = True
+
     def _permutation(self, epoch: int) -> Any:
         if not self.shuffle:
             return None
@@ -111,12 +144,6 @@ class ShardedSampler(ResumableDistributedSampler):
         return WindowOrder(
             layout.block_rows, layout.block_first, self.seed, epoch, self._window, self._lanes
         )
-
-    def __iter__(self) -> Iterator[int]:
-        if self._finished:  # a pass ran out: the next pass is the next epoch
-            self._epoch += 1
-            self._restart()
-        return super().__iter__()
 
     def _config(self) -> dict[str, Any]:
         layout = self._sharded.layout
@@ -156,7 +183,7 @@ class ShardedSampler(ResumableDistributedSampler):
 
 
 def check_order(
-    owner: str, *, shuffle: Any, seed: Any, window: Any, lanes: Any, world_size: Any, rank: Any
+    owner: str, shuffle: Any, seed: Any, window: Any, lanes: Any, world_size: Any, rank: Any
 ) -> tuple[int | None, int | None]:
     """Check the order arguments that the block sources share (`ShardedDataset`,
     `TokenArrayDataset`), in `owner`'s name, before any file is read; returns the placement."""

@@ -9,7 +9,6 @@ draw ``k`` is source ``s = labels[k % period]``'s draw number ``counts[s] + roun
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from .._errors import ArgumentTypeError
+from .order import hashed_seed
 
 __all__ = ["Schedule", "quotas"]
 
@@ -57,11 +57,6 @@ def quotas(weights: Mapping[str, Any], names: list[str], period: int) -> dict[st
     return dict(zip(names, share, strict=True))
 
 
-def _round_seed(seed: int, start: int, round_: int) -> int:
-    digest = hashlib.blake2b(f"mixture:{seed}:{start}:{round_}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 class Schedule:
     """The entries ``(start, quotas)`` of a mixture and the draw arithmetic over them."""
 
@@ -87,7 +82,9 @@ class Schedule:
             base = torch.repeat_interleave(
                 torch.arange(len(self.names)), torch.tensor(self.quotas[k])
             )
-            seeded = torch.Generator().manual_seed(_round_seed(self.seed, self.starts[k], round_))
+            seeded = torch.Generator().manual_seed(
+                hashed_seed("mixture", self.seed, self.starts[k], round_)
+            )
             labels = base[torch.randperm(self.period, generator=seeded)].tolist()
             seen = [0] * len(self.names)
             ranks = []

@@ -9,13 +9,14 @@ in one round trip, and a whole file is never downloaded to read one block.
 from __future__ import annotations
 
 import glob as globlib
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .._errors import ArgumentTypeError
 
-__all__ = ["FileRef", "expand_files", "open_binary", "read_range"]
+__all__ = ["FileRef", "expand_files", "open_binary", "optional_module", "read_range"]
 
 OWNER = "ShardedDataset"
 
@@ -37,15 +38,17 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+def optional_module(name: str, needs: str) -> Any:
+    """``import name``, or an `ImportError` saying what `needs` it and how to install it."""
     try:
-        import fsspec  # type: ignore[import-untyped]
+        return importlib.import_module(name)
     except ImportError as error:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            f"{OWNER}: reading {url!r} needs fsspec (and s3fs for s3://): "
-            "pip install 'checkpointable[s3]'"
-        ) from error
-    fs, path = fsspec.core.url_to_fs(url, **options)
+        raise ImportError(f"{OWNER}: {needs}") from error
+
+
+def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    needs = f"reading {url!r} needs fsspec (and s3fs for s3://): pip install 'checkpointable[s3]'"
+    fs, path = optional_module("fsspec.core", needs).url_to_fs(url, **options)
     return fs, path
 
 

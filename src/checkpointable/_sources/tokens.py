@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,7 @@ import torch.utils.data
 
 from .._checks import require_int
 from .._errors import ArgumentTypeError
-from .dataset import _digest
-from .sampler import ShardedSampler, check_order, describe_names
+from .sampler import BlockSource, ShardedSampler, check_order, digest, file_names
 from .storage import FileRef, expand_files
 
 __all__ = ["TokenArrayDataset"]
@@ -72,12 +70,10 @@ def _build_layout(
         first.append(first[-1] + sequences)
         rows += [block] * (sequences // block) + ([sequences % block] if sequences % block else [])
     block_rows = torch.tensor(rows, dtype=torch.int64)
-    paths = [ref.path for ref in refs]
-    common = os.path.commonpath(paths) if len(paths) > 1 else ""
-    names = [os.path.relpath(p, common) if common else os.path.basename(p) for p in paths]
+    names = file_names(refs)
     sizes = [f"{ref.size}:{count}:{seq_len}" for ref, count in zip(refs, tokens, strict=True)]
     return TokenLayout(
-        paths,
+        [ref.path for ref in refs],
         dtypes,
         offsets,
         tokens,
@@ -85,12 +81,12 @@ def _build_layout(
         block_rows,
         torch.cumsum(block_rows, 0) - block_rows,
         names,
-        _digest(names),
-        _digest(sizes),
+        digest(names),
+        digest(sizes),
     )
 
 
-class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
+class TokenArrayDataset(BlockSource, torch.utils.data.Dataset[torch.Tensor]):
     """Flat token arrays as one map-style dataset of ``seq_len``-token sequences.
 
     Each file (a 1-D integer ``.npy``, or a raw ``.bin`` / any other file of `dtype` values, as
@@ -135,6 +131,9 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
     (3, [6, 7, 8])
     """
 
+    NAME, UNIT = NAME, "sequences"
+    layout: TokenLayout
+
     def __init__(
         self,
         files: Any,
@@ -160,15 +159,7 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
         if kind.kind not in "iu":
             raise ValueError(f"{NAME}: dtype must be an integer type, got dtype={kind}")
         self.dtype = kind
-        world_size, rank = check_order(
-            NAME,
-            shuffle=shuffle,
-            seed=seed,
-            window=window,
-            lanes=lanes,
-            world_size=world_size,
-            rank=rank,
-        )
+        world_size, rank = check_order(NAME, shuffle, seed, window, lanes, world_size, rank)
         self.block_rows = require_int(block_rows, NAME, "block_rows", minimum=1)
         self.layout = _build_layout(expand_files(files), kind, self.seq_len, self.block_rows)
         self._length = self.layout.first[-1]
@@ -181,13 +172,6 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
         self.sampler = ShardedSampler(
             self, world_size, rank, shuffle, seed, drop_last, window, lanes
         )
-
-    def __len__(self) -> int:
-        return self._length
-
-    def describe_files(self) -> str:
-        """The first file names (relative to their common folder) and the number of files."""
-        return describe_names(self.layout.names)
 
     def _array(self, number: int) -> np.ndarray[Any, Any]:
         array = self._arrays.get(number)
@@ -204,10 +188,7 @@ class TokenArrayDataset(torch.utils.data.Dataset[torch.Tensor]):
         return array
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise ArgumentTypeError(f"{NAME}: an index must be an int, got {index!r}")
-        if not 0 <= index < self._length:
-            raise IndexError(f"{NAME}: index {index} is out of range for {self._length} sequences")
+        self._check_index(index)
         first = self.layout.first
         number = bisect_right(first, index) - 1
         start = (index - first[number]) * self.seq_len

@@ -30,8 +30,11 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from .._checks import close as _close
+from .._checks import short_repr
 from .._state import check_plain
 
 __all__ = ["assert_resumable", "items_equal"]
@@ -45,6 +48,7 @@ class _EpochEnd:
 
 
 EPOCH_END = _EpochEnd()
+_short = partial(short_repr, limit=300)
 
 
 @dataclass
@@ -396,14 +400,3 @@ def _torch_round_trip(state: Any) -> Any:
     torch.save(state, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
-
-
-def _short(value: Any, limit: int = 300) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _close(obj: Any) -> None:
-    close = getattr(obj, "close", None)
-    if callable(close):
-        close()

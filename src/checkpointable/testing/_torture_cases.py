@@ -193,10 +193,6 @@ class _Ranks:
             yield [], True
 
 
-def _rank_steps(ranks: _Ranks, epochs_done: int) -> Iterator[tuple[list[int], bool]]:
-    return ranks.steps(epochs_done)
-
-
 def _rank_loader(rank: int, size: int) -> Any:
     from ..dataloader import StatefulDataLoader
     from ..samplers import ResumableDistributedSampler
@@ -242,6 +238,11 @@ def _row_ids(rows: list[dict[str, Any]]) -> list[int]:
     return [int(row["id"]) for row in rows]
 
 
+def _ranked(name: str, make: Callable[[int, int], Any]) -> Case:
+    """Ranks 2 <-> 3 in lockstep, each over a loader made by ``make(rank, size)``."""
+    return Case(name, (2, 3), partial(_Ranks, make), _Ranks.steps, ordered=False, padding=2)
+
+
 CASES: dict[str, Case] = {
     case.name: case
     for case in [
@@ -264,21 +265,7 @@ CASES: dict[str, Case] = {
         ),
         Case("pipeline prefetch+parallel_map", (2, 3), _pipeline, _pipeline_steps),
         Case("stream over loader", (0, 2), _stream, _stream_steps),
-        Case(
-            "elastic ranks 2<->3",
-            (2, 3),
-            partial(_Ranks, _rank_loader),
-            _rank_steps,
-            ordered=False,
-            padding=2,
-        ),
-        Case(
-            "sources ShardedDataset ranks 2<->3",
-            (2, 3),
-            partial(_Ranks, _source_loader),
-            _rank_steps,
-            ordered=False,
-            padding=2,
-        ),
+        _ranked("elastic ranks 2<->3", _rank_loader),
+        _ranked("sources ShardedDataset ranks 2<->3", _source_loader),
     ]
 }

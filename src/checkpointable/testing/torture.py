@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .._checks import close
 from . import _torture_cases
 from ._processes import (
     become_subreaper,
@@ -164,7 +165,7 @@ def _run_case(case: Any, target: int, chance: random.Random, folder: Path) -> Re
         if result.errors:
             break
     result.leaked_processes = len(outlived(_GRACE_SECONDS))
-    semaphores = set(_lines(names))
+    semaphores = set(_text(names).split())
     left = ours_in_shm(shm_entries() - shm_before, semaphores, pids)
     result.leaked_semaphores = sorted(name for name in left if name in semaphores)
     result.leaked_shm = len(left) - len(result.leaked_semaphores)
@@ -216,9 +217,7 @@ def _child(case: Any, size: int, path: Path, names: Path) -> None:
         ids.extend(step)
         _save(path, {"state": component.state_dict(), "ids": ids, "ends": ends, "done": False})
     _save(path, {"state": component.state_dict(), "ids": ids, "ends": ends, "done": True})
-    close = getattr(component, "close", None)
-    if callable(close):
-        close()
+    close(component)
 
 
 def _compare(case: Any, reference: dict[str, Any], saved: dict[str, Any], result: Result) -> None:
@@ -252,19 +251,13 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    return data
+def _read(path: Path) -> Any:
+    """The saved run at `path`, None when there is none."""
+    return json.loads(_text(path) or "null")
 
 
 def _error(path: Path) -> str:
-    try:
-        return path.with_suffix(".error").read_text()[-2000:]
-    except FileNotFoundError:
-        return "(no traceback)"
+    return _text(path.with_suffix(".error"))[-2000:] or "(no traceback)"
 
 
 def _append(path: Path, line: str) -> None:
@@ -272,11 +265,12 @@ def _append(path: Path, line: str) -> None:
         out.write(line + "\n")
 
 
-def _lines(path: Path) -> list[str]:
+def _text(path: Path) -> str:
+    """The file's text, "" when it does not exist."""
     try:
-        return path.read_text().split()
+        return path.read_text()
     except FileNotFoundError:
-        return []
+        return ""
 
 
 def _wait_exit(pid: int, seconds: float) -> bool:
