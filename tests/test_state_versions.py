@@ -1,5 +1,6 @@
-"""States written by earlier releases still load and continue exactly: the loader's format 3
-(and 2) through `_loader.state_v3`, other objects' format 2 with list-of-ints random states."""
+"""States written by earlier releases still load and continue exactly: the loader's formats 4,
+3 and 2 (3 and 2 through `_loader.state_v3`), other objects' format 2 with list-of-ints random
+states."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from checkpointable import IncompatibleStateError
 from tests._loader_states_v3 import FIXTURES as LOADER_FIXTURES
 from tests._loader_states_v3 import make_loader, rest_after_state
+from tests._loader_states_v4 import FIXTURES as LOADER_FIXTURES_V4
 from tests._object_states_v2 import FIXTURES as OBJECT_FIXTURES
 from tests._object_states_v2 import PIPELINES
 
 LOADER_STATES: dict[str, Any] = json.loads(LOADER_FIXTURES.read_text())
+LOADER_STATES_V4: dict[str, Any] = json.loads(LOADER_FIXTURES_V4.read_text())
 OBJECT_STATES: dict[str, Any] = json.loads(OBJECT_FIXTURES.read_text())
 
 
@@ -22,6 +25,13 @@ OBJECT_STATES: dict[str, Any] = json.loads(OBJECT_FIXTURES.read_text())
 def test_a_version_3_loader_state_resumes_as_the_uninterrupted_run(name: str) -> None:
     fixture = LOADER_STATES[name]
     assert fixture["state"]["version"] == 3
+    assert rest_after_state(fixture["config"], fixture["state"]) == fixture["rest"]
+
+
+@pytest.mark.parametrize("name", sorted(LOADER_STATES_V4))
+def test_a_version_4_loader_state_resumes_as_the_uninterrupted_run(name: str) -> None:
+    fixture = LOADER_STATES_V4[name]
+    assert fixture["state"]["version"] == 4
     assert rest_after_state(fixture["config"], fixture["state"]) == fixture["rest"]
 
 
