@@ -43,7 +43,7 @@ def test_a_version_2_loader_state_reads_as_one_without_skips(name: str) -> None:
     assert rest_after_state(fixture["config"], old) == fixture["rest"]
 
 
-@pytest.mark.parametrize("version", [1, 5, 99, "4"])
+@pytest.mark.parametrize("version", [1, 6, 99, "5"])
 def test_a_loader_state_of_an_unknown_version_is_refused_naming_it(version: Any) -> None:
     fixture = LOADER_STATES["map_shuffle_w0_mid"]
     loader = make_loader(fixture["config"])

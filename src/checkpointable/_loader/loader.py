@@ -223,7 +223,7 @@ class StatefulDataLoader(DataLoader[T_co]):
         if self._caveat is not None:
             caveat, self._caveat = self._caveat, None
             warnings.warn(caveat, UserWarning, stacklevel=2)
-        return self._parts.state.to_dict()
+        return self._parts.state.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from `state_dict` at the next ``iter(loader)``.
