@@ -218,8 +218,8 @@ def _batches_per_pass(state: dict[str, Any]) -> int | None:
 
 
 def _sampler_text(sampler: str, length: int) -> str:
-    """The description of torch's usual samplers over the whole dataset that a format-4 state's
-    sampler fingerprint stands for (the fingerprint itself for any other sampler)."""
+    """The description of torch's usual samplers over the whole dataset that a format-4 or 5
+    state's sampler fingerprint stands for (the fingerprint itself for any other sampler)."""
     for text in (
         "SequentialSampler",
         f"RandomSampler(replacement=False, num_samples={length})",

@@ -271,29 +271,16 @@ class LoaderState(StateBase):
         self.skip_pending, self.skip_total = values["skip_pending"], values["skip_total"]
         self.skip_log = [list(entry) for entry in values["skip_log"]]
 
-    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str:
-        """Name the first configuration entry of the state that differs from ours."""
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """Name the first entry of the state's 'config' that differs from ours (None for one
+        that is not a list of this kind's length: the generic message shows both lists)."""
         saved, ours = state["config"], config["config"]
-        kind = ours[0]
-        if not isinstance(saved, list) or not saved or saved[0] not in CONFIG:
-            return (
-                f"{_OWNER}: the state's 'config' must be [dataset kind, ...] as state_dict() "
-                f"writes it, got {saved!r:.80}"
-            )
-        if saved[0] != kind:
-            return (
-                f"{_OWNER}: the state was saved with dataset_kind={saved[0]!r}, but this object "
-                f"has dataset_kind={kind!r}"
-            )
-        if len(saved) != len(ours):
-            return (
-                f"{_OWNER}: the state's 'config' must have {len(ours)} entries for a "
-                f"{kind!r} dataset, got {saved!r:.80}"
-            )
+        malformed = not isinstance(saved, list) or not saved
+        if malformed or (saved[0] == ours[0] and len(saved) != len(ours)):
+            return None
+        fields = (Field("dataset_kind", (str,)), *CONFIG[ours[0]])
         field, found, expected = next(
-            entry
-            for entry in zip(CONFIG[kind], saved[1:], ours[1:], strict=True)
-            if entry[1] != entry[2]
+            entry for entry in zip(fields, saved, ours, strict=False) if entry[1] != entry[2]
         )
         value = self.config[field.name]
         if field.name == "num_workers":
