@@ -223,13 +223,7 @@ class LoaderState(StateBase):
 
     def _check(self, state_dict: Any) -> dict[str, Any]:
         """`StateBase`'s checks, after rewriting a format 2 or 3 state as the current one."""
-        if (
-            isinstance(state_dict, dict)
-            and state_dict.get("type") == self._STATE_TYPE
-            and state_dict.get("version") in OLD_VERSIONS
-        ):
-            state_dict = upgrade(state_dict, _OWNER)
-        return super()._check(state_dict)
+        return super()._check(upgrade(state_dict, _OWNER))
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Take the position of a state whose configuration matches this loader's.
