@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from checkpointable import IncompatibleStateError
+from checkpointable.stream import Stream
 from tests._loader_states_v3 import FIXTURES as LOADER_FIXTURES
-from tests._loader_states_v3 import make_loader, rest_after_state
+from tests._loader_states_v3 import make_loader, plain, rest_after_state
 from tests._loader_states_v4 import FIXTURES as LOADER_FIXTURES_V4
 from tests._object_states_v2 import FIXTURES as OBJECT_FIXTURES
 from tests._object_states_v2 import PIPELINES
@@ -63,3 +64,16 @@ def test_a_version_2_iterator_state_with_list_random_states_resumes(name: str) -
     again = PIPELINES[name]()
     again.load_state_dict(json.loads(json.dumps(state)))
     assert [next(again) for _ in range(5)] == [next(pipeline) for _ in range(5)]
+
+
+def test_a_stream_nests_the_loader_s_state_without_its_version_and_reads_a_version_4_one() -> None:
+    fixture = LOADER_STATES_V4["map_resumable_w0_mid"]
+    stream = Stream(make_loader(fixture["config"]))
+    state = stream.state_dict()
+    assert "version" not in state["loader"] and state["loader"]["type"] == "StatefulDataLoader"
+    stream.load_state_dict(json.loads(json.dumps(state)))
+    # a stream state of the release before, whose loader state carried "version": 4
+    resumed = Stream(make_loader(fixture["config"]))
+    resumed.load_state_dict({**state, "loader": fixture["state"]})
+    expected = fixture["rest"]
+    assert [plain(resumed.next()) for _ in expected] == expected

@@ -286,8 +286,10 @@ class StateBase:
 
     @staticmethod
     def nested_state(child: Any) -> Any:
-        """`child`'s state without ``"version"``; another package's object's as it gives it."""
-        return child._state() if isinstance(child, StateBase) else child.state_dict()
+        """`child`'s state without ``"version"``; another package's object's as it gives it. An
+        object whose state a `StateBase` part of it writes names that part `_state_base`."""
+        base = getattr(child, "_state_base", child)
+        return base._state() if isinstance(base, StateBase) else child.state_dict()
 
     @staticmethod
     def load_nested(child: Any, state: Any) -> None:

@@ -220,10 +220,16 @@ class StatefulDataLoader(DataLoader[T_co]):
         of its own state, naming what a resume will not reproduce (a Hugging Face
         ``IterableDataset``'s shuffle buffer).
         """
+        return self._state_base.state_dict()
+
+    @property
+    def _state_base(self) -> LoaderState:
+        """What writes the state (with its "version" here, without where a parent nests it,
+        `StateBase.nested_state`), after the caveat's warning."""
         if self._caveat is not None:
             caveat, self._caveat = self._caveat, None
-            warnings.warn(caveat, UserWarning, stacklevel=2)
-        return self._parts.state.state_dict()
+            warnings.warn(caveat, UserWarning, stacklevel=3)
+        return self._parts.state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from `state_dict` at the next ``iter(loader)``.
