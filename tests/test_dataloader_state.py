@@ -14,7 +14,7 @@ from torch.utils.data import RandomSampler
 
 from checkpointable import IncompatibleStateError
 from checkpointable._loader.state import LOADER_STATE_VERSION
-from checkpointable._loader.state_layout import CONFIG, GROUPS, POSITION
+from checkpointable._loader.state_layout import CONFIG, POSITION
 from checkpointable._state import check_plain
 from checkpointable.dataloader import StatefulDataLoader
 from checkpointable.samplers import ResumableRandomSampler
@@ -62,7 +62,7 @@ def test_every_entry_is_documented() -> None:
         names = ", ".join(f"`{field.name}`" for field in fields)
         assert f"| `config[1:]`, {kind} | {names} |" in text, kind
     for name, state in states().items():
-        assert list(state) == ["version", "type", *GROUPS], name
+        assert list(state) == ["version", "type", "config", *POSITION], name
         entries = state["sources"][0] or state["sources"][1]
         for entry in entries:
             for key in entry:

@@ -104,12 +104,10 @@ class StatefulDataLoader(DataLoader[T_co]):
         ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 0.
         TypeError: `snapshot_every_n_steps` is not an int or None.
 
-    State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
-    "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
-    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream", "skips"}``
-    (the loader's format version 3; version-2 states still load), documented
-    key by key in ``docs/state_format.md``; about 0.7 KB of JSON for a map-style dataset with
-    torch's samplers, about 7 KB with a ``generator`` (its state is kept).
+    State: ``{"version", "type", "config", "position", "order", "seeds", "sources", "skips"}``,
+    one short list each (the loader's format version 5; versions 2 to 4 still load), documented
+    entry by entry in ``docs/state_format.md``; about 200 bytes pickled for a map-style dataset
+    with torch's samplers.
 
     >>> loader = StatefulDataLoader(list(range(10)), batch_size=4)
     >>> batches = iter(loader)

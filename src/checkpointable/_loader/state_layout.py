@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CONFIG", "GROUPS", "POSITION", "Field", "fingerprint", "long_form"]
+__all__ = ["CONFIG", "POSITION", "Field", "fingerprint", "long_form"]
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,6 @@ POSITION: dict[str, tuple[Field, ...]] = {
         Field("skip_log", (list,), check=_skip_log, attr="skip_log_copy"),
     ),
 }
-
-#: Every group of a state, in order.
-GROUPS = ("config", *POSITION)
 
 
 def fingerprint(value: Any) -> str:
