@@ -56,10 +56,8 @@ _NESTED = {
 
 def upgrade(state: Any, owner: str) -> Any:
     """A format 2 or 3 loader `state` as format 5, without its version; anything else as it is."""
-    if not isinstance(state, dict) or state.get("type") != "StatefulDataLoader":
-        return state
-    version = state.get("version")
-    if version not in OLD_VERSIONS:
+    version = state.get("version") if isinstance(state, dict) else None
+    if version not in OLD_VERSIONS or state.get("type") != "StatefulDataLoader":
         return state
     keys = (*_KEYS, "skips") if version == 3 else _KEYS
     missing = [key for key in keys if key not in state]
