@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.samplers import ResumableRandomSampler
 from tests._loader_data import CountingNoise, Squares, StatefulPartitioned, sharded
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "loader_states_v3.json"
@@ -66,6 +67,8 @@ def make_loader(config: dict[str, Any]) -> StatefulDataLoader:
         kwargs["shuffle"] = config["shuffle"]
     if "generator" in config:
         kwargs["generator"] = torch.Generator().manual_seed(config["generator"])
+    if config.get("sampler") == "resumable":  # the package's stateful sampler (format 4 on)
+        kwargs["sampler"] = ResumableRandomSampler(dataset, seed=5, batch_size=3)
     return StatefulDataLoader(dataset, **kwargs)
 
 
@@ -90,9 +93,10 @@ def rest_after_state(config: dict[str, Any], state: dict[str, Any]) -> list[Any]
         loader.close()
 
 
-def record() -> dict[str, Any]:
+def record(configs: dict[str, dict[str, Any]] = CONFIGS) -> dict[str, Any]:
+    """Run each configuration, take its state and the batches that follow it."""
     out = {}
-    for name, config in CONFIGS.items():
+    for name, config in configs.items():
         torch.manual_seed(1234)
         loader = make_loader(config)
         batches = iter(loader)

@@ -408,11 +408,11 @@ def test_a_stream_skips_through_its_loader() -> None:
 
 
 def test_a_state_of_an_unknown_version_or_a_damaged_skip_log_is_refused() -> None:
-    # states of versions 2 (without skips) and 3 load: tests/test_state_versions.py
+    # states of versions 2 (without skips), 3 and 4 load: tests/test_state_versions.py
     state = stop_at(make("sequential"), 0, 2)
-    assert state["version"] == 4
-    with pytest.raises(IncompatibleStateError, match=r"format version 5"):
-        make("sequential").load_state_dict({**state, "version": 5})
+    assert state["version"] == 5
+    with pytest.raises(IncompatibleStateError, match=r"format version 6"):
+        make("sequential").load_state_dict({**state, "version": 6})
     with pytest.raises(IncompatibleStateError, match=r"'skip_log'"):
         make("sequential").load_state_dict({**state, "skips": [0, 0, [[1]]]})
 

@@ -14,10 +14,12 @@ from torch.utils.data import RandomSampler
 
 from checkpointable import IncompatibleStateError
 from checkpointable._loader.state import LOADER_STATE_VERSION
-from checkpointable._loader.state_layout import CONFIG, GROUPS, POSITION
+from checkpointable._loader.state_layout import CONFIG, POSITION
 from checkpointable._state import check_plain
 from checkpointable.dataloader import StatefulDataLoader
+from checkpointable.samplers import ResumableRandomSampler
 from tests._loader_data import CountingNoise, CountingSampler, Squares, StatefulPartitioned, sharded
+from tests._loader_states_v3 import plain
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "state_format.md"
 
@@ -60,7 +62,7 @@ def test_every_entry_is_documented() -> None:
         names = ", ".join(f"`{field.name}`" for field in fields)
         assert f"| `config[1:]`, {kind} | {names} |" in text, kind
     for name, state in states().items():
-        assert list(state) == ["version", "type", *GROUPS], name
+        assert list(state) == ["version", "type", "config", *POSITION], name
         entries = state["sources"][0] or state["sources"][1]
         for entry in entries:
             for key in entry:
@@ -91,6 +93,56 @@ def test_a_map_style_state_is_plain_and_under_a_kilobyte(num_workers: int) -> No
         assert torch.load(buffer, weights_only=True) == state
         # the loader has its own format version, the other objects STATE_VERSION
         assert state["version"] == LOADER_STATE_VERSION and state["type"] == "StatefulDataLoader"
+
+
+def versions(value: Any) -> int:
+    """How many "version" keys a state holds, at any depth."""
+    if isinstance(value, dict):
+        return ("version" in value) + sum(versions(item) for item in value.values())
+    return sum(versions(item) for item in value) if isinstance(value, list) else 0
+
+
+class VersionedSampler(CountingSampler):
+    """Another package's sampler whose own state has a "version": stored as it gives it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": 7, **super().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert state["version"] == 7
+        super().load_state_dict({key: value for key, value in state.items() if key != "version"})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_package_s_nested_states_carry_no_version_another_s_as_it_gives_it(
+    workers: int,
+) -> None:
+    made = (
+        lambda: StatefulDataLoader(
+            Squares(20),
+            batch_size=3,
+            sampler=ResumableRandomSampler(range(20), seed=5, batch_size=3),
+            num_workers=workers,
+        ),
+        lambda: StatefulDataLoader(sharded(20, 4), batch_size=3, num_workers=workers),
+        lambda: StatefulDataLoader(
+            Squares(20), batch_size=3, sampler=VersionedSampler(20), num_workers=workers
+        ),
+    )
+    for index, make in enumerate(made):
+        loader = make()
+        batches = iter(loader)
+        next(batches)
+        state = loader.state_dict()
+        rest = [plain(batch) for batch in batches]
+        assert versions(state) == (2 if index == 2 else 1)  # the loader's own, the foreign one
+        if index == 2:
+            assert state["order"][2] == {"version": 7, "passes": 0, "i": 3}
+        resumed = make()
+        resumed.load_state_dict(json.loads(json.dumps(state)))
+        assert [plain(batch) for batch in resumed] == rest
+        loader.close()
+        resumed.close()
 
 
 def test_a_state_never_changes_after_it_was_taken() -> None:

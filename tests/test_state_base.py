@@ -111,7 +111,8 @@ def test_custom_mismatch_message() -> None:
         ({"extra": 1}, r"unexpected key\(s\) \['extra'\]"),
         (
             {"version": 99},
-            "format version 99, this release of checkpointable reads versions 2 and 3",
+            "format version 99, this release of checkpointable reads Counter states of versions 2 "
+            "and 3",
         ),
         ({"version": "3"}, "format version '3'"),
     ],

@@ -20,7 +20,7 @@ from ._checks import short_repr
 from ._errors import IncompatibleStateError
 from ._inspect_files import Checkpoint, CheckpointError, load_checkpoint
 from ._loader.state_layout import fingerprint, long_form
-from ._loader.state_v3 import OLD_VERSIONS, upgrade
+from ._loader.state_v3 import upgrade
 
 __all__ = ["describe", "find_states", "format_state", "load_checkpoint", "main"]
 
@@ -169,11 +169,10 @@ def _describe_loader(saved: dict[str, Any]) -> list[str]:
 def _loader_entries(state: dict[str, Any]) -> dict[str, Any]:
     """A loader state's entries by name (`state_layout.long_form`; an older format is read as
     the loader reads it, and a damaged one as far as it goes)."""
-    if state.get("version") in OLD_VERSIONS:
-        try:
-            state = {"version": state["version"], **upgrade(state, "inspect")}
-        except IncompatibleStateError:
-            return state
+    try:
+        state = {"version": state.get("version"), **upgrade(state, "inspect")}
+    except IncompatibleStateError:
+        return state
     return long_form(state)
 
 
@@ -213,8 +212,8 @@ def _batches_per_pass(state: dict[str, Any]) -> int | None:
 
 
 def _sampler_text(sampler: str, length: int) -> str:
-    """The description of torch's usual samplers over the whole dataset that a format-4 state's
-    sampler fingerprint stands for (the fingerprint itself for any other sampler)."""
+    """The description of torch's usual samplers over the whole dataset that a format-4 or 5
+    state's sampler fingerprint stands for (the fingerprint itself for any other sampler)."""
     for text in (
         "SequentialSampler",
         f"RandomSampler(replacement=False, num_samples={length})",

@@ -146,12 +146,17 @@ def _locate(value: Any, where: str) -> None:
 
 
 def check_state(
-    state: Any, kind: str, keys: Iterable[str], owner: str | None = None
+    state: Any,
+    kind: str,
+    keys: Iterable[str],
+    owner: str | None = None,
+    versions: tuple[int, ...] = READABLE_VERSIONS,
 ) -> dict[str, Any]:
     """Check that `state` is a dict written by `kind` with exactly `keys`; return it.
 
     The keys ``"type"`` (which must equal `kind`) and an optional ``"version"`` (one of
-    `READABLE_VERSIONS`) are implied. `owner` names the object loading the state in messages.
+    `versions`, the last one when absent) are implied. `owner` names the object loading the state
+    in messages.
 
     >>> check_state({"type": "A", "n": 1}, "A", ["n"])
     {'type': 'A', 'n': 1}
@@ -166,12 +171,12 @@ def check_state(
     found = state.get("type")
     if found != kind:
         raise IncompatibleStateError(f"{owner}: the state was saved by {found!r}, not by {kind!r}")
-    version = state.get("version", STATE_VERSION)
-    if type(version) is not int or version not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+    version = state.get("version", versions[-1])
+    if type(version) is not int or version not in versions:
+        readable = ", ".join(map(str, versions[:-1])) + f" and {versions[-1]}"
         raise IncompatibleStateError(
             f"{owner}: the state has format version {version!r}, this release of "
-            f"checkpointable reads versions {readable}"
+            f"checkpointable reads {kind} states of versions {readable}"
         )
     expected = set(keys)
     missing = sorted(expected - state.keys())
@@ -223,10 +228,14 @@ class StateBase:
     A subclass declares its configuration (`_config`: stored, and compared on load so that a
     state saved with another one is refused naming the key and both values; `_config_mismatch`
     may say more) and its position (`_POSITION_KEYS`, `_position`, `_restore`). A parent nests a
-    child's state with `nested_state` (no ``"version"``) and loads it with `load_nested`.
+    child's state with `nested_state` (no ``"version"``) and loads it with `load_nested`. A class
+    with a format of its own names it (`_STATE_TYPE`, `_VERSIONS`: those read, the last one
+    written) and rewrites an older state as the current one in `_check`.
     """
 
     _POSITION_KEYS: ClassVar[tuple[str, ...]] = ()
+    _STATE_TYPE: ClassVar[str | None] = None  # the state's "type" (None: the class name)
+    _VERSIONS: ClassVar[tuple[int, ...]] = READABLE_VERSIONS
 
     def _config(self) -> dict[str, Any]:
         return {}
@@ -245,12 +254,15 @@ class StateBase:
         """A message for a saved configuration that differs (None: the generic one)."""
         return None
 
+    def _state_type(self) -> str:
+        return self._STATE_TYPE or type(self).__name__
+
     def _state(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, **self._config(), **self._position()}
+        return {"type": self._state_type(), **self._config(), **self._position()}
 
     def state_dict(self) -> dict[str, Any]:
         """Return the configuration and the position as plain data, with the format version."""
-        return {"version": STATE_VERSION, **self._state()}
+        return {"version": self._VERSIONS[-1], **self._state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a state returned by `state_dict`.
@@ -263,7 +275,8 @@ class StateBase:
 
     def _check(self, state_dict: Any) -> dict[str, Any]:
         owner, config = self._state_owner(), self._config()
-        state = check_state(state_dict, type(self).__name__, (*config, *self._POSITION_KEYS), owner)
+        keys = (*config, *self._POSITION_KEYS)
+        state = check_state(state_dict, self._state_type(), keys, owner, self._VERSIONS)
         if any(state[key] != value for key, value in config.items()):
             message = self._config_mismatch(state, config)
             if message is not None:
@@ -273,8 +286,10 @@ class StateBase:
 
     @staticmethod
     def nested_state(child: Any) -> Any:
-        """`child`'s state without ``"version"``; another package's object's as it gives it."""
-        return child._state() if isinstance(child, StateBase) else child.state_dict()
+        """`child`'s state without ``"version"``; another package's object's as it gives it. An
+        object whose state a `StateBase` part of it writes names that part `_state_base`."""
+        base = getattr(child, "_state_base", child)
+        return base._state() if isinstance(base, StateBase) else child.state_dict()
 
     @staticmethod
     def load_nested(child: Any, state: Any) -> None:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import IterDataPipe, get_worker_info
 from torch.utils.data.graph_settings import apply_random_seed, apply_sharding
 
+from .._state import StateBase
 from .indices import has_state
 
 __all__ = ["Batcher", "fetch_map", "prepare_datapipe"]
@@ -110,13 +111,13 @@ class Batcher:
             prepare_datapipe(source, saved.get("shared_seed"))
         load_source = load and stateful and "state" in saved
         if load_source:
-            source.load_state_dict(saved["state"])
+            StateBase.load_nested(source, saved["state"])
         self._iterator = iterator = iter(source)
         if load_source:
-            source.load_state_dict(saved["state"])
+            StateBase.load_nested(source, saved["state"])
         own = iterator is not source and has_state(iterator)
         if load and own and saved.get("iterator_state") is not None:
-            iterator.load_state_dict(saved["iterator_state"])
+            StateBase.load_nested(iterator, saved["iterator_state"])
         self._source_stateful, self._iterator_stateful = stateful, own
         self.stateful = stateful or own
         self.ended = False
@@ -189,6 +190,6 @@ class Batcher:
             return None
         iterator: Any = self._iterator
         return {
-            "state": self.source.state_dict() if self._source_stateful else None,
-            "iterator_state": iterator.state_dict() if self._iterator_stateful else None,
+            "state": StateBase.nested_state(self.source) if self._source_stateful else None,
+            "iterator_state": StateBase.nested_state(iterator) if self._iterator_stateful else None,
         }

@@ -19,6 +19,7 @@ from torch.utils.data._utils.pin_memory import pin_memory
 
 from .._checks import close
 from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
+from .._state import StateBase
 from .batcher import Batcher, fetch_map
 from .foreign import keeps_loaded_state
 from .indices import STATEFUL, EpochIndices, IndexPlan
@@ -56,7 +57,7 @@ def load_main_process_states(parts: LoaderParts, reader: Reader, num_workers: in
             sticky = kind is DatasetKind.ITERABLE and keeps_loaded_state(parts.dataset)
             if sticky and reader.initial_dataset_state is None:
                 reader.initial_dataset_state = parts.dataset.state_dict()  # before any load
-            parts.dataset.load_state_dict(entries[0]["state"])
+            StateBase.load_nested(parts.dataset, entries[0]["state"])
             reader.dataset_loaded = sticky
     if num_workers == 0 and kind is DatasetKind.ITERABLE and state.in_epoch:
         entry = state.streams[0]
@@ -258,12 +259,14 @@ class Reader:
             return
         if self.kind is DatasetKind.MAP:
             if self.stateful and state.dataset_states:
-                state.dataset_states[0] = {"state": self.dataset.state_dict(), "fresh": False}
+                dataset_state = StateBase.nested_state(self.dataset)
+                state.dataset_states[0] = {"state": dataset_state, "fresh": False}
             return
         started = [s for s in self.streams or () if s.source is not None]
         if self.kind is DatasetKind.ITERABLE and not started and self.stateful:
             # before the first iter()
-            state.take_snapshot(0, {"state": self.dataset.state_dict(), "iterator_state": None})
+            first = {"state": StateBase.nested_state(self.dataset), "iterator_state": None}
+            state.take_snapshot(0, first)
         for index, stream in enumerate(self.streams or ()):
             snapshot = stream.capture() if stream.source is not None else None
             if snapshot is not None:
@@ -309,10 +312,10 @@ def fresh_state(dataset: Any, kind: DatasetKind, cache: dict[int, Any], index: i
     if key not in cache:
         if kind is DatasetKind.SHARDED:
             shard = dataset.open_shard(index)
-            cache[key] = shard.state_dict()
+            cache[key] = StateBase.nested_state(shard)
             close(shard)
         else:
-            cache[key] = dataset.state_dict()
+            cache[key] = StateBase.nested_state(dataset)
     return cache[key]
 
 

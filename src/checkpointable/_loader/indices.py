@@ -39,6 +39,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from .._errors import IncompatibleStateError
 from .._rng import draw_seed, encode_torch_generator, restore_torch_generator
+from .._state import StateBase
 from .index_orders import (
     FirstDrawUnderGlobalRng,
     IndexOrder,
@@ -145,12 +146,13 @@ class IndexPlan:
         return self._seen_generator
 
     def capture(self) -> Any:
-        """The stateful sampler's own state, as it gives it."""
-        return self.sampler.state_dict()
+        """The stateful sampler's state (`StateBase.nested_state`: the package's without its
+        "version", another's as it gives it)."""
+        return StateBase.nested_state(self.sampler)
 
     def restore(self, sampler_state: Any, exhausted: bool) -> None:
         """Load a stateful sampler's state; an `exhausted` one is run to its end again."""
-        self.sampler.load_state_dict(sampler_state)
+        StateBase.load_nested(self.sampler, sampler_state)
         if exhausted:
             for _ in self.sampler:
                 pass

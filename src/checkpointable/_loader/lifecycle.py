@@ -170,12 +170,12 @@ class Lifecycle:
         """``load_state_dict``: take the state (a refused one leaves the loader as it was); the
         next ``iter()`` continues from it."""
         state, plan = self.parts.state, self.parts.plan
-        previous = state.to_dict()
-        state.load(state_dict)
+        previous = state.state_dict()
+        state.load_state_dict(state_dict)
         try:
             self._check_loaded()
         except BaseException:
-            state.load(previous)
+            state.load_state_dict(previous)
             raise
         self._stop_epoch()
         if plan is not None and plan.kind == STATEFUL:

@@ -105,12 +105,10 @@ class StatefulDataLoader(DataLoader[T_co]):
         ValueError: as torch's ``DataLoader`` for its arguments; `snapshot_every_n_steps` < 0.
         TypeError: `snapshot_every_n_steps` is not an int or None.
 
-    State: ``{"version", "type", "dataset_kind", "dataset_length", "batch_size", "drop_last",
-    "sampler", "num_workers", "num_shards", "epoch", "in_epoch", "batches", "delivered_beyond",
-    "sampler_position", "base_seed", "dataset_states", "streams", "next_stream", "skips"}``
-    (the loader's format version 3; version-2 states still load), documented
-    key by key in ``docs/state_format.md``; about 0.7 KB of JSON for a map-style dataset with
-    torch's samplers, about 7 KB with a ``generator`` (its state is kept).
+    State: ``{"version", "type", "config", "position", "order", "seeds", "sources", "skips"}``,
+    one short list each (the loader's format version 5; versions 2 to 4 still load), documented
+    entry by entry in ``docs/state_format.md``; about 200 bytes pickled for a map-style dataset
+    with torch's samplers.
 
     >>> loader = StatefulDataLoader(list(range(10)), batch_size=4)
     >>> batches = iter(loader)
@@ -218,10 +216,16 @@ class StatefulDataLoader(DataLoader[T_co]):
         of its own state, naming what a resume will not reproduce (a Hugging Face
         ``IterableDataset``'s shuffle buffer).
         """
+        return self._state_base.state_dict()
+
+    @property
+    def _state_base(self) -> LoaderState:
+        """What writes the state (with its "version" here, without where a parent nests it,
+        `StateBase.nested_state`), after the caveat's warning."""
         if self._caveat is not None:
             caveat, self._caveat = self._caveat, None
-            warnings.warn(caveat, UserWarning, stacklevel=2)
-        return self._parts.state.to_dict()
+            warnings.warn(caveat, UserWarning, stacklevel=3)
+        return self._parts.state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from `state_dict` at the next ``iter(loader)``.

@@ -1,9 +1,11 @@
 """The loader's position, kept in the main process, and its plain-data state.
 
 `LoaderState` is updated as batches are delivered (never by a round trip to the workers) and
-written by `to_dict` in a few microseconds: our own parts are plain data, the user's dataset and
-sampler states are stored as they give them. The layout is documented key by key in
-``docs/state_format.md``.
+written by `state_dict` in a few microseconds: our own parts are plain data, the nested dataset
+and sampler states are stored as `StateBase.nested_state` gives them (the package's objects'
+without a ``"version"``, another package's as it gives it). The layout is `StateBase`'s, with the
+configuration as one list and the position as one list per group (`state_layout`); it is
+documented key by key in ``docs/state_format.md``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ from typing import Any
 
 from .._errors import IncompatibleStateError
 from .._rng import decode_torch_state
-from .._state import check_state
-from .state_layout import CONFIG, GROUPS, POSITION, Field, fingerprint
+from .._state import StateBase
+from .state_layout import CONFIG, POSITION, Field, fingerprint
 from .state_v3 import OLD_VERSIONS, upgrade
 
-__all__ = ["LOADER_STATE_VERSION", "STATE_TYPE", "LoaderState"]
+__all__ = ["LOADER_STATE_VERSION", "LoaderState"]
 
-STATE_TYPE = "StatefulDataLoader"
-#: The loader's own format version: 4 is the compact layout of `state_layout` (3 added
+#: The loader's own format version: 5 nests the package's objects' states without their
+#: "version" (`StateBase.nested_state`), 4 is the compact layout of `state_layout` (3 added
 #: "skips", `StatefulDataLoader.skip`); versions 2 and 3 are read by `state_v3`.
-LOADER_STATE_VERSION = 4
+LOADER_STATE_VERSION = 5
 #: Skips kept in the state's log (the oldest are dropped; "total" counts them all).
 SKIP_LOG_LENGTH = 32
 _OWNER = "StatefulDataLoader.load_state_dict"
@@ -46,7 +48,7 @@ class _Pending:
 PENDING = _Pending()
 
 
-class LoaderState:
+class LoaderState(StateBase):
     """Where a loader is: epoch, batches delivered, sampler position, seeds, per-source states.
 
     Args:
@@ -59,6 +61,10 @@ class LoaderState:
             own copy of the dataset, or a freshly made shard); called only when written.
     """
 
+    _STATE_TYPE = "StatefulDataLoader"
+    _VERSIONS = (*OLD_VERSIONS, 4, LOADER_STATE_VERSION)  # 4: as 5, nested versions accepted
+    _POSITION_KEYS = tuple(POSITION)
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -70,7 +76,7 @@ class LoaderState:
         self.config = config
         kind = config["dataset_kind"]
         #: The "config" group as written: the kind, then `CONFIG` [kind] (long ones fingerprinted).
-        self._config: list[Any] = [
+        self._saved_config: list[Any] = [
             kind,
             *(
                 fingerprint(config[field.name]) if field.fingerprinted else config[field.name]
@@ -168,19 +174,17 @@ class LoaderState:
         else:
             self.beyond.add(position)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The state as plain data (the user's own states as they gave them): format 4, one
-        list per group of `state_layout` (built here, never between two calls)."""
+    def _config(self) -> dict[str, Any]:
+        return {"config": self._saved_config.copy()}
+
+    def _position(self) -> dict[str, Any]:
+        """One list per group of `state_layout` (built here, never between two calls)."""
         if self.refresh is not None:
             self.refresh()
-        state: dict[str, Any] = {
-            "version": LOADER_STATE_VERSION,
-            "type": STATE_TYPE,
-            "config": self._config.copy(),
-        }
-        for key, read in _READERS:
-            state[key] = list(read(self))
-        return state
+        return {key: list(read(self)) for key, read in _READERS}
+
+    def _state_owner(self) -> str:
+        return _OWNER
 
     @property
     def delivered_beyond(self) -> list[int]:
@@ -217,16 +221,16 @@ class LoaderState:
             entry["state"] = self._fresh_state(index)
         return dict(entry)
 
-    def load(self, state: Any) -> None:
-        """Check `state` against this loader's configuration and take its position.
+    def _check(self, state_dict: Any) -> dict[str, Any]:
+        """`StateBase`'s checks, after rewriting a format 2 or 3 state as the current one."""
+        return super()._check(upgrade(state_dict, _OWNER))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Take the position of a state whose configuration matches this loader's.
 
         Raises:
-            IncompatibleStateError: the state was written by another kind of object or format
-                version, or for another dataset kind, length, batch size, sampler, number of
-                shards, or (plain iterable-style datasets) number of workers.
+            IncompatibleStateError: a position entry is not what `state_layout` allows.
         """
-        state = check_state(_current_format(state), STATE_TYPE, GROUPS, _OWNER)
-        self._check_config(state["config"])
         values: dict[str, Any] = {}
         for key, fields in POSITION.items():
             values.update(_group(state, key, fields))
@@ -261,46 +265,36 @@ class LoaderState:
         self.skip_pending, self.skip_total = values["skip_pending"], values["skip_total"]
         self.skip_log = [list(entry) for entry in values["skip_log"]]
 
-    def _check_config(self, saved: Any) -> None:
-        """Raise naming the first configuration entry of `saved` that differs from ours."""
-        kind = self.config["dataset_kind"]
-        if not isinstance(saved, list) or not saved or saved[0] not in CONFIG:
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state's 'config' must be [dataset kind, ...] as state_dict() "
-                f"writes it, got {saved!r:.80}"
+    def _config_mismatch(self, state: dict[str, Any], config: dict[str, Any]) -> str | None:
+        """Name the first entry of the state's 'config' that differs from ours (None for one
+        that is not a list of this kind's length: the generic message shows both lists)."""
+        saved, ours = state["config"], config["config"]
+        malformed = not isinstance(saved, list) or not saved
+        if malformed or (saved[0] == ours[0] and len(saved) != len(ours)):
+            return None
+        fields = (Field("dataset_kind", (str,)), *CONFIG[ours[0]])
+        field, found, expected = next(
+            entry for entry in zip(fields, saved, ours, strict=False) if entry[1] != entry[2]
+        )
+        value = self.config[field.name]
+        if field.name == "num_workers":
+            return (
+                f"{_OWNER}: the state was saved with num_workers={found!r}, but this loader "
+                f"has num_workers={value}; the state of a plain IterableDataset is one state "
+                "per worker copy and cannot be split or merged: load it with the same "
+                "num_workers, or make the dataset a ShardedIterableDataset, whose states "
+                "load with any num_workers"
             )
-        if saved[0] != kind:
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state was saved with dataset_kind={saved[0]!r}, but this object "
-                f"has dataset_kind={kind!r}"
+        if field.fingerprinted:
+            return (
+                f"{_OWNER}: the state was saved with another {field.name} (fingerprint "
+                f"{found!r}) than this loader's {field.name}={value!r} (fingerprint "
+                f"{expected!r})"
             )
-        if len(saved) != len(self._config):
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state's 'config' must have {len(self._config)} entries for a "
-                f"{kind!r} dataset, got {saved!r:.80}"
-            )
-        for field, found, expected in zip(CONFIG[kind], saved[1:], self._config[1:], strict=True):
-            if found == expected:
-                continue
-            ours = self.config[field.name]
-            if field.name == "num_workers":
-                raise IncompatibleStateError(
-                    f"{_OWNER}: the state was saved with num_workers={found!r}, but this loader "
-                    f"has num_workers={ours}; the state of a plain IterableDataset is one state "
-                    "per worker copy and cannot be split or merged: load it with the same "
-                    "num_workers, or make the dataset a ShardedIterableDataset, whose states "
-                    "load with any num_workers"
-                )
-            if field.fingerprinted:
-                raise IncompatibleStateError(
-                    f"{_OWNER}: the state was saved with another {field.name} (fingerprint "
-                    f"{found!r}) than this loader's {field.name}={ours!r} (fingerprint "
-                    f"{expected!r})"
-                )
-            raise IncompatibleStateError(
-                f"{_OWNER}: the state was saved with {field.name}={found!r}, but this object "
-                f"has {field.name}={ours!r}"
-            )
+        return (
+            f"{_OWNER}: the state was saved with {field.name}={found!r}, but this object "
+            f"has {field.name}={value!r}"
+        )
 
     def _load_workers(self, saved: list[Any] | None) -> list[dict[str, Any]] | None:
         if not self._num_entries:
@@ -310,7 +304,7 @@ class LoaderState:
                 "StatefulDataLoader.load_state_dict: the state holds no dataset state (the "
                 "dataset had no state_dict when it was saved); the workers start from the "
                 "dataset as it is",
-                stacklevel=3,
+                stacklevel=6,  # the script calling StatefulDataLoader.load_state_dict
             )
             return self.fresh_workers()
         entries = [_entry(item, _WORKER_KEYS, "dataset_states") for item in saved]
@@ -321,7 +315,7 @@ class LoaderState:
                 f"num_workers={self.config['num_workers']}: the sample order continues exactly, "
                 "but the dataset's per-worker states (e.g. augmentation RNGs) are not restored; "
                 "the new workers start from the dataset as it is, seeded afresh",
-                stacklevel=3,
+                stacklevel=6,  # the script calling StatefulDataLoader.load_state_dict
             )
             return self.fresh_workers()
         return entries
@@ -339,23 +333,6 @@ class LoaderState:
                     f"{_OWNER}: a stream's 'replay' must be an int >= 0, got {entry['replay']!r}"
                 )
         return entries
-
-
-def _current_format(state: Any) -> Any:
-    """`state` as format 4 without its version: an older one read by `state_v3`; any other
-    version refused, naming it."""
-    if not isinstance(state, dict) or state.get("type") != STATE_TYPE:
-        return state  # check_state names what is wrong
-    version = state.get("version", LOADER_STATE_VERSION)
-    if version in OLD_VERSIONS:
-        return upgrade(state, _OWNER)
-    if version != LOADER_STATE_VERSION:
-        raise IncompatibleStateError(
-            f"{_OWNER}: the state has format version {version!r}, this release of "
-            f"checkpointable reads StatefulDataLoader states of versions "
-            f"{', '.join(map(str, OLD_VERSIONS))} and {LOADER_STATE_VERSION}"
-        )
-    return {key: value for key, value in state.items() if key != "version"}
 
 
 def _group(state: dict[str, Any], key: str, fields: tuple[Field, ...]) -> dict[str, Any]:

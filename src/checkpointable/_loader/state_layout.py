@@ -1,7 +1,7 @@
-"""The layout of a `StatefulDataLoader` state (format 4), as tables: one mechanism writes and
+"""The layout of a `StatefulDataLoader` state (format 5), as tables: one mechanism writes and
 reads every part of it.
 
-A state is ``{"version": 4, "type": "StatefulDataLoader", <group>: [values], ...}``: each
+A state is ``{"version": 5, "type": "StatefulDataLoader", <group>: [values], ...}``: each
 group is a list whose entries are the `Field` s of its table, in order (lists, not dicts, so
 that no key is repeated: the default map-style state pickles to ~190 bytes). The first group,
 ``"config"``, is the dataset kind followed by `CONFIG` [kind]: what the loader computes from its
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CONFIG", "GROUPS", "POSITION", "Field", "fingerprint", "long_form"]
+__all__ = ["CONFIG", "POSITION", "Field", "fingerprint", "long_form"]
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,6 @@ POSITION: dict[str, tuple[Field, ...]] = {
     ),
 }
 
-#: Every group of a state, in order.
-GROUPS = ("config", *POSITION)
-
 
 def fingerprint(value: Any) -> str:
     """A short stand-in for a long configuration value: 8 bytes of blake2b of its repr, as hex.
@@ -126,7 +123,7 @@ def fingerprint(value: Any) -> str:
 
 
 def long_form(state: dict[str, Any]) -> dict[str, Any]:
-    """A format-4 state with each entry under its long name (fingerprints as they are);
+    """A format-4 or 5 state with each entry under its long name (fingerprints as they are);
     entries a damaged state lacks are left out."""
     out: dict[str, Any] = {"version": state.get("version"), "type": state.get("type")}
     config = state.get("config")

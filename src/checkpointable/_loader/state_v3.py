@@ -10,7 +10,7 @@ Format 3 was one flat dict, every entry under its long name::
      "streams", "next_stream", "skips": {"pending", "total", "log"}}
 
 with torch generator states as bare base64 text (which `checkpointable._rng` still reads).
-Format 2 is format 3 without "skips". `upgrade` rewrites either as format 4 (without its
+Format 2 is format 3 without "skips". `upgrade` rewrites either as format 5 (without its
 version), for the one reader of `state`; it checks the shape it needs and leaves the values'
 checks to that reader.
 """
@@ -54,9 +54,11 @@ _NESTED = {
 }
 
 
-def upgrade(state: dict[str, Any], owner: str) -> dict[str, Any]:
-    """A format 2 or 3 `state` as format 4, without its version."""
-    version = state["version"]
+def upgrade(state: Any, owner: str) -> Any:
+    """A format 2 or 3 loader `state` as format 5, without its version; anything else as it is."""
+    version = state.get("version") if isinstance(state, dict) else None
+    if version not in OLD_VERSIONS or state.get("type") != "StatefulDataLoader":
+        return state
     keys = (*_KEYS, "skips") if version == 3 else _KEYS
     missing = [key for key in keys if key not in state]
     unknown = sorted(set(state) - {*keys, "type", "version"})
