@@ -26,6 +26,7 @@ from typing import Any
 
 from .._checks import close, require_int
 from .._rng import draw_seed, encode_torch_generator
+from .._state import StateBase
 from .indices import RANDOM, REPLAY, STATEFUL, IndexPlan
 from .parts import DatasetKind
 from .state import LoaderState
@@ -184,7 +185,7 @@ def cut_shards(
                 cut += 1
         for index, shard in shards.items():
             entry = streams[index]
-            entry["state"], entry["iterator_state"] = shard.state_dict(), None
+            entry["state"], entry["iterator_state"] = StateBase.nested_state(shard), None
             entry["fresh"], entry["replay"] = False, 0
     finally:
         for shard in shards.values():

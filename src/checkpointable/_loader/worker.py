@@ -37,6 +37,7 @@ from .._runtime.channels import POLL_SECONDS, Receiver, Sender
 from .._runtime.messages import Encoder, Kind, Reply, Task
 from .._runtime.slabs import HandOffEncoder, Slab
 from .._runtime.watch import ParentWatch, WorkerStop
+from .._state import StateBase
 from .batcher import Batcher, fetch_map
 from .sharded import ShardedIterableDataset
 
@@ -180,7 +181,7 @@ class _Worker:
         try:
             if spec.kind == "map":
                 batch = fetch_map(spec.dataset, payload, spec.auto_collation, spec.collate_fn)
-                state = spec.dataset.state_dict() if spec.dataset_stateful else None
+                state = StateBase.nested_state(spec.dataset) if spec.dataset_stateful else None
                 return Reply(Kind.ITEMS, data=batch, state=state)
             stream = self.streams[payload]
             try:
