@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,19 @@ def test_timeout_raises_and_stops_the_workers(no_leaks: None) -> None:
     loader.close()
 
 
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here and in the workers, as in a terminal, even where the
+    suite runs as a background job (which inherits SIGINT ignored, and so would its workers)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.timeout(60)
-def test_persistent_workers_that_died_between_epochs_are_replaced(no_leaks: None) -> None:
+def test_persistent_workers_that_died_between_epochs_are_replaced(
+    interruptible: None, no_leaks: None
+) -> None:
     before = child_pids()
     loader = StatefulDataLoader(Squares(10), batch_size=2, num_workers=2, persistent_workers=True)
     assert len(list(loader)) == 5
@@ -201,6 +213,7 @@ def test_workers_go_away_when_the_main_process_exits_is_interrupted_or_killed(ho
         import os, signal, sys, time
         from pathlib import Path
         from checkpointable.dataloader import StatefulDataLoader
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
         loader = StatefulDataLoader(
             list(range(10000)), batch_size=2, num_workers=2, persistent_workers=True
         )
