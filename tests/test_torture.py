@@ -120,3 +120,19 @@ def test_the_soak_judges_growth_and_leftovers() -> None:
     steady = SoakReport(1.0, samples=[sample(s, 20, 0) for s in range(10)])
     _judge(steady)
     assert steady.problems == [] and steady.clean
+
+
+def test_the_soak_judges_descriptors_between_loaders_not_the_worker_count_of_the_last_one() -> None:
+    def sample(second: int, workers: int, fds: int) -> Sample:
+        return Sample(second, 100 * 2**20, 0, workers, fds, 1, 0)
+
+    # what CI once saw: a live loader holds 4 descriptors per worker, and the run ended while a
+    # 3-worker loader was alive, after starting with a 1-worker one
+    counts = [3, 1, 1, 0, 3, 1, 3, 2, 2, 2, 1, 3, 1, 3, 3, 0]
+    samples = [sample(s, w, 6 + 4 * w) for s, w in enumerate(counts)]
+    steady = SoakReport(1.0, samples=samples, rest=[sample(s, 0, 6) for s in range(10)])
+    _judge(steady)
+    assert steady.problems == []
+    leaking = SoakReport(1.0, samples=samples, rest=[sample(s, 0, 6 + s) for s in range(10)])
+    _judge(leaking)
+    assert leaking.problems == ["fds_at_rest grew by 8.0 (limit 4)"]

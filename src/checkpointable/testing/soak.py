@@ -5,9 +5,12 @@ persistent workers or not, saving a state every few batches and, now and then, r
 loader by a fresh one that loads that state with another ``num_workers`` (a restart). Every
 `interval` seconds it samples the resident memory of this process and of its workers, the open
 file descriptors of this process, its threads, and the ``/dev/shm`` entries of its own (see
-`checkpointable.testing._processes`). It fails on growth: memory, descriptors or threads that keep rising from the
-first fifth of the run to the last, or any ``/dev/shm`` entry that stays. It also checks that
-every epoch delivered every sample exactly once.
+`checkpointable.testing._processes`), and it takes the same sample at every restart, between
+the closed loader and the next one. It fails on growth from the first fifth of the run to the
+last: memory over the run, descriptors and threads between loaders (a live loader holds a few
+descriptors per worker, so over the run they follow its worker count, not a leak); and on any
+``/dev/shm`` entry that stays. It also checks that every epoch delivered every sample exactly
+once.
 
 Run it with ``make soak`` (30 minutes) or ``python -m checkpointable.testing.soak --minutes 30``.
 """
@@ -61,6 +64,7 @@ class SoakReport:
     restarts: int = 0
     epoch_errors: int = 0  # epochs that lost or repeated a sample
     samples: list[Sample] = field(default_factory=list)
+    rest: list[Sample] = field(default_factory=list)  # between two loaders, and at the end
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -68,16 +72,24 @@ class SoakReport:
         return not self.problems and not self.epoch_errors
 
     def summary(self) -> dict[str, Any]:
-        """First-fifth and last-fifth medians of each measure."""
-        fifth = max(len(self.samples) // 5, 1)
-        head, tail = self.samples[:fifth], self.samples[-fifth:]
-        out: dict[str, Any] = {}
-        for name in ("rss_main", "rss_workers", "fds", "threads", "shm"):
-            first = statistics.median(getattr(s, name) for s in head) if head else 0
-            last = statistics.median(getattr(s, name) for s in tail) if tail else 0
-            peak = max((getattr(s, name) for s in self.samples), default=0)
-            out[name] = {"first": first, "last": last, "max": peak}
+        """First-fifth and last-fifth medians of each measure, over the run and between
+        loaders (``*_at_rest``)."""
+        out = {name: _trend(self.samples, name) for name in _MEASURES}
+        for name in ("fds", "threads"):
+            out[f"{name}_at_rest"] = _trend(self.rest, name)
         return out
+
+
+_MEASURES = ("rss_main", "rss_workers", "fds", "threads", "shm")
+
+
+def _trend(samples: list[Sample], name: str) -> dict[str, float]:
+    fifth = max(len(samples) // 5, 1)
+    head, tail = samples[:fifth], samples[-fifth:]
+    first = statistics.median(getattr(s, name) for s in head) if head else 0
+    last = statistics.median(getattr(s, name) for s in tail) if tail else 0
+    peak = max((getattr(s, name) for s in samples), default=0)
+    return {"first": first, "last": last, "max": peak}
 
 
 def _rss(pid: int) -> int:
@@ -124,10 +136,10 @@ def soak(minutes: float, seed: int = 0, interval: float = 2.0) -> SoakReport:
             loader.load_state_dict(state)
         return loader
 
-    def measure() -> None:
+    def measure(into: list[Sample]) -> None:
         workers = children(me)
         pids.update(workers)
-        report.samples.append(
+        into.append(
             Sample(
                 seconds=round(time.monotonic() - start, 1),
                 rss_main=_rss(me),
@@ -144,33 +156,38 @@ def soak(minutes: float, seed: int = 0, interval: float = 2.0) -> SoakReport:
     state = loader.state_dict()
     next_sample = start
     while time.monotonic() < stop_at:
+        restart = False
         for batch in loader:
             seen.update(int(i) for i in batch)
             report.batches += 1
             if report.batches % 7 == 0:
                 state = loader.state_dict()
             if time.monotonic() >= next_sample:
-                measure()
+                measure(report.samples)
                 next_sample += interval
             if chance.random() < 0.01:  # a restart: a new loader from the last saved state
                 state = loader.state_dict()
-                loader.close()
-                del loader
-                loader = build(state)
-                report.restarts += 1
+                restart = True
                 break
-        else:
-            report.epochs += 1
-            if sorted(seen) != list(range(len(dataset))) or max(seen.values()) != 1:
-                report.epoch_errors += 1
-            seen.clear()
-            state = loader.state_dict()
+        if restart:  # measured once the loader and its epoch's iterator are gone
+            loader.close()
+            del loader
+            measure(report.rest)
+            loader = build(state)
+            report.restarts += 1
+            continue
+        report.epochs += 1
+        if sorted(seen) != list(range(len(dataset))) or max(seen.values()) != 1:
+            report.epoch_errors += 1
+        seen.clear()
+        state = loader.state_dict()
     loader.close()
     del loader
     deadline = time.monotonic() + 5.0  # workers that were just stopped may still be ending
     while children(me) and time.monotonic() < deadline:
         time.sleep(0.05)
-    measure()
+    measure(report.samples)
+    report.rest.append(report.samples[-1])
     stop_recording()
     _judge(report)
     return report
@@ -180,9 +197,10 @@ def _judge(report: SoakReport) -> None:
     summary = report.summary()
     limits = {"rss_main": RSS_GROWTH_BYTES, "fds": FD_GROWTH, "threads": THREAD_GROWTH}
     for name, limit in limits.items():
-        grew = summary[name]["last"] - summary[name]["first"]
+        measured = name if name == "rss_main" or not report.rest else f"{name}_at_rest"
+        grew = summary[measured]["last"] - summary[measured]["first"]
         if grew > limit:
-            report.problems.append(f"{name} grew by {grew} (limit {limit})")
+            report.problems.append(f"{measured} grew by {grew} (limit {limit})")
     left = report.samples[-1].shm if report.samples else 0
     if left:
         report.problems.append(f"{left} /dev/shm entries left at the end")
@@ -209,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, values in summary.items():
         first, last, peak = values["first"], values["last"], values["max"]
-        print(f"  {name:12} first {first:>12,.0f}  last {last:>12,.0f}  max {peak:>12,.0f}")
+        print(f"  {name:16} first {first:>12,.0f}  last {last:>12,.0f}  max {peak:>12,.0f}")
     if args.json is not None:
         data = asdict(report) | {"summary": summary}
         args.json.write_text(json.dumps(data, indent=1))
