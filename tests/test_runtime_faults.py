@@ -5,6 +5,7 @@ descriptors gets torch's hint."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -12,12 +13,15 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import checkpointable
+from checkpointable._runtime.group import WorkerGroup
 from checkpointable.dataloader import StatefulDataLoader
 from tests._loader_data import Squares
 from tests.leaks import child_pids, eventually, no_leaks_of_ours
@@ -177,3 +181,37 @@ def test_the_resource_tracker_runs_before_a_spawn_group_makes_its_semaphores() -
         [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.split() == ["False", "True", "True"], result.stderr[-2000:]
+
+
+def _set_and_check_forever(stop: Any) -> None:
+    while True:
+        stop.set()
+        stop.is_set()
+
+
+def _wait_then_check(stop: Any) -> None:
+    stop.wait(0.01)
+    stop.is_set()
+
+
+@pytest.mark.timeout(120)
+def test_a_consumer_killed_while_it_sets_the_stop_event_never_blocks_a_worker() -> None:
+    """A worker checks its group's stop event and waits on it (a prefetch worker that is done);
+    the consumer sets it at shutdown. A consumer SIGKILLed in the middle of that must leave
+    nothing held: a multiprocessing Event's lock would stay held, and the worker block forever
+    (the orphans the torture harness found under load)."""
+    context = multiprocessing.get_context("fork")
+    for _ in range(10):
+        group = WorkerGroup("test", context)
+        stop = group.stop
+        setter = context.Process(target=_set_and_check_forever, args=(stop,), daemon=True)
+        setter.start()
+        time.sleep(0.05)
+        assert setter.pid is not None
+        os.kill(setter.pid, signal.SIGKILL)
+        setter.join()
+        checker = threading.Thread(target=_wait_then_check, args=(stop,), daemon=True)
+        checker.start()
+        checker.join(5.0)
+        assert not checker.is_alive(), "the stop event stayed locked by the killed process"
+        group.close()

@@ -62,6 +62,39 @@ class _Event(Protocol):
     def wait(self, timeout: float | None = ...) -> bool: ...
 
 
+class SharedFlag:
+    """The stop event of a process group: one byte of shared memory, set and read without a
+    lock, so that a process SIGKILLed at any point leaves nothing held.
+
+    A multiprocessing ``Event`` guards its flag with a process-shared lock, and its ``set()``
+    holds that lock until every waiter has woken: a consumer killed meanwhile leaves it held,
+    and its worker, waking from ``wait()`` or checking the flag, blocks forever (an orphan).
+    `wait` here looks at the flag every `FLAG_POLL_SECONDS` instead.
+    """
+
+    def __init__(self, context: BaseContext) -> None:
+        self._flag = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag.value:
+            left = FLAG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, FLAG_POLL_SECONDS))
+        return True
+
+
+#: How often `SharedFlag.wait` looks at the flag (what a worker's exit may lag its stop).
+FLAG_POLL_SECONDS = 0.01
+
+
 def death_report(label: str, index: int, pid: int | None, exitcode: int) -> str:
     """Why worker `index` ended, in torch's words first (users grep their logs for them)."""
     if exitcode < 0:
@@ -141,7 +174,7 @@ class WorkerGroup:
             # started lazily, at the first one, the tracker takes milliseconds to come up, and a
             # SIGKILL meanwhile left that semaphore in /dev/shm for good.
             resource_tracker.ensure_running()
-        self.stop: _Event = threading.Event() if context is None else context.Event()
+        self.stop: _Event = threading.Event() if context is None else SharedFlag(context)
         self.processes: list[Any] = []
         self.threads: list[threading.Thread] = []
         self._queues: list[Any] = []  # multiprocessing queues, closed at shutdown
