@@ -236,6 +236,9 @@ class Reader:
             None
         )
         self.main_process = False
+        #: The epoch being read's batches as torch counts them, taken at its ``iter()`` (None:
+        #: no length); a state is only written inside an epoch after that ``iter()``.
+        self.epoch_batches: int | None = None
         self.loader_generator: torch.Generator | None = None
         # Without workers, a dataset that keeps a loaded state: a state was loaded into it, and
         # its state before that.
@@ -279,9 +282,15 @@ class Reader:
         state written now fixes the next epoch as torchdata's does; the next ``iter()`` uses
         them instead of drawing. Drawn once per boundary."""
         state = self.state
+        if state.next_seeds is not None:
+            return
+        if state.in_epoch:  # at its end only when every batch torch counts was delivered
+            batches = self.epoch_batches  # None: an iterable-style dataset, or a sampler
+            if batches is None or state.batches + len(state.beyond) < batches:  # without len()
+                return
         method = self.boundary_draws() if self.boundary_draws is not None else None
         draws = method() if method is not None else None
-        if state.next_seeds is not None or draws is None or not any(draws):
+        if draws is None or not any(draws):
             return
         base, sampler = draws
         state.next_seeds = {

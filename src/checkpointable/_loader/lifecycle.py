@@ -65,6 +65,8 @@ class Lifecycle:
         """``iter(loader)``: continue a loaded epoch, or start the next one."""
         self._stop_epoch()
         phase, self.reader.pending = self.phase, False
+        plan = self.parts.plan
+        self.reader.epoch_batches = self.parts.epoch_length() if plan is not None else None
         if phase in (Phase.LOADED, Phase.LOADED_IN_EPOCH):
             load_main_process_states(self.parts, self.reader, options.num_workers)
         pool = self.pool if self.pool is not None and self.pool.alive else None

@@ -333,16 +333,12 @@ class StatefulDataLoader(DataLoader[T_co]):
             return None
 
     def _boundary_draws(self) -> tuple[bool, bool] | None:
-        """At an epoch boundary, whether the next ``iter()`` draws the workers' base seed and a
-        ``RandomSampler``'s seed from the global RNG; None inside an epoch."""
+        """At an epoch boundary (`Reader.draw_next_seeds` knows when), whether the next
+        ``iter()`` draws the workers' base seed and a ``RandomSampler``'s seed from the global
+        RNG; None when it draws neither before the base seed."""
         state, plan = self._parts.state, self._parts.plan
         if self._datapipe:
             return None  # its shared seed is drawn before the base seed, at iter()
-        if state.in_epoch:
-            # the epoch's batches; None: a sampler without len(), its end known only when reached
-            batches = self._parts.epoch_length() if plan is not None else None
-            if batches is None or state.batches + len(state.beyond) < batches:
-                return None
         kept = self.persistent_workers and self.num_workers > 0 and state.base_seed is not None
         base = self.generator is None and not kept
         sampler = plan is not None and plan.kind == RANDOM and plan.sampler.generator is None
