@@ -11,7 +11,7 @@ from .._checks import require_bool, require_callable, require_positive
 from .._errors import IncompatibleStateError
 from .._runtime.context import ForWorker, check_context, resolve_context, track
 from .._runtime.group import WorkerGroup
-from .._runtime.messages import Task, WorkerFailure, dumps
+from .._runtime.messages import WorkerFailure, dumps
 from .base import CheckpointableIterator, WorkerStage
 from .prefetch import EPILOGUE
 from .workers import map_worker
@@ -242,7 +242,7 @@ class ParallelMapIterator(WorkerStage):
         return chunk
 
     def _submit(self, items: list[Any]) -> None:
-        task: Any = Task(self._next_task, 0, items)
+        task: Any = (self._next_task, 0, items, False)  # a `Task`
         if self._decode:
             try:
                 task = dumps(task)

@@ -212,17 +212,18 @@ def map_worker(
                 continue
             if in_process:
                 task = pickle.loads(task)
+            task_id, _, items, _ = task
             outputs: list[Any] = []
             failure = load_failure
             if failure is None:
                 try:
-                    for item in task.payload:
+                    for item in items:
                         outputs.append(transform(item))
                 except WorkerStop:
                     raise
                 except BaseException as error:
                     failure = WorkerFailure(error, where)
-            reply = Reply(Kind.ITEMS, task=task.task, data=outputs, failure=failure)
+            reply = Reply(Kind.ITEMS, task=task_id, data=outputs, failure=failure)
             results.put(_encode_result(reply, where) if in_process else reply)
     except WorkerStop:
         pass

@@ -119,12 +119,13 @@ class WorkerPool:
         self.generation += 1
         self._generation_value.value = self.generation
         for send, start in zip(self._senders, starts, strict=True):
-            send(Task(-1, self.generation, start, begin=True))
+            send((-1, self.generation, start, True))
         return self.generation
 
     def send(self, worker_id: int, task_id: int, payload: Any) -> None:
         """Ask worker `worker_id` for the batch of task `task_id` of the current generation."""
-        self._senders[worker_id](Task(task_id, self.generation, payload))
+        task: Task = (task_id, self.generation, payload, False)
+        self._senders[worker_id](task)
 
     def receive(self) -> Reply:
         """Wait for the next reply of any worker.

@@ -128,21 +128,22 @@ class _Worker:
         receive = Receiver(tasks)
         while True:
             try:
-                task: Task | None = receive(POLL_SECONDS)
+                message: Task | None = receive(POLL_SECONDS)
             except queue.Empty:
                 if watch.gone():
                     return  # the main process is gone
                 continue
-            if task is None:
+            if message is None:
                 return
-            if task.begin:
-                current = task.generation
-                self._begin(task.payload)
+            task, task_generation, payload, begin = message
+            if begin:
+                current = task_generation
+                self._begin(payload)
                 continue
-            if task.generation != current or task.generation < generation.value:
+            if task_generation != current or task_generation < generation.value:
                 continue  # a task of an epoch the main process abandoned
-            reply = self._run(task.payload)
-            reply.task, reply.worker, reply.generation = task.task, self.worker_id, current
+            reply = self._run(payload)
+            reply.task, reply.worker, reply.generation = task, self.worker_id, current
             self._send(reply)
 
     def _begin(self, start: Any) -> None:

@@ -37,24 +37,14 @@ class Kind(enum.IntEnum):
     READY = 2  # the worker started (`failure`: a failure of its start-up, or None)
 
 
-@dataclass(slots=True)
-class Task:
-    """A request from the consumer to a worker.
-
-    Attributes:
-        task: the consumer's id of the task (unique per generation).
-        generation: the consumer's generation the task belongs to (older ones are dropped).
-        payload: what to do (indices, items, a stream number, an epoch start).
-        begin: whether this task begins a generation (an epoch) instead of asking for data.
-    """
-
-    task: int
-    generation: int
-    payload: Any
-    begin: bool = False
-
-    def __reduce__(self) -> tuple[Any, ...]:  # a third of the default's cost, either way
-        return Task, (self.task, self.generation, self.payload, self.begin)
+#: A request from the consumer to a worker, as it travels: ``(task, generation, payload,
+#: begin)``, a plain tuple (pickled, a class costs three times as much each way):
+#:
+#: - task: the consumer's id of the task (unique per generation);
+#: - generation: the consumer's generation the task belongs to (older ones are dropped);
+#: - payload: what to do (indices, items, a stream number, an epoch start);
+#: - begin: whether this task begins a generation (an epoch) instead of asking for data.
+Task = tuple[int, int, Any, bool]
 
 
 @dataclass(slots=True)
