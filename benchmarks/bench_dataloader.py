@@ -99,15 +99,20 @@ def throughput_rows(quick: bool) -> list[Row]:
         ("cheap", Cheap(200_000), 200 if quick else 2000),
         ("1 ms/item", Millisecond(100_000), 4 if quick else 40),
     ):
-        for workers in (0, 2):
-            results: dict[str, list[float]] = {key: [] for key in peers}
-            for _ in range(repeats):
+        # Interleaved over the worker counts too: the "2 workers vs 0" rows compare runs made
+        # at the same moments, not a block of one before a block of the other.
+        measured: dict[int, dict[str, list[float]]] = {
+            w: {key: [] for key in peers} for w in (0, 2)
+        }
+        for _ in range(repeats):
+            for workers, results in measured.items():
                 for key, cls in peers.items():
                     torch.manual_seed(0)
                     make = partial(
                         cls, dataset, batch_size=BATCH, shuffle=True, num_workers=workers
                     )
                     results[key].append(_throughput(make, batches))
+        for workers, results in measured.items():
             ours = statistics.median(results["ours"])
             label = f"dataloader: {name}, batch {BATCH}, {workers} workers"
             for key in peers:
