@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import checkpointable
@@ -284,3 +287,33 @@ class Mixed(IterableDataset[Any]):
 def test_messages_stay_in_order_when_one_goes_through_the_feeder_thread() -> None:
     ours = list(StatefulDataLoader(Mixed(), batch_size=None, num_workers=1, in_order=False))
     _same(ours, list(DataLoader(Mixed(), batch_size=None)))
+
+
+@given(
+    kind=st.sampled_from(list(Kind)),
+    task=st.integers(-1, 2**40),
+    worker=st.integers(0, 64),
+    generation=st.integers(0, 2**40),
+    data=st.recursive(
+        st.none() | st.integers() | st.text(max_size=5) | st.tuples(st.integers()),
+        lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner),
+        max_leaves=6,
+    ),
+    exhausted=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_reply_travels_as_its_wire_tuple_and_comes_back_whole(
+    kind: Kind, task: int, worker: int, generation: int, data: Any, exhausted: bool
+) -> None:
+    """Every encoder sends a Reply as a plain tuple (cheaper to pickle than a class); the
+    consumer's decoders (the slab reader, and a queue's own decoding through
+    `WorkerGroup.receive`) give it back as a Reply, tuples in its data left alone."""
+    from checkpointable._runtime.messages import Encoder, dumps
+
+    reply = Reply(kind, task, worker, generation, data, {"at": task}, exhausted, None)
+    reader = slabs.SlabReader()
+    for raw in (Encoder()(reply), dumps(reply)):
+        assert type(pickle.loads(raw)) is tuple
+        assert reader.loads(raw) == reply
+        assert Reply.unwire(pickle.loads(raw)) == reply
+    assert pickle.loads(pickle.dumps(reply)) == reply  # a queue's own pickling: a Reply too

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from .channels import POLL_SECONDS, Receiver
 from .context import ForWorker
-from .messages import Relayed
+from .messages import Relayed, Reply
 from .slabs import Slab, SlabReader, make_slab
 from .watch import ParentWatch
 
@@ -272,7 +272,8 @@ class WorkerGroup:
         return [process.pid for process in self.processes]
 
     def receive(self, channel: Any, decode: bool, timeout: float = 0.0) -> Any:
-        """The next message of `channel` (unpickled if `decode`).
+        """The next message of `channel` (unpickled if `decode`; a `Reply` sent as its wire
+        tuple is a `Reply` again either way).
 
         Raises:
             WorkerDied: a worker died meanwhile, or the connection to it broke while its
@@ -304,8 +305,8 @@ class WorkerGroup:
                     continue
             if type(message) is Relayed:
                 self._broken(message.error)
-            if not decode:
-                return message
+            if not decode:  # decoded by the queue already (a `Reply` pickled as its wire tuple)
+                return Reply.unwire(message)
             try:
                 return self._reader.loads(message)
             except Exception as error:

@@ -34,7 +34,7 @@ from multiprocessing import reduction
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from .messages import Encoder
+from .messages import Encoder, Reply
 
 __all__ = ["SLOTS", "SLOT_BYTES", "HandOffEncoder", "Slab", "SlabReader", "make_slab"]
 
@@ -286,13 +286,14 @@ class SlabReader:
         self.slabs[key] = slab
 
     def loads(self, raw: bytes) -> Any:
-        """Unpickle a message, its placed tensors made views of their slot."""
+        """Unpickle a worker's message (a `Reply` sent as its `Reply.wire` tuple is a `Reply`
+        again), its placed tensors made views of their slot."""
         if not self.slabs:
-            return pickle.loads(raw)
+            return Reply.unwire(pickle.loads(raw))
         decoding = _decoding
         decoding.reader, decoding.leases = self, {}
         try:
-            return pickle.loads(raw)
+            return Reply.unwire(pickle.loads(raw))
         finally:
             decoding.reader = decoding.leases = None
 
