@@ -126,6 +126,38 @@ def test_persistent_workers_live_across_epochs_until_a_state_is_loaded(no_leaks:
         assert not pids(fresh) & pids(fresh)  # without persistent_workers: new workers per epoch
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_close_releases_every_descriptor_while_the_epoch_iterator_is_still_referenced(
+    persistent: bool, no_leaks: None
+) -> None:
+    """A training loop that calls ``loader.close()`` inside its ``for`` gets the queues' pipes
+    and the workers' sentinels back at once, not when the iterator is collected."""
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def opened() -> tuple[StatefulDataLoader[Any], Any]:
+        loader = StatefulDataLoader(
+            list(range(64)), batch_size=4, num_workers=2, persistent_workers=persistent
+        )
+        iterator = iter(loader)
+        next(iterator)
+        return loader, iterator
+
+    loader, iterator = opened()  # made once first: multiprocessing's lazily opened files
+    loader.close()
+    del loader, iterator
+    before = descriptors()
+    loader, iterator = opened()
+    assert descriptors() >= before + 8  # 2 workers: a task queue each, the result queue...
+    loader.close()
+    assert descriptors() == before, "close() kept descriptors while the iterator lives"
+    with pytest.raises(StopIteration):
+        next(iterator)  # the closed epoch delivers nothing more, and does not fail otherwise
+    assert loader.state_dict()["position"][2] == 1  # the position stays where it was
+
+
 @pytest.mark.timeout(60)
 def test_skip_waits_for_the_running_iterator() -> None:
     loader = StatefulDataLoader(list(range(8)), batch_size=2)

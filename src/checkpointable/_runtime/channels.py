@@ -68,6 +68,8 @@ class Sender:
 
     def __call__(self, message: Any) -> None:
         """Put `message` (often bytes: a message its sender pickled)."""
+        if self.channel._closed:  # its descriptor's number may belong to another file now
+            raise ValueError("the queue is closed")
         framed = b""
         if self._direct:  # a message its sender pickled is bytes: pickle needs no reducer
             pickled = type(message) is bytes

@@ -20,6 +20,7 @@ into the same `WorkerDied` report, with the group shut down.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import multiprocessing
@@ -175,7 +176,8 @@ class WorkerGroup:
             # SIGKILL meanwhile left that semaphore in /dev/shm for good.
             resource_tracker.ensure_running()
         self.stop: _Event = threading.Event() if context is None else SharedFlag(context)
-        self.processes: list[Any] = []
+        self.processes: list[Any] = []  # closed at shutdown: ask `pids`, not them
+        self._pids: list[int] = []
         self.threads: list[threading.Thread] = []
         self._queues: list[Any] = []  # multiprocessing queues, closed at shutdown
         self._sentinels: list[tuple[Any, int]] = []  # (queue, count): Nones put at shutdown
@@ -256,6 +258,7 @@ class WorkerGroup:
             )
             process.start()
             self.processes.append(process)
+            self._pids.append(process.pid)
             for arg in own:  # the worker has its own descriptor (or mapping) now
                 if isinstance(arg, Slab):
                     arg.close_fd()
@@ -269,7 +272,7 @@ class WorkerGroup:
     @property
     def pids(self) -> list[int]:
         """The process ids of the worker processes."""
-        return [process.pid for process in self.processes]
+        return list(self._pids)
 
     def receive(self, channel: Any, decode: bool, timeout: float = 0.0) -> Any:
         """The next message of `channel` (unpickled if `decode`; a `Reply` sent as its wire
@@ -320,6 +323,8 @@ class WorkerGroup:
             self._died(dead)
 
     def _dead_worker(self) -> Any:
+        if self._finished:
+            return None  # stopped, not dead
         for process in self.processes:
             if process.exitcode is not None:
                 return process
@@ -345,7 +350,7 @@ class WorkerGroup:
             raise _emfile_error(error) from error
         if isinstance(error, OSError | EOFError | RuntimeError):  # a hand-over from a worker
             # that is dying: wait (blocking on the processes' sentinels) for it to be reported
-            sentinels = [process.sentinel for process in self.processes]
+            sentinels = [] if self._finished else [process.sentinel for process in self.processes]
             ready = (
                 multiprocessing.connection.wait(sentinels, 2 * JOIN_SECONDS) if sentinels else []
             )
@@ -397,11 +402,18 @@ class WorkerGroup:
                     thread.name,
                     thread_timeout,
                 )
+        for process in self.processes:  # its sentinel's pipe, now (ended: joined or killed)
+            with contextlib.suppress(ValueError):
+                process.close()
+        # A thread still running may still read a pipe: its descriptors go with the queues then.
+        idle = not any(thread.is_alive() for thread in self.threads)
         for channel in self._queues:
             if forced:  # a killed reader may have left data in the pipe: do not wait for it
                 channel.cancel_join_thread()
             channel.close()
             channel.join_thread()
+            if idle:  # now, not when the last reference to the queue goes (an epoch's iterator)
+                _close_pipe(channel)
         self._reader.close()  # what batches still use stays mapped until they are gone
 
     def _join_processes(self) -> bool:
@@ -432,6 +444,17 @@ class WorkerGroup:
         if self._finalizer is not None:
             self._finalizer.cancel()
         self.shutdown(thread_timeout)
+
+
+def _close_pipe(channel: Any) -> None:
+    """Close this process's ends of a closed multiprocessing queue's pipe. A queue that
+    started a feeder thread here (a `put`) has it close them when it ends, and
+    `Queue.close` does nothing more: only the ends of a queue without one are closed here."""
+    if getattr(channel, "_thread", None) is not None:
+        return
+    for end in (channel._reader, channel._writer):
+        with contextlib.suppress(OSError):
+            end.close()
 
 
 def _drain(channel: Any) -> None:
