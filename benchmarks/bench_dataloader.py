@@ -1,12 +1,13 @@
 """StatefulDataLoader against torch's DataLoader and torchdata 0.11's StatefulDataLoader.
 
 Same arguments for all three (batch 64, shuffle, num_workers 0 and 2), measured side by side in
-one run, loaders interleaved round by round so that a busy machine slows all of them alike:
+one run, loaders and worker counts interleaved round by round so that a busy machine slows all
+of them alike (the goals are issue 13's, shown in each row):
 
 - throughput (batches/s) on a cheap dataset and on one that takes ~1 ms per item (a sleep, as
-  I/O); goal: ours >= 0.97x torch's DataLoader at every setting;
-- ``state_dict()`` time mid-epoch (goal < 50 us with workers) and the state's size (pickled, as
-  torchdata's state holds tensors; goal < 1 KB for a map-style dataset);
+  I/O): ours against torch's DataLoader, and ours with 2 workers against ours with none;
+- ``state_dict()`` time mid-epoch (median of the rounds' medians, interleaved with
+  torchdata's) and the state's size (pickled, as torchdata's state holds tensors);
 - time to the first batch after ``load_state_dict`` of a state taken at batch 10, 1e3 and 1e4
   (goal: flat in the position).
 """
